@@ -1,0 +1,15 @@
+"""fourm_core's commands, registered through the ``fourm_register_commands`` hook.
+
+Command bodies import torch lazily, so ``fourm --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from fourm_registry import hookimpl
+
+
+@hookimpl
+def fourm_register_commands(cli):
+    from . import commands
+
+    commands.register(cli)
