@@ -182,6 +182,8 @@ class ModalitySpec:
 
     storage: StorageSpec | None = None
     requires: tuple[str, ...] = attrs.field(default=(), converter=_tuple_of_str)
+    #: take raw data from another modality's ``raw`` array instead of this one's (e.g. ``tok_rgb`` tokenizes ``rgb``)
+    source: str | None = None
     special_tokens: tuple[str, ...] = attrs.field(default=(), converter=_tuple_of_str)
     masking: MaskingDefaults = attrs.field(factory=MaskingDefaults)
 
@@ -247,6 +249,8 @@ class ModalitySpec:
         for req in self.requires:
             if not _NAME_RE.match(req) or req == n:
                 raise _fail(n, "requires", f"{req!r} must name another modality")
+        if self.source is not None and (not _NAME_RE.match(self.source) or self.source == n):
+            raise _fail(n, "source", f"{self.source!r} must name another modality")
         if self.storage is not None and not isinstance(self.storage, StorageSpec):
             raise _fail(n, "storage", f"must be a StorageSpec, got {type(self.storage).__name__}")
         if not isinstance(self.masking, MaskingDefaults):
@@ -291,6 +295,7 @@ class ModalitySpec:
             "decoder": self.decoder,
             "aliases": list(self.aliases),
             "requires": list(self.requires),
+            "source": self.source,
             "tokenizer": self.tokenizer is not None,
             "labeler": self.labeler is not None,
             "visualizer": self.visualizer is not None,

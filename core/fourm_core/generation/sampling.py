@@ -1,0 +1,85 @@
+"""Sampling primitives: top-k / top-p filtering, temperature sampling with confidences, guidance.
+
+All functions work on logits of shape ``(..., V)`` and are batched (no Python loops over tokens).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .errors import GenerationError
+
+
+def filter_logits(logits: torch.Tensor, top_k: int | float = 0, top_p: float = 0.0) -> torch.Tensor:
+    """Set logits outside the top-k / nucleus (top-p) set to ``-inf`` (returns a new tensor).
+
+    ``top_k``: an int keeps the k largest; a float in (0, 1) keeps that fraction of the vocabulary; 0 keeps
+    all. ``top_p`` in (0, 1]: keeps the smallest set of most likely tokens whose probability reaches
+    ``top_p`` (the most likely token always stays); 0 disables it.
+    """
+    vocab = logits.shape[-1]
+    if top_k and top_k > 0:
+        k = int(top_k * vocab) if isinstance(top_k, float) and top_k < 1 else int(top_k)
+        k = max(1, min(k, vocab))
+        if k < vocab:
+            kth = torch.topk(logits, k, dim=-1).values[..., -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p and 0 < top_p < 1:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        cum = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
+        # Remove a token when the mass *before* it already reaches top_p (keeps the first one above it).
+        remove_sorted = (cum - torch.softmax(sorted_logits, dim=-1)) >= top_p
+        remove = torch.zeros_like(remove_sorted).scatter(-1, order, remove_sorted)
+        logits = logits.masked_fill(remove, float("-inf"))
+    elif top_p < 0 or top_p > 1:
+        raise GenerationError(f"top_p must be in [0, 1], got {top_p}")
+    return logits
+
+
+def sample_tokens(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int | float = 0,
+    top_p: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample one token per row of ``logits`` ``(..., V)``.
+
+    Returns ``(ids (...), probs (...))``: the sampled ids and their probability under the filtered,
+    temperature-scaled distribution (MaskGIT's confidence). ``temperature == 0`` is greedy (probability 1).
+    """
+    shape = logits.shape[:-1]
+    if temperature <= 1e-10:
+        ids = logits.argmax(dim=-1)
+        return ids, torch.ones(shape, dtype=torch.float32, device=logits.device)
+    flat = filter_logits(logits.reshape(-1, logits.shape[-1]).float(), top_k, top_p)
+    probs = torch.softmax(flat / temperature, dim=-1)  # (R, V)
+    ids = torch.multinomial(probs, 1, generator=generator)  # (R, 1)
+    chosen = probs.gather(-1, ids).squeeze(-1)
+    return ids.squeeze(-1).reshape(shape), chosen.reshape(shape)
+
+
+def combine_guidance(
+    cond: torch.Tensor | Sequence[torch.Tensor], uncond: torch.Tensor, scale: float | Sequence[float]
+) -> torch.Tensor:
+    """Classifier-free guidance: ``uncond + sum_i w_i (cond_i - uncond)``.
+
+    One condition with ``scale = w`` is the usual CFG (``w = 1`` returns ``cond`` exactly); several
+    conditions with weights give the compositional (weighted multi-condition) guidance of 4M.
+    """
+    if isinstance(cond, torch.Tensor):
+        if isinstance(scale, (int, float)):
+            if scale == 1.0:
+                return cond
+            return uncond + scale * (cond - uncond)
+        raise GenerationError("one conditional logit tensor takes one float guidance scale")
+    if isinstance(scale, (int, float)):
+        scale = [float(scale)] * len(cond)
+    if len(scale) != len(cond):
+        raise GenerationError(f"multi-condition guidance: {len(cond)} conditions but {len(scale)} weights")
+    out = uncond.clone()
+    for c, w in zip(cond, scale):
+        out = out + w * (c - uncond)
+    return out

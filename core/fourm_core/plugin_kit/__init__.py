@@ -1,0 +1,6 @@
+"""Shared building blocks for modality plugins: hub loading with clear offline errors, array crops and
+resizes that follow the sample's crop, colour maps and PCA renderings, box transforms.
+
+Plugins import the sub-modules they need (``fourm_core.plugin_kit.images`` etc.); nothing here is imported
+by a plugin's ``plugin.py`` (which must stay torch-free).
+"""
