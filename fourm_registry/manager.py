@@ -149,7 +149,7 @@ class PluginManager:
                 try:
                     impl.function(register=register)
                 except FourmError as exc:
-                    if isinstance(exc, SpecError) and impl.plugin_name not in str(exc):
+                    if isinstance(exc, SpecError) and not str(exc).startswith("fourm plugin "):
                         raise SpecError(f"fourm plugin {impl.plugin_name!r} ({dist}): {exc}") from exc
                     raise
                 except (TypeError, ValueError) as exc:
@@ -194,4 +194,4 @@ def _distribution_of(ep: metadata.EntryPoint) -> tuple[str, str]:
     dist = getattr(ep, "dist", None)
     if dist is not None:
         return dist.metadata["Name"], dist.version
-    return "<unknown distribution>", "?"
+    return f"{ep.value} (no distribution)", "?"

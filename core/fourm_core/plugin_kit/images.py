@@ -155,3 +155,18 @@ def stack_hwc(raws: Sequence[np.ndarray], what: str) -> np.ndarray:
     if len(shapes) != 1:
         raise ValueError(f"{what}: all samples of a batch must have the same shape, got {sorted(shapes)}")
     return np.stack([_check_hwc(np.asarray(r), what) for r in raws])
+
+
+def rgb_inputs(inputs: dict, modality: str) -> list[np.ndarray]:
+    """The ``rgb`` list of a labeler's ``inputs``, checked: each a uint8 (H, W, 3) array. Raises ``ValueError``
+    naming ``modality`` (the labeler's) and the bad sample otherwise."""
+    if not isinstance(inputs, dict) or "rgb" not in inputs:
+        keys = sorted(inputs) if isinstance(inputs, dict) else type(inputs).__name__
+        raise ValueError(f"labeler of modality {modality!r}: inputs must be a dict with an 'rgb' list, got {keys}")
+    rgbs = list(inputs["rgb"])
+    for i, img in enumerate(rgbs):
+        if not isinstance(img, np.ndarray) or img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+            desc = f"{img.dtype} {img.shape}" if isinstance(img, np.ndarray) else type(img).__name__
+            raise ValueError(f"labeler of modality {modality!r}: rgb sample {i} must be a uint8 (H, W, 3) array, "
+                             f"got {desc}")
+    return rgbs

@@ -1,0 +1,105 @@
+"""How to generate one target modality: scheme, steps, schedules, temperature, filtering, guidance.
+
+:class:`TargetConfig` is plain data; :func:`resolve_target` fills the defaults that depend on the
+modality's kind (``image``/``vector`` → MaskGIT, ``sequence`` → autoregressive) and validates everything
+against the model's :class:`~fourm_registry.ModalitySpec`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from fourm_registry import ModalitySpec
+
+from .errors import GenerationError
+from .schedules import TOKEN_SCHEDULES
+
+SCHEMES = ("maskgit", "roar", "autoregressive")
+
+#: Defaults per modality kind, applied where a TargetConfig leaves a field as None.
+KIND_DEFAULTS: dict[str, dict[str, Any]] = {
+    "image": {"scheme": "maskgit", "steps": 8, "temperature": 1.0, "token_schedule": "cosine", "guidance": 1.0},
+    "vector": {"scheme": "maskgit", "steps": 4, "temperature": 0.5, "token_schedule": "cosine", "guidance": 1.0},
+    "sequence": {"scheme": "autoregressive", "steps": 1, "temperature": 0.0, "token_schedule": "linear",
+                 "guidance": 1.0},
+}
+
+
+def _weights(value: Mapping[str, float] | None) -> dict[str, float] | None:
+    return None if value is None else {str(k): float(v) for k, v in dict(value).items()}
+
+
+@attrs.frozen(kw_only=True)
+class TargetConfig:
+    """Generation settings of one target; ``None`` means "the default for the modality's kind".
+
+    * ``scheme``: ``maskgit`` (commit the most confident tokens each step), ``roar`` (random order: commit
+      random positions each step), ``autoregressive`` (sequences, left to right with a KV cache).
+    * ``steps`` / ``token_schedule`` (``cosine`` | ``linear``): MaskGIT / ROAR steps.
+    * ``temperature`` / ``temperature_schedule`` (``constant`` | ``linear`` | ``onex:MIN:POWER``), ``top_k``,
+      ``top_p``: sampling (temperature 0 = greedy).
+    * ``guidance``: classifier-free guidance scale (1 = none). ``guidance_conditions``: the modalities removed
+      in the unconditional pass (default: every condition present when this target starts).
+    * ``condition_weights``: weighted multi-condition guidance, ``{modality: weight}``:
+      ``logits = uncond + sum_i w_i (cond_i - uncond)`` where ``cond_i`` sees only modality ``i`` (plus the
+      conditions not listed) and ``uncond`` none of the listed ones. Overrides ``guidance``.
+    * ``max_new_tokens`` (autoregressive; default ``max_length - 1``), ``stop_at_eos`` (stop a row at
+      ``[EOS]`` or at the closing sentinel; False generates exactly ``max_new_tokens``).
+    """
+
+    modality: str
+    scheme: str | None = None
+    steps: int | None = None
+    token_schedule: str | None = None
+    temperature: float | None = None
+    temperature_schedule: str = "constant"
+    top_k: int | float = 0
+    top_p: float = 0.0
+    guidance: float | None = None
+    guidance_conditions: tuple[str, ...] | None = attrs.field(
+        default=None, converter=lambda v: None if v is None else tuple(v))
+    condition_weights: dict[str, float] | None = attrs.field(default=None, converter=_weights)
+    max_new_tokens: int | None = None
+    stop_at_eos: bool = True
+
+    def replace(self, **changes: Any) -> TargetConfig:
+        return attrs.evolve(self, **changes)
+
+
+def resolve_target(cfg: TargetConfig, spec: ModalitySpec) -> TargetConfig:
+    """``cfg`` with kind defaults filled in and every field checked against ``spec``."""
+    if not spec.decoder:
+        raise GenerationError(
+            f"cannot generate {spec.name!r}: it is a {spec.kind!r} modality the model only reads as input "
+            f"(encoder-only); ask for a modality with a decoder, e.g. its tokenized twin")
+    defaults = KIND_DEFAULTS[spec.kind]
+    filled = {k: (getattr(cfg, k) if getattr(cfg, k) is not None else v) for k, v in defaults.items()}
+    cfg = attrs.evolve(cfg, modality=spec.name, **filled)
+    if cfg.scheme not in SCHEMES:
+        raise GenerationError(f"target {spec.name!r}: unknown scheme {cfg.scheme!r}; choose one of {', '.join(SCHEMES)}")
+    if spec.kind == "sequence" and cfg.scheme != "autoregressive":
+        raise GenerationError(f"target {spec.name!r} is a sequence: only scheme 'autoregressive' applies, got {cfg.scheme!r}")
+    if spec.kind != "sequence" and cfg.scheme == "autoregressive":
+        raise GenerationError(f"target {spec.name!r} is a {spec.kind!r} modality: use 'maskgit' or 'roar', not 'autoregressive'")
+    if cfg.token_schedule not in TOKEN_SCHEDULES:
+        raise GenerationError(f"target {spec.name!r}: unknown token schedule {cfg.token_schedule!r}; choose {', '.join(TOKEN_SCHEDULES)}")
+    if not isinstance(cfg.steps, int) or cfg.steps < 1:
+        raise GenerationError(f"target {spec.name!r}: steps must be a positive int, got {cfg.steps!r}")
+    if cfg.temperature < 0:
+        raise GenerationError(f"target {spec.name!r}: temperature must be >= 0, got {cfg.temperature}")
+    if not 0 <= cfg.top_p <= 1:
+        raise GenerationError(f"target {spec.name!r}: top_p must be in [0, 1], got {cfg.top_p}")
+    if cfg.top_k < 0:
+        raise GenerationError(f"target {spec.name!r}: top_k must be >= 0, got {cfg.top_k}")
+    if cfg.max_new_tokens is not None and cfg.max_new_tokens < 1:
+        raise GenerationError(f"target {spec.name!r}: max_new_tokens must be >= 1, got {cfg.max_new_tokens}")
+    if spec.kind == "sequence":
+        limit = spec.max_length - 1
+        n = cfg.max_new_tokens if cfg.max_new_tokens is not None else limit
+        if n > limit:
+            raise GenerationError(f"target {spec.name!r}: max_new_tokens {n} exceeds the modality's max_length - 1 = {limit}")
+        cfg = attrs.evolve(cfg, max_new_tokens=n)
+    return cfg

@@ -1,0 +1,3 @@
+"""fourm modality plugin: image captions (BLIP captioner)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,199 @@
+"""Components of the ``det`` modality.
+
+Raw form (JSON)::
+
+    {"boxes": [[x0, y0, x1, y1], ...],   # xyxy, normalised to [0, 1] of the raw image
+     "classes": ["person", "traffic_light", ...],   # class names as vocabulary tokens (see classes.py)
+     "scores": [0.97, ...]}
+
+Serialization (4M-21): boxes with a score below ``threshold`` (0.6) are dropped; at most ``max_boxes`` (50)
+are kept (highest scores); then, per box, ``v0=x0 v1=y0 v2=x1 v3=y1 <class>`` with coordinates binned to
+1000 values (``floor(x·1000)``, parsed back to bin centres, error ≤ 0.0005), boxes ordered by the squared
+distance of their binned (x0, y0) to the origin. A class name is one token (``traffic_light``); a name the
+vocabulary does not know is split by the text tokenizer into sub-words and parsed back whole. Parsed boxes
+get score 1.0. An image without boxes serializes to the empty string. Worst case with COCO classes:
+50 × 5 = 250 tokens ≤ max_length 256.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from fourm_core.plugin_kit.seqtext import (
+    SerializationError,
+    TokenReader,
+    dequantize_coords,
+    normalize_class_name,
+    parse_value_token,
+    quantize_coords,
+    value_token,
+)
+
+log = logging.getLogger(__name__)
+MODALITY = "det"
+DEFAULT_WEIGHTS = "facebook/detr-resnet-50"
+
+
+def empty_det() -> dict[str, list]:
+    return {"boxes": [], "classes": [], "scores": []}
+
+
+def validate_det(raw: Any, modality: str = MODALITY) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """(boxes (N, 4) float64, class names, scores (N,)) of a det raw; ``ValueError`` naming the modality otherwise."""
+    if not isinstance(raw, dict) or not {"boxes", "classes", "scores"} <= set(raw):
+        raise SerializationError(f"modality {modality!r}: raw must be a dict with 'boxes', 'classes', 'scores'; got {raw!r:.100}")
+    boxes = np.asarray(raw["boxes"], dtype=np.float64).reshape(-1, 4) if len(raw["boxes"]) else np.zeros((0, 4))
+    classes, scores = list(raw["classes"]), np.asarray(raw["scores"], dtype=np.float64).reshape(-1)
+    if not len(boxes) == len(classes) == len(scores):
+        raise SerializationError(f"modality {modality!r}: {len(boxes)} boxes, {len(classes)} classes and {len(scores)} scores differ in number")
+    if not np.isfinite(boxes).all() or (boxes < 0).any() or (boxes > 1).any():
+        raise SerializationError(f"modality {modality!r}: box coordinates must be finite and in [0, 1] (normalised xyxy)")
+    for c in classes:
+        if not isinstance(c, str) or not c or normalize_class_name(c) != c:
+            raise SerializationError(f"modality {modality!r}: class name {c!r} must be one token such as 'traffic_light' "
+                                     f"(use fourm_core.plugin_kit.seqtext.normalize_class_name)")
+    return boxes, classes, scores
+
+
+class DetectionSerializer:
+    """Boxes ↔ ``v0=x0 v1=y0 v2=x1 v3=y1 class ...`` (see the module docstring)."""
+
+    def __init__(self, threshold: float = 0.6, max_boxes: int = 50, bins: int = 1000):
+        self.threshold, self.max_boxes, self.bins = threshold, max_boxes, bins
+
+    def to_text(self, raw: Any) -> str:
+        boxes, classes, scores = validate_det(raw)
+        keep = np.flatnonzero(scores >= self.threshold)
+        if len(keep) > self.max_boxes:
+            keep = keep[np.argsort(-scores[keep], kind="stable")[: self.max_boxes]]
+        q = quantize_coords(boxes[keep], self.bins)  # (K, 4)
+        q = np.concatenate([np.minimum(q[:, :2], q[:, 2:]), np.maximum(q[:, :2], q[:, 2:])], axis=1)
+        names = [classes[i] for i in keep]
+        order = sorted(range(len(keep)), key=lambda j: (int(q[j, 0]) ** 2 + int(q[j, 1]) ** 2, *q[j].tolist(), names[j]))
+        tokens = []
+        for j in order:
+            tokens += [value_token(a, q[j, a]) for a in range(4)] + [names[j]]
+        return " ".join(tokens)
+
+    def from_text(self, text: str) -> dict[str, list]:
+        r = TokenReader(text, MODALITY)
+        out = empty_det()
+        while not r.done():
+            coords = [r.value(axis=a)[1] for a in range(4)]
+            words = []
+            while not r.done() and parse_value_token(r.peek() or "") is None:
+                words.append(r.next("a class name"))
+            if not words:
+                raise r.fail("a class name after the box 'v0= v1= v2= v3='")
+            c = np.asarray(coords)
+            c = np.concatenate([np.minimum(c[:2], c[2:]), np.maximum(c[:2], c[2:])])
+            out["boxes"].append([float(v) for v in dequantize_coords(c, self.bins)])
+            out["classes"].append(normalize_class_name("_".join(words)))
+            out["scores"].append(1.0)
+        return out
+
+
+class DetectionTransform:
+    """Boxes follow the sample's crop (in raw rgb pixels of a ``raw_size`` square image) and flip; boxes that
+    lose their area are dropped; the others are clipped to the crop."""
+
+    def __init__(self, raw_size: int = 256):
+        self.raw_size = raw_size
+
+    def crop(self, raw: Any, box: tuple[int, int, int, int], flip: bool = False, size: tuple[int, int] | None = None,
+             raw_size: int | tuple[int, int] | None = None) -> dict[str, list]:
+        from fourm_core.plugin_kit.boxes import crop_boxes
+
+        boxes, classes, scores = validate_det(raw)
+        rs = raw_size or self.raw_size
+        rs = (rs, rs) if isinstance(rs, int) else tuple(rs)
+        if not len(boxes):
+            return empty_det()
+        new, keep = crop_boxes(boxes, box, rs, flip=flip)
+        return {"boxes": [[float(v) for v in b] for b in new[keep]],
+                "classes": [c for c, k in zip(classes, keep) if k],
+                "scores": [float(s) for s in scores[keep]]}
+
+
+class DetectionLabeler:
+    """A transformers object detector (DETR, RT-DETR, Deformable DETR, ... through
+    ``AutoModelForObjectDetection``) with its image processor; batched, on ``device``.
+
+    Keeps detections with score ≥ ``threshold`` (0.3; the serializer drops < 0.6 later, so the store keeps
+    the raw evidence), class names from ``model.config.id2label`` normalised to one token each.
+    """
+
+    def __init__(self, weights: str | None = None, device: str = "cpu", batch_size: int = 8, *,
+                 threshold: float = 0.3, max_detections: int = 100, modality: str = MODALITY):
+        from transformers import AutoImageProcessor, AutoModelForObjectDetection
+
+        from fourm_core.plugin_kit.hub import load_pretrained, resolve_device
+
+        self.weights = weights or DEFAULT_WEIGHTS
+        self.device = resolve_device(device)
+        self.batch_size, self.threshold, self.max_detections = batch_size, threshold, max_detections
+        self.processor = load_pretrained(AutoImageProcessor.from_pretrained, self.weights, modality=modality)
+        self.model = load_pretrained(AutoModelForObjectDetection.from_pretrained, self.weights, modality=modality)
+        self.model.to(self.device).eval()
+        self.id2name = {int(i): normalize_class_name(n) for i, n in self.model.config.id2label.items()}
+
+    def detect(self, images: list[np.ndarray]) -> list[dict[str, list]]:
+        """Detections per image: boxes normalised xyxy, class names, scores (sorted by score)."""
+        import torch
+
+        results: list[dict[str, list]] = []
+        for start in range(0, len(images), self.batch_size):
+            batch = [np.asarray(im) for im in images[start:start + self.batch_size]]
+            for im in batch:
+                if im.ndim != 3 or im.shape[2] != 3 or im.dtype != np.uint8:
+                    raise ValueError(f"modality {MODALITY!r}: detector input must be uint8 (H, W, 3), got {im.dtype} {im.shape}")
+            enc = self.processor(images=batch, return_tensors="pt").to(self.device)
+            with torch.inference_mode():
+                outputs = self.model(**enc)
+            sizes = [im.shape[:2] for im in batch]
+            post = self.processor.post_process_object_detection(outputs, threshold=self.threshold, target_sizes=sizes)
+            for res, (h, w) in zip(post, sizes):
+                scores = res["scores"].float().cpu().numpy()
+                order = np.argsort(-scores, kind="stable")[: self.max_detections]
+                boxes = res["boxes"].float().cpu().numpy()[order] / np.array([w, h, w, h], dtype=np.float64)
+                boxes = np.clip(boxes, 0.0, 1.0)
+                labels = res["labels"].cpu().numpy()[order]
+                results.append({
+                    "boxes": [[round(float(v), 5) for v in b] for b in boxes],
+                    "classes": [self.id2name.get(int(l), f"class_{int(l)}") for l in labels],
+                    "scores": [round(float(s), 4) for s in scores[order]],
+                })
+        return results
+
+    def __call__(self, inputs: dict[str, list[Any]]) -> list[dict[str, list]]:
+        return self.detect(inputs["rgb"])
+
+
+def _class_color(name: str) -> tuple[int, int, int]:
+    import zlib
+
+    from fourm_core.plugin_kit.images import fixed_palette
+
+    return tuple(int(v) for v in fixed_palette(64)[zlib.crc32(name.encode()) % 64])
+
+
+def visualize(raw: Any, image: np.ndarray | None = None, *, size: int = 256, threshold: float = 0.0):
+    """Boxes with their class names drawn over ``image`` (uint8 HxWx3) or a grey canvas of ``size``²."""
+    from PIL import Image, ImageDraw
+
+    boxes, classes, scores = validate_det(raw)
+    canvas = Image.fromarray(np.asarray(image, dtype=np.uint8)).convert("RGB") if image is not None \
+        else Image.new("RGB", (size, size), (40, 40, 40))
+    draw = ImageDraw.Draw(canvas)
+    w, h = canvas.size
+    for b, c, s in zip(boxes, classes, scores):
+        if s < threshold:
+            continue
+        color = _class_color(c)
+        xy = [b[0] * (w - 1), b[1] * (h - 1), b[2] * (w - 1), b[3] * (h - 1)]
+        draw.rectangle(xy, outline=color, width=2)
+        draw.text((xy[0] + 2, xy[1] + 1), f"{c} {s:.2f}", fill=color)
+    return canvas

@@ -1,0 +1,34 @@
+"""Registers the ``det`` modality (no heavy imports here: components are referenced by string)."""
+
+from __future__ import annotations
+
+from fourm_registry import ComponentRef, ModalitySpec, StorageSpec, hookimpl
+
+from .classes import COCO_CLASS_TOKENS
+
+MAX_LENGTH = 256
+DEFAULT_WEIGHTS = "facebook/detr-resnet-50"
+
+
+@hookimpl
+def fourm_register_modalities(register):
+    register(
+        ModalitySpec(
+            name="det",
+            kind="sequence",
+            vocab_size=30000,
+            max_length=MAX_LENGTH,
+            description="object boxes: per box 'v0=x0 v1=y0 v2=x1 v3=y1 <class>' (1000 bins), ordered by the "
+                        "distance of (x0, y0) to the origin, scores below 0.6 dropped",
+            storage=StorageSpec(dtype="json"),
+            labeler="fourm_det.components:DetectionLabeler",
+            transform="fourm_det.components:DetectionTransform",
+            serializer="fourm_det.components:DetectionSerializer",
+            visualizer="fourm_det.components:visualize",
+            tokenizer=ComponentRef(target="fourm_core.plugin_kit.seqtext:sequence_tokenizer",
+                                   kwargs={"max_length": MAX_LENGTH, "modality": "det"}),
+            special_tokens=COCO_CLASS_TOKENS,
+            default_weights=DEFAULT_WEIGHTS,
+            license="Apache-2.0",
+        )
+    )

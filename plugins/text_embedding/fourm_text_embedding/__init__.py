@@ -1,0 +1,3 @@
+"""fourm modality plugin: T5 caption embeddings (encoder-only embedding sequence)."""
+
+__version__ = "0.1.0"
