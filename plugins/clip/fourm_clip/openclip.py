@@ -1,0 +1,115 @@
+"""A batched open_clip vision-tower feature extractor, shared by ``clip`` and ``imagebind``.
+
+``weights`` strings: ``MODEL:PRETRAINED`` where PRETRAINED is an open_clip tag (``openai``,
+``laion2b_s32b_b79k``) or a local weights file (``ViT-B-16:/models/clip_b16.pt``); or ``hf-hub:org/name`` /
+``local-dir:/path`` (open_clip schemas, config and weights together). Custom model configs (e.g. tiny test
+models) are added with ``open_clip.add_model_config(dir_or_json)`` before use.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from fourm_core.plugin_kit.features import preprocess_uint8
+from fourm_core.plugin_kit.hub import WeightsNotAvailableError, resolve_device, weights_help
+
+log = logging.getLogger(__name__)
+_CACHE: dict[tuple[str, str], OpenClipExtractor] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def parse_weights(weights: str, modality: str) -> tuple[str, str | None]:
+    """``"MODEL:PRETRAINED"`` → (model, pretrained); schema strings (``hf-hub:``, ``local-dir:``) → (weights, None)."""
+    if weights.startswith(("hf-hub:", "local-dir:")):
+        return weights, None
+    model, sep, pretrained = weights.partition(":")
+    if not sep or not model or not pretrained:
+        raise ValueError(
+            f"weights {weights!r} for modality {modality!r}: expected 'MODEL:PRETRAINED' (an open_clip model name "
+            f"and a pretrained tag or weights file, e.g. 'ViT-B-16:openai' or 'ViT-B-16:/path/weights.pt'), "
+            f"or 'hf-hub:org/name' / 'local-dir:/path'"
+        )
+    return model, pretrained
+
+
+class OpenClipExtractor:
+    """Loads an open_clip model once and returns the vision tower's outputs for uint8 images.
+
+    :meth:`run` returns ``(pooled, tokens)``: ``pooled`` (B, width) is the layer-normed class token *before*
+    the projection, ``tokens`` (B, h, w, width) the layer-normed patch tokens; :meth:`project` maps either to
+    the joint embedding space (``width → embed_dim``).
+    """
+
+    def __init__(self, weights: str, device: str = "cpu", *, modality: str):
+        import open_clip
+        from open_clip.transformer import VisionTransformer
+
+        self.weights, self.device, self.modality = weights, device, modality
+        model_name, pretrained = parse_weights(weights, modality)
+        is_schema = pretrained is None
+        if not is_schema and model_name not in open_clip.list_models():
+            raise ValueError(
+                f"weights {weights!r} for modality {modality!r}: unknown open_clip model {model_name!r}; known: "
+                f"{', '.join(open_clip.list_models()[:40])}, ... (add custom configs with open_clip.add_model_config)"
+            )
+        try:
+            model = open_clip.create_model(model_name, pretrained=pretrained, device=device, require_pretrained=True)
+        except Exception as exc:  # noqa: BLE001 - open_clip raises RuntimeError/OSError/hub errors for missing weights
+            text = f"{type(exc).__name__}: {exc}"
+            missing = isinstance(exc, OSError) or any(
+                k in text.lower() for k in ("not found", "offline", "connect", "no such file", "hub", "download"))
+            if not missing:
+                raise
+            hub_id = model_name[len("hf-hub:"):] if model_name.startswith("hf-hub:") else weights
+            raise WeightsNotAvailableError(f"{weights_help(hub_id, modality)} (cause: {text[:300]})") from exc
+        visual = model.visual
+        if not isinstance(visual, VisionTransformer):
+            raise ValueError(
+                f"weights {weights!r} for modality {modality!r}: the vision tower is a {type(visual).__name__}; "
+                f"patch features need an open_clip VisionTransformer tower (ViT-*)"
+            )
+        cfg = open_clip.get_model_preprocess_cfg(model)
+        size = cfg.get("size", visual.image_size)
+        self.image_size = tuple(size) if isinstance(size, (tuple, list)) else (int(size), int(size))
+        self.mean = tuple(cfg.get("mean", open_clip.OPENAI_DATASET_MEAN))
+        self.std = tuple(cfg.get("std", open_clip.OPENAI_DATASET_STD))
+        self.grid = tuple(int(g) for g in visual.grid_size)
+        # Keep the projection ourselves: the tower then returns the un-projected pooled token as well.
+        self.proj = None if visual.proj is None else visual.proj.detach().clone()
+        visual.proj = None
+        visual.output_tokens = True
+        self.visual = visual.eval()
+        del model  # the text tower is not needed
+        self.width = int(visual.transformer.width)
+        self.embed_dim = int(self.proj.shape[1]) if self.proj is not None else self.width
+
+    def run(self, images: Sequence[np.ndarray]) -> tuple[Any, Any]:
+        """uint8 (H, W, 3) images → (pooled (B, width), tokens (B, h, w, width)), float32 tensors."""
+        import torch
+
+        x = preprocess_uint8(images, self.image_size, self.mean, self.std, device=self.device,
+                             what=f"labeler for {self.modality!r}")
+        with torch.inference_mode():
+            pooled, tokens = self.visual(x)  # (B, width), (B, h*w, width)
+        return pooled.float(), tokens.float().reshape(len(images), *self.grid, -1)
+
+    def project(self, x: Any) -> Any:
+        """Map width-d features to the joint embedding space (identity if the tower has no projection)."""
+        if self.proj is None:
+            return x
+        return x @ self.proj.to(x.device, x.dtype)
+
+
+def get_extractor(weights: str, device: str, *, modality: str) -> OpenClipExtractor:
+    """A cached extractor per (weights, device): ``imagebind`` and ``imagebind_global`` load ViT-H once."""
+    device = resolve_device(device)
+    key = (weights, device)
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = OpenClipExtractor(weights, device, modality=modality)
+        return _CACHE[key]
