@@ -190,10 +190,14 @@ class ModalityPluginTests:
             return
         transform = self.spec.transform.build()
         box = (16, 8, RAW_SIZE - 32, RAW_SIZE - 40)
+        # a modality with `source` (tok_rgb) crops its source's raw data: use that storage spec
+        storage = self.spec.storage
+        if storage is None and self.spec.source is not None:
+            storage = get_modalities()[self.spec.source].storage
         for raw in self._examples():
             a = transform.crop(raw, box=box, flip=False, size=(224, 224))
             b = transform.crop(raw, box=box, flip=True, size=(224, 224))
-            if self.spec.storage is not None and not self.spec.storage.is_json:
+            if storage is not None and not storage.is_json:
                 assert a.shape[-1] == raw.shape[-1] and a.dtype == raw.dtype
                 assert a.shape == b.shape
             else:
@@ -248,8 +252,8 @@ class ModalityPluginTests:
         with torch.no_grad():
             tokens = codec.encode(raws)
         assert tokens.dtype == torch.long and tokens.shape[0] == len(raws)
-        assert tokens.shape[1] == tokenizer.num_tokens
-        assert int(tokens.min()) >= 0 and int(tokens.max()) < tokenizer.vocab_size
+        assert tokens.shape[1] == codec.num_tokens
+        assert int(tokens.min()) >= 0 and int(tokens.max()) < codec.vocab_size
         with torch.no_grad():
             back = codec.decode(tokens)
         assert len(back) == len(raws)

@@ -1,9 +1,155 @@
-"""Command-line entry points of this part (filled in by its issue). No torch import at module level."""
+"""``fourm generate`` and ``fourm index``. No torch import at module level (``fourm --help`` stays fast)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import click
+
+_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+
+
+def _parse_in(items: tuple[str, ...]) -> list[tuple[str, str]]:
+    out = []
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise click.BadParameter(f"{item!r} must look like NAME=VALUE (e.g. rgb=photo.jpg or caption='a cat')",
+                                     param_hint="--in")
+        out.append((name.strip(), value))
+    return out
+
+
+def _load_value(kind: str, name: str, value: str) -> Any:
+    """Turn the text of ``--in name=value`` into a raw input for a modality of ``kind``."""
+    import numpy as np
+
+    path = Path(value)
+    is_file = path.is_file()
+    if kind in ("image", "pixels", "vector", "embedding_sequence"):
+        if not is_file:
+            raise click.BadParameter(f"{name}={value}: the {kind!r} modality {name!r} takes a file (image or .npy), "
+                                     f"and {value!r} does not exist", param_hint="--in")
+        if path.suffix.lower() == ".npy":
+            return np.load(path, allow_pickle=False)
+        if path.suffix.lower() in _IMAGE_SUFFIXES:
+            from PIL import Image, ImageOps
+
+            with Image.open(path) as img:
+                img = ImageOps.exif_transpose(img)
+                return img.convert("RGB") if kind == "pixels" or img.mode in ("RGBA", "P", "CMYK") else img.copy()
+        raise click.BadParameter(f"{name}={value}: unsupported file type {path.suffix!r}; use an image "
+                                 f"({', '.join(sorted(_IMAGE_SUFFIXES))}) or a .npy array", param_hint="--in")
+    # sequence: a .json / .txt file, inline JSON, or the literal text
+    if is_file and path.suffix.lower() == ".json":
+        return json.loads(path.read_text(encoding="utf-8"))
+    if is_file and path.suffix.lower() == ".txt":
+        return path.read_text(encoding="utf-8").strip()
+    if value[:1] in "{[":
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            pass
+    return value
+
+
+def _save_raw(raw: Any, base: Path) -> Path:
+    """Write one raw output: arrays → .npy, text → .txt, JSON values → .json."""
+    import numpy as np
+    import torch
+
+    if isinstance(raw, torch.Tensor):
+        raw = raw.detach().cpu().numpy()
+    if isinstance(raw, np.ndarray):
+        path = base.with_suffix(".npy")
+        np.save(path, raw)
+    elif isinstance(raw, str):
+        path = base.with_suffix(".txt")
+        path.write_text(raw + "\n", encoding="utf-8")
+    else:
+        path = base.with_suffix(".json")
+        path.write_text(json.dumps(raw, indent=2, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)),
+                        encoding="utf-8")
+    return path
 
 
 def register_commands(cli: click.Group) -> None:
-    """Add this module's commands to ``cli``."""
+    """Add ``generate`` and ``index`` to ``cli``."""
+
+    @cli.command("generate")
+    @click.option("--model", "model_dir", required=True, help="checkpoint directory (or hub id) with tokenizers/")
+    @click.option("--in", "inputs", multiple=True, metavar="NAME=VALUE",
+                  help="an input: rgb=photo.jpg, depth=depth.npy, caption='a cat on a sofa', det=boxes.json")
+    @click.option("--out", "targets", required=True, help="comma-separated targets in generation order, e.g. depth,caption")
+    @click.option("--save", "save_dir", required=True, type=click.Path(file_okay=False), help="output directory")
+    @click.option("--seed", type=int, default=0, show_default=True)
+    @click.option("--steps", type=int, default=None, help="MaskGIT/ROAR steps (default per kind)")
+    @click.option("--temperature", type=float, default=None, help="sampling temperature (0 = greedy)")
+    @click.option("--guidance", type=float, default=None, help="classifier-free guidance scale (1 = none)")
+    @click.option("--top-k", type=float, default=None, help="keep the k most likely tokens (or a fraction if < 1)")
+    @click.option("--top-p", type=float, default=None, help="nucleus sampling mass")
+    @click.option("--scheme", type=click.Choice(["maskgit", "roar"]), default=None,
+                  help="scheme for image/vector targets (sequences are always autoregressive)")
+    @click.option("--tokenizers", "tok_dir", default=None, help="tokenizer directory (default: MODEL/tokenizers)")
+    @click.option("--device", default="cpu", show_default=True)
+    def generate_cmd(model_dir, inputs, targets, save_dir, seed, steps, temperature, guidance, top_k, top_p,
+                     scheme, tok_dir, device):
+        """Generate TARGETS from the given inputs; writes raw outputs (npy/json/txt), a PNG per output and
+        grid.png."""
+        from .pipeline import AnyToAny
+
+        pipe = AnyToAny.from_pretrained(model_dir, device=device, tokenizers=tok_dir)
+        raw_inputs = {}
+        for name, value in _parse_in(inputs):
+            canonical = pipe.resolve(name)
+            raw_inputs[canonical] = _load_value(pipe.modalities[canonical].kind, name, value)
+        if not raw_inputs:
+            raise click.UsageError("give at least one input with --in NAME=VALUE")
+        tgt = [t.strip() for t in targets.split(",") if t.strip()]
+        if not tgt:
+            raise click.UsageError("--out names no target")
+        overrides = {"steps": steps, "temperature": temperature, "guidance": guidance, "top_p": top_p,
+                     "scheme": scheme}
+        if top_k is not None:
+            overrides["top_k"] = int(top_k) if top_k >= 1 else float(top_k)
+        resolved = [pipe.resolve(t, as_target=True) for t in tgt]
+        if scheme is not None:
+            # the scheme applies to image/vector targets only
+            from .generation import TargetConfig
+
+            tgt_cfgs = [TargetConfig(modality=t, scheme=scheme) if pipe.modalities[t].kind != "sequence"
+                        else TargetConfig(modality=t) for t in resolved]
+            overrides.pop("scheme")
+        else:
+            tgt_cfgs = resolved
+        out = pipe(raw_inputs, tgt_cfgs, seed=seed, **{k: v for k, v in overrides.items() if v is not None})
+        save = Path(save_dir)
+        save.mkdir(parents=True, exist_ok=True)
+        for name in out:
+            raw = out[name]
+            path = _save_raw(raw, save / name)
+            click.echo(f"{name}: {path}")
+            spec = pipe.modalities[name]
+            if spec.visualizer is not None:
+                try:
+                    spec.visualizer.load()(raw).convert("RGB").save(save / f"{name}.png")
+                except Exception as exc:  # noqa: BLE001 - the raw output is saved; say why the picture is not
+                    click.echo(f"warning: visualizer of {name!r} failed: {type(exc).__name__}: {exc}", err=True)
+        pipe.render(out).save(save / "grid.png")
+        click.echo(f"grid: {save / 'grid.png'}")
+
+    @cli.command("index")
+    @click.argument("store")
+    @click.option("--modality", required=True, help="a global-embedding modality, e.g. dinov2_global")
+    @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="index file (.npz)")
+    @click.option("--batch-size", type=int, default=256, show_default=True)
+    def index_cmd(store, modality, out_path, batch_size):
+        """Build a nearest-neighbour (cosine) index of MODALITY's vectors in STORE, for `AnyToAny.search`."""
+        from .retrieval import build_index
+
+        index = build_index(store, modality, batch_size=batch_size)
+        path = index.save(out_path)
+        click.echo(json.dumps({"index": str(path), "modality": index.modality, "vectors": len(index),
+                               "dim": index.dim, "store": store}))

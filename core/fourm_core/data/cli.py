@@ -1,9 +1,113 @@
-"""Command-line entry points of this part (filled in by its issue). No torch import at module level."""
+"""``fourm ingest``, ``fourm label``, ``fourm tokenize``, ``fourm inspect``.
+
+No torch / numpy / zarr import at module level: the command bodies import :mod:`fourm_core.data.jobs`.
+"""
 
 from __future__ import annotations
+
+import json
+import logging
 
 import click
 
 
+
+def _split(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _parse_weights(values: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for v in values:
+        name, sep, path = v.partition("=")
+        if not sep or not name or not path:
+            raise click.BadParameter(f"{v!r} must look like NAME=PATH_OR_HUB_ID (e.g. depth=/models/dpt)",
+                                     param_hint="--weights")
+        out[name.strip()] = path.strip()
+    return out
+
+
+def _setup_logging() -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
 def register_commands(cli: click.Group) -> None:
-    """Add this module's commands to ``cli``."""
+    """Add the dataset commands to ``cli``."""
+
+    @cli.command("ingest")
+    @click.argument("src", type=click.Path(exists=True, file_okay=False))
+    @click.argument("store")
+    @click.option("--samples-per-shard", default=64, show_default=True, type=click.IntRange(min=1))
+    @click.option("--raw-size", default=256, show_default=True, type=click.IntRange(min=8),
+                  help="short side resized to this, then centre-cropped")
+    @click.option("--workers", default=0, show_default=True, type=click.IntRange(min=0),
+                  help="decode images in this many processes")
+    @click.option("--overwrite", is_flag=True, help="replace an existing store")
+    def ingest_cmd(src: str, store: str, samples_per_shard: int, raw_size: int, workers: int, overwrite: bool) -> None:
+        """Read a folder of images (jpg/png/webp, recursively) into STORE's rgb modality."""
+        _setup_logging()
+        from .jobs import ingest
+
+        report = ingest(src, store, samples_per_shard=samples_per_shard, raw_size=raw_size, overwrite=overwrite,
+                        workers=workers)
+        click.echo(f"ingested {report.num_samples} images into {store} in {report.seconds:.1f} s "
+                   f"({report.images_per_second:.1f} images/s); skipped {len(report.skipped)} unreadable file(s)")
+        for path, reason in report.skipped:
+            click.echo(f"  skipped {path}: {reason}")
+
+    @cli.command("label")
+    @click.argument("store")
+    @click.option("--modalities", "-m", required=True, help="comma-separated modality names")
+    @click.option("--overwrite", is_flag=True, help="relabel from scratch")
+    @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="default: the labeler's own")
+    @click.option("--device", default="cpu", show_default=True)
+    @click.option("--weights", multiple=True, metavar="NAME=PATH", help="weights of a labeler (hub id or local dir)")
+    @click.option("--no-progress", is_flag=True)
+    def label_cmd(store: str, modalities: str, overwrite: bool, batch_size: int | None, device: str,
+                  weights: tuple[str, ...], no_progress: bool) -> None:
+        """Run the modalities' pseudo-labelers over STORE (resumable; distributed under accelerate/torchrun)."""
+        _setup_logging()
+        from .jobs import label
+
+        reports = label(store, _split(modalities), overwrite=overwrite, batch_size=batch_size, device=device,
+                        weights=_parse_weights(weights), progress=not no_progress)
+        for r in reports.values():
+            rate = r.samples / r.seconds if r.seconds > 0 else 0.0
+            click.echo(f"{r.modality}: {r.shards_done} shard(s) labeled, {r.shards_skipped} already complete, "
+                       f"{r.samples} samples in {r.seconds:.1f} s ({rate:.1f} samples/s)")
+
+    @cli.command("tokenize")
+    @click.argument("store")
+    @click.option("--modalities", "-m", required=True, help="comma-separated modality names")
+    @click.option("--crops", default=1, show_default=True, type=click.IntRange(min=1),
+                  help="crops per sample (crop 0 = centre)")
+    @click.option("--tokenizers", "tokenizers_dir", required=True, type=click.Path(exists=True, file_okay=False),
+                  help="tokenizer directory (fourm train-tokenizer --out DIR)")
+    @click.option("--seed", default=0, show_default=True, type=int, help="seed of the random crops")
+    @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1))
+    @click.option("--device", default="cpu", show_default=True)
+    @click.option("--overwrite", is_flag=True, help="re-tokenize these modalities from scratch")
+    @click.option("--no-progress", is_flag=True)
+    def tokenize_cmd(store: str, modalities: str, crops: int, tokenizers_dir: str, seed: int, batch_size: int,
+                     device: str, overwrite: bool, no_progress: bool) -> None:
+        """Tokenize CROPS crops per sample of the modalities (resumable; distributed)."""
+        _setup_logging()
+        from .jobs import tokenize
+
+        reports = tokenize(store, _split(modalities), crops=crops, tokenizers_dir=tokenizers_dir, seed=seed,
+                           overwrite=overwrite, batch_size=batch_size, device=device, progress=not no_progress)
+        for r in reports.values():
+            click.echo(f"{r.modality}: {r.shards_done} shard(s) tokenized, {r.shards_skipped} already complete")
+
+    @cli.command("inspect")
+    @click.argument("store")
+    @click.option("--json", "as_json", is_flag=True, help="print JSON")
+    def inspect_cmd(store: str, as_json: bool) -> None:
+        """Per modality: complete samples, dtype, shape, bytes on disk, sha256 of the values."""
+        from .jobs import format_inspect, inspect_store
+
+        info = inspect_store(store)
+        click.echo(json.dumps(info, indent=2) if as_json else format_inspect(info))
+
+

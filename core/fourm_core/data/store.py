@@ -141,7 +141,9 @@ def _conform(spec: ModalitySpec, shape: tuple[int, ...], raw: Any, index: int) -
     dtype = np.dtype(storage.dtype)
     if arr.dtype == dtype:
         return arr
-    if not np.can_cast(arr.dtype, dtype, casting="same_kind"):
+    src = arr.dtype.kind
+    same_kind = src == dtype.kind or (src in "iub" and dtype.kind in "iu")
+    if not same_kind:
         raise StoreError(
             f"modality {spec.name!r}: raw sample {index} has dtype {arr.dtype}, which cannot be stored as "
             f"{dtype} without changing its kind; convert it in the labeler"
@@ -449,7 +451,11 @@ class Store:
     def _read(self, arr: zarr.Array, indices: np.ndarray, extra: tuple = ()) -> np.ndarray:
         """Read ``arr[indices, *extra]`` as consecutive runs; a decode failure names array and samples."""
         try:
-            parts = [np.asarray(arr[(slice(a, b), *extra)]) for a, b in _runs(indices)]
+            runs = _runs(indices)
+            if len(runs) > 2:  # one orthogonal selection: zarr fetches every chunk in one concurrent call
+                parts = [np.asarray(arr.get_orthogonal_selection((indices, *extra)))]
+            else:
+                parts = [np.asarray(arr[(slice(a, b), *extra)]) for a, b in runs]
         except Exception as exc:  # noqa: BLE001 - identify the corrupt samples, then re-raise
             bad = []
             for i in indices.tolist():

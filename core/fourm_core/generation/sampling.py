@@ -56,9 +56,23 @@ def sample_tokens(
         return ids, torch.ones(shape, dtype=torch.float32, device=logits.device)
     flat = filter_logits(logits.reshape(-1, logits.shape[-1]).float(), top_k, top_p)
     probs = torch.softmax(flat / temperature, dim=-1)  # (R, V)
-    ids = torch.multinomial(probs, 1, generator=generator)  # (R, 1)
-    chosen = probs.gather(-1, ids).squeeze(-1)
-    return ids.squeeze(-1).reshape(shape), chosen.reshape(shape)
+    ids = sample_categorical(probs, generator)  # (R,)
+    chosen = probs.gather(-1, ids[:, None]).squeeze(-1)
+    return ids.reshape(shape), chosen.reshape(shape)
+
+
+def sample_categorical(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One index per row of ``probs`` ``(R, V)`` (rows sum to 1) by inverse-CDF sampling.
+
+    Exact categorical sampling like ``torch.multinomial(probs, 1)``, but one uniform number per row and a
+    binary search instead of a pass of random draws over the vocabulary (several times faster on CPU
+    for large vocabularies). Zero-probability entries are never chosen.
+    """
+    cdf = probs.cumsum(dim=-1)  # (R, V)
+    u = torch.rand((probs.shape[0], 1), generator=generator, device=probs.device, dtype=cdf.dtype)
+    u = u * cdf[:, -1:]  # the cdf's last entry is 1 up to rounding; scale so u never exceeds it
+    ids = torch.searchsorted(cdf, u, right=True).squeeze(-1)
+    return ids.clamp_(max=probs.shape[-1] - 1)
 
 
 def combine_guidance(

@@ -5,8 +5,8 @@ A feature map is stored channels-last ``(h, w, D)`` (float16) and covers the *wh
 extractor resizes the square raw image to its input size (no centre crop), so feature cell ``(i, j)`` covers
 raw pixels ``[i*s, (i+1)*s) × [j*s, (j+1)*s)`` with ``s = raw_size / h``. A crop box given in raw rgb pixels
 is therefore rescaled onto the feature grid (sub-cell exact, bilinear). As for every image-like transform,
-``size`` is the (H, W) of the array returned: for a feature map that is its grid (the tokenizer's
-``input_size``, e.g. (16, 16)), not a pixel size.
+``size`` is the (H, W) of the array returned — the tokenizer's ``input_size``, which the tokenize job passes;
+for a feature map that is a grid (e.g. 16 × 16 for DINOv2-B/14 at 224 px), not a pixel size.
 """
 
 from __future__ import annotations
@@ -50,14 +50,18 @@ def preprocess_uint8(images: Sequence[np.ndarray], size: int | tuple[int, int], 
 class FeatureMapTransform:
     """Crop/flip and tensor conversion of a feature map ``(h, w, D)`` that covers the raw rgb image.
 
-    :param grid: the stored grid ``(h, w)`` (the extractor's grid at its input size); the default crop size.
+    :param grid: the stored grid ``(h, w)`` (the extractor's grid at its input size); the default ``size``.
+    :param patch_size: input pixels per feature cell (14 for DINOv2-B/14 and ViT-H/14, 16 for ViT-B/16):
+        :meth:`grid_for` gives the grid of a crop of a given pixel size.
     :param raw_size: side of the square raw rgb image the crop boxes refer to (the store's ``raw_size``).
     :param channels: expected feature dimension (checked, so a store written by another model fails loudly).
     :param modality: name used in error messages.
     """
 
-    def __init__(self, *, grid: tuple[int, int], channels: int, raw_size: int = 256, modality: str = "features"):
+    def __init__(self, *, grid: tuple[int, int], channels: int, patch_size: int, raw_size: int = 256,
+                 modality: str = "features"):
         self.grid = (int(grid[0]), int(grid[1]))
+        self.patch_size = int(patch_size)
         self.channels = int(channels)
         self.raw_size = int(raw_size)
         self.modality = modality
@@ -71,15 +75,19 @@ class FeatureMapTransform:
 
     def crop(self, raw: np.ndarray, box: Box, flip: bool = False, size: tuple[int, int] | None = None,
              raw_size: int | None = None) -> np.ndarray:
-        """The features of crop ``box`` (raw rgb pixels), resampled (bilinear) to a ``size`` grid
-        (default: the stored grid).
+        """The features of crop ``box`` (raw rgb pixels) resampled (bilinear) to a ``size`` = (h, w) grid
+        (default: the stored grid; ``grid_for(pixels)`` converts a pixel size).
 
         A horizontal flip mirrors the grid (features themselves are not flip-equivariant; this is the usual
         approximation, as for every pre-extracted feature target)."""
         a = self._check(raw)
         rs = int(raw_size or self.raw_size)
-        size = tuple(size) if size is not None else self.grid
-        return crop_resize(a, box, size, flip=flip, interpolation="linear", box_grid=(rs, rs))
+        grid = self.grid if size is None else (int(size[0]), int(size[1]))
+        return crop_resize(a, box, grid, flip=flip, interpolation="linear", box_grid=(rs, rs))
+
+    def grid_for(self, size: tuple[int, int]) -> tuple[int, int]:
+        """Feature grid the extractor gives on a crop of ``size`` pixels (e.g. 224 px → 16 cells of 14 px)."""
+        return (max(1, round(size[0] / self.patch_size)), max(1, round(size[1] / self.patch_size)))
 
     def to_tensor(self, raws: Sequence[np.ndarray]) -> Any:
         """list of ``(h, w, D)`` → float32 tensor ``(B, D, h, w)``."""

@@ -131,12 +131,3 @@ def normalize_class_name(name: str) -> str:
     """
     return re.sub(r"[\s\-/]+", "_", str(name).strip().lower())
 
-
-def sequence_tokenizer(text_tokenizer: Any = None, *, max_length: int, modality: str, **kwargs: Any) -> Any:
-    """Tokenizer factory of a ``sequence`` modality: a ``fourm_core.tokenizers.SequenceTokenizer`` over the
-    shared text tokenizer, truncating/padding to ``max_length``. Sequence plugins reference this from their
-    spec (``tokenizer=ComponentRef(target="fourm_core.plugin_kit.seqtext:sequence_tokenizer",
-    kwargs={"max_length": ..., "modality": ...})``)."""
-    from fourm_core.tokenizers import SequenceTokenizer
-
-    return SequenceTokenizer(text_tokenizer=text_tokenizer, max_length=max_length, **kwargs)

@@ -18,6 +18,8 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from fourm_registry.errors import FourmError
+
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.json"
@@ -27,7 +29,7 @@ WEIGHTS_NAME = "model.safetensors"
 FAMILIES: dict[str, type[PretrainedTokenizer]] = {}
 
 
-class TokenizerError(ValueError):
+class TokenizerError(FourmError, ValueError):
     """A tokenizer was given bad input, a bad config or a bad directory."""
 
 

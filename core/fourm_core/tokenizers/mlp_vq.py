@@ -30,7 +30,9 @@ class MLPVQ(PretrainedTokenizer):
     def __init__(self, *, modality: str | None = None, in_dim: int = 768, num_tokens: int = 16, hidden_dim: int = 1024,
                  depth: int = 2, quantizer: str = "ema_vq", codebook_size: int = 8192, code_dim: int = 32,
                  fsq_levels: list[int] | None = None, ema_decay: float = 0.99, commitment_weight: float = 0.25,
-                 dead_code_threshold: float = 1.0, loss: str = "mse"):
+                 dead_code_threshold: float = 1.0, loss: str = "mse", vocab_size: int | None = None):
+        if vocab_size is not None:  # the name the specs use; same meaning as codebook_size
+            codebook_size = vocab_size
         super().__init__(dict(
             modality=modality, in_dim=in_dim, num_tokens=num_tokens, hidden_dim=hidden_dim, depth=depth,
             quantizer=quantizer, codebook_size=codebook_size, code_dim=code_dim, fsq_levels=fsq_levels,

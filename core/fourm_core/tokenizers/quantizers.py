@@ -72,6 +72,7 @@ class EMAVectorQuantizer(nn.Module):
         self.register_buffer("embed_sum", self.codebook.clone())
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
 
+    @torch.no_grad()
     def assign(self, z: torch.Tensor) -> torch.Tensor:
         """Nearest code (cosine) of each row of ``z (N, D)`` → ``(N,)`` int64."""
         return (F.normalize(z, dim=-1) @ self.codebook.t()).argmax(dim=-1)
@@ -116,7 +117,7 @@ class EMAVectorQuantizer(nn.Module):
         flat = z.reshape(-1, self.code_dim)  # (N, D)
         indices = self.assign(flat)  # (N,)
         counts = _all_reduce(torch.bincount(indices, minlength=self.codebook_size))
-        if self.training:
+        if self.training and torch.is_grad_enabled():  # encode() runs under no_grad: never moves the codebook
             self._update(flat.detach(), indices, counts)
             # the codebook moved (initialised, updated, restarted): assign against the new one
             indices = self.assign(flat)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -79,4 +81,9 @@ class SequenceTokenizer:
                         f"train the shared text tokenizer with `fourm train-tokenizer --modality text`")
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """Nothing modality-specific to save: the shared vocabulary lives in ``DIR/text/tokenizer.json``."""
+        """Write ``config.json`` (family ``sequence``, ``max_length``); the shared vocabulary itself is saved
+        once per tokenizer directory as ``DIR/text/tokenizer.json`` (see :func:`save_codecs`)."""
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        with open(path / "config.json", "w", encoding="utf-8") as f:
+            json.dump({"family": self.family, "modality": self.modality, "max_length": self.max_length}, f, indent=2)

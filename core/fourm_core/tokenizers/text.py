@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from fourm_registry.errors import FourmError
+
 if TYPE_CHECKING:
     from fourm_registry import ModalitySet
 
@@ -40,7 +42,7 @@ COORD_PREFIXES = ("v0", "v1", "v2", "v3")
 _SENTINEL_RE = re.compile(r"^\[S_(\d+)\]$")
 
 
-class TextTokenizerError(ValueError):
+class TextTokenizerError(FourmError, ValueError):
     """A text tokenizer file or argument is invalid."""
 
 
@@ -87,9 +89,9 @@ class TextTokenizer:
                 extra.append(t)
         specials = fixed + extra
         if vocab_size < len(specials) + 100:
-            raise TextTokenizerError(
-                f"vocab_size {vocab_size} leaves no room for a WordPiece vocabulary after {len(specials)} special "
-                f"tokens; use at least {len(specials) + 100} (the reference uses 30000)")
+            # still valid (the trainer keeps every special token and the corpus alphabet), but tiny
+            logger.warning("text tokenizer vocab_size %d leaves little room after %d special tokens: the WordPiece "
+                           "part holds only the corpus alphabet (the reference uses 30000)", vocab_size, len(specials))
         tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
         tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None,
                                                     lowercase=lowercase)

@@ -84,13 +84,16 @@ class ViTVQVAE(PretrainedTokenizer):
                  quantizer: str = "ema_vq", codebook_size: int = 8192, code_dim: int = 32,
                  fsq_levels: list[int] | None = None, ema_decay: float = 0.99, commitment_weight: float = 0.25,
                  dead_code_threshold: float = 1.0, loss: str = "mse", num_classes: int | None = None,
-                 decoder: dict[str, Any] | None = None):
+                 ignore_index: int | None = 255, decoder: dict[str, Any] | None = None, vocab_size: int | None = None):
         decoder = dict(decoder or {"type": "vit"})
+        if vocab_size is not None:  # the name the specs use; same meaning as codebook_size
+            codebook_size = vocab_size
         super().__init__(dict(
             modality=modality, in_channels=in_channels, image_size=image_size, patch_size=patch_size, dim=dim,
             depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, quantizer=quantizer, codebook_size=codebook_size,
             code_dim=code_dim, fsq_levels=fsq_levels, ema_decay=ema_decay, commitment_weight=commitment_weight,
-            dead_code_threshold=dead_code_threshold, loss=loss, num_classes=num_classes, decoder=decoder))
+            dead_code_threshold=dead_code_threshold, loss=loss, num_classes=num_classes, ignore_index=ignore_index,
+            decoder=decoder))
         name = self.display_name
         if loss not in LOSSES:
             raise TokenizerError(f"{name}: unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
@@ -100,7 +103,8 @@ class ViTVQVAE(PretrainedTokenizer):
             if in_channels not in (1, num_classes):
                 raise TokenizerError(f"{name}: with loss 'ce', in_channels must be num_classes ({num_classes}), got {in_channels}")
             in_channels = num_classes
-        self.in_channels = in_channels
+        self.in_channels = in_channels  # channels the encoder sees (num_classes for class maps)
+        self.ignore_index = ignore_index
         self.image_size = _pair(image_size)
         self.patch_size = patch_size
         h, w = self.image_size
@@ -124,7 +128,8 @@ class ViTVQVAE(PretrainedTokenizer):
         self.decoder = DECODERS[dec_type](self.quantizer.code_dim, in_channels, self.grid, patch_size, **dec_cfg)
         init_weights(self.encoder)
         init_weights(self.decoder)
-        nn.init.trunc_normal_(self.to_code.weight, std=0.02)
+        if quantizer != "fsq":  # FSQ needs unit-scale inputs to spread over its levels: keep the default init
+            nn.init.trunc_normal_(self.to_code.weight, std=0.02)
 
     # -- protocol --------------------------------------------------------------------------------
     @property
@@ -135,10 +140,17 @@ class ViTVQVAE(PretrainedTokenizer):
     def num_tokens(self) -> int:
         return self.grid[0] * self.grid[1]
 
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """``(H, W)`` the encoder expects."""
+        return self.image_size
+
     def expected_shape(self) -> str:
         h, w = self.image_size
         if self.loss_type == "ce":
-            return f"(B, {self.in_channels}, {h}, {w}) float one-hot/probabilities or (B, {h}, {w}) integer class ids"
+            return (f"(B, 1, {h}, {w}) or (B, {h}, {w}) class ids in [0, {self.in_channels})"
+                    f"{'' if self.ignore_index is None else f' or {self.ignore_index} (ignored)'}, "
+                    f"or (B, {self.in_channels}, {h}, {w}) one-hot/probabilities")
         return f"(B, {self.in_channels}, {h}, {w}) float"
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
@@ -147,14 +159,18 @@ class ViTVQVAE(PretrainedTokenizer):
         if not isinstance(x, torch.Tensor):
             raise self._input_error(f"got a {type(x).__name__}", f"a torch.Tensor {exp}")
         h, w = self.image_size
-        if self.loss_type == "ce" and not x.is_floating_point():
-            ids = x[:, 0] if x.dim() == 4 and x.shape[1] == 1 else x
-            if ids.dim() != 3 or tuple(ids.shape[1:]) != (h, w):
+        if self.loss_type == "ce" and (x.dim() == 3 or (x.dim() == 4 and x.shape[1] == 1 and self.in_channels > 1)):
+            ids = x[:, 0] if x.dim() == 4 else x
+            if tuple(ids.shape[1:]) != (h, w):
                 raise self._input_error(f"got class ids of shape {tuple(x.shape)}", exp)
-            if bool((ids < 0).any()) or bool((ids >= self.in_channels).any()):
-                raise self._input_error(
-                    f"class ids must be in [0, {self.in_channels}), got range [{int(ids.min())}, {int(ids.max())}]", exp)
-            return F.one_hot(ids.long().to(self.device), self.in_channels).permute(0, 3, 1, 2).float()
+            self._check_finite(ids, exp)
+            ids = ids.round().long().to(self.device) if ids.is_floating_point() else ids.long().to(self.device)
+            ignored = ids == self.ignore_index if self.ignore_index is not None else torch.zeros_like(ids, dtype=torch.bool)
+            bad = ((ids < 0) | (ids >= self.in_channels)) & ~ignored
+            if bool(bad.any()):
+                raise self._input_error(f"class ids out of range: {sorted(set(ids[bad].tolist()))[:8]}", exp)
+            onehot = F.one_hot(ids.clamp(0, self.in_channels - 1), self.in_channels).permute(0, 3, 1, 2).float()
+            return onehot * (~ignored).unsqueeze(1)  # ignored pixels: all-zero one-hot
         if x.dim() != 4:
             raise self._input_error(f"got a {x.dim()}-D tensor of shape {tuple(x.shape)}", exp)
         if x.shape[1] != self.in_channels:
@@ -183,7 +199,7 @@ class ViTVQVAE(PretrainedTokenizer):
             shape = tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
             raise self._input_error(f"got tokens {shape}", f"(B, {self.num_tokens}) int64 ids in [0, {self.vocab_size})")
         if tokens.is_floating_point() or bool((tokens < 0).any()) or bool((tokens >= self.vocab_size).any()):
-            raise self._input_error("token ids out of range or not integers", f"int64 ids in [0, {self.vocab_size})")
+            raise self._input_error("token ids out of range or not integers", f"(B, {self.num_tokens}) int64 ids in [0, {self.vocab_size})")
         codes = self.quantizer.indices_to_codes(tokens.long().to(self.device))  # (B, N, code_dim)
         return self.decoder(codes.view(tokens.shape[0], *self.grid, -1))
 
@@ -199,7 +215,8 @@ class ViTVQVAE(PretrainedTokenizer):
         if self.loss_type == "l1":
             return F.l1_loss(recon, target)
         if self.loss_type == "ce":
-            return F.cross_entropy(recon, target.argmax(dim=1))
+            ids = target.argmax(dim=1).masked_fill(target.sum(dim=1) == 0, -100)  # all-zero one-hot = ignored
+            return F.cross_entropy(recon, ids, ignore_index=-100)
         return (1 - F.cosine_similarity(recon, target, dim=1)).mean()
 
     def loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -15,7 +15,7 @@ import numpy as np
 from fourm_core.plugin_kit.features import FeatureMapTransform, visualize_feature_map
 
 from .openclip import get_extractor
-from .plugin import DEFAULT_WEIGHTS, FEATURE_DIM, GRID
+from .plugin import DEFAULT_WEIGHTS, FEATURE_DIM, GRID, PATCH_SIZE
 
 
 class ClipLabeler:
@@ -56,7 +56,7 @@ class ClipLabeler:
 
 
 def make_feature_transform(raw_size: int = 256) -> FeatureMapTransform:
-    return FeatureMapTransform(grid=GRID, channels=FEATURE_DIM, raw_size=raw_size, modality="clip")
+    return FeatureMapTransform(grid=GRID, channels=FEATURE_DIM, patch_size=PATCH_SIZE, raw_size=raw_size, modality="clip")
 
 
 def visualize_features(raw: np.ndarray):

@@ -9,6 +9,7 @@ models) are added with ``open_clip.add_model_config(dir_or_json)`` before use.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from fourm_core.plugin_kit.features import preprocess_uint8
-from fourm_core.plugin_kit.hub import WeightsNotAvailableError, resolve_device, weights_help
+from fourm_core.plugin_kit.hub import WeightsNotAvailableError, resolve_device
 
 log = logging.getLogger(__name__)
 _CACHE: dict[tuple[str, str], OpenClipExtractor] = {}
@@ -35,6 +36,29 @@ def parse_weights(weights: str, modality: str) -> tuple[str, str | None]:
             f"or 'hf-hub:org/name' / 'local-dir:/path'"
         )
     return model, pretrained
+
+
+def _looks_like_path(value: str) -> bool:
+    return value.startswith((".", "/", "~")) or os.sep in value or value.endswith((".pt", ".bin", ".pth", ".safetensors"))
+
+
+def _missing_help(weights: str, model_name: str, pretrained: str | None, modality: str) -> str:
+    """What to do when open_clip weights are not available offline."""
+    import open_clip
+
+    hub = None
+    if model_name.startswith("hf-hub:"):
+        hub = model_name[len("hf-hub:"):]
+    elif pretrained is not None:
+        hub = (open_clip.get_pretrained_cfg(model_name, pretrained) or {}).get("hf_hub", "").strip("/") or None
+    fetch = f"`huggingface-cli download {hub}`" if hub else "download them"
+    return (
+        f"open_clip weights {weights!r} for modality {modality!r} are not available locally. On a machine with "
+        f"network access run {fetch} and copy the weights file here, then pass "
+        f"`--weights {modality}={model_name if not model_name.startswith(('hf-hub:', 'local-dir:')) else 'MODEL'}:"
+        f"/path/to/open_clip_pytorch_model.bin` (or `local-dir:/path/to/dir` for a directory with "
+        f"open_clip_config.json), Python: `weights='MODEL:/path/to/file'`"
+    )
 
 
 class OpenClipExtractor:
@@ -57,6 +81,13 @@ class OpenClipExtractor:
                 f"weights {weights!r} for modality {modality!r}: unknown open_clip model {model_name!r}; known: "
                 f"{', '.join(open_clip.list_models()[:40])}, ... (add custom configs with open_clip.add_model_config)"
             )
+        if pretrained is not None and _looks_like_path(pretrained) and not os.path.exists(os.path.expanduser(pretrained)):
+            raise WeightsNotAvailableError(
+                f"weights file {pretrained!r} for modality {modality!r} does not exist; pass "
+                f"'{model_name}:/path/to/open_clip_pytorch_model.bin' (a state dict of that model) or a known tag"
+            )
+        if pretrained is not None and _looks_like_path(pretrained):
+            pretrained = os.path.expanduser(pretrained)
         try:
             model = open_clip.create_model(model_name, pretrained=pretrained, device=device, require_pretrained=True)
         except Exception as exc:  # noqa: BLE001 - open_clip raises RuntimeError/OSError/hub errors for missing weights
@@ -65,8 +96,7 @@ class OpenClipExtractor:
                 k in text.lower() for k in ("not found", "offline", "connect", "no such file", "hub", "download"))
             if not missing:
                 raise
-            hub_id = model_name[len("hf-hub:"):] if model_name.startswith("hf-hub:") else weights
-            raise WeightsNotAvailableError(f"{weights_help(hub_id, modality)} (cause: {text[:300]})") from exc
+            raise WeightsNotAvailableError(_missing_help(weights, model_name, pretrained, modality) + f" (cause: {text[:300]})") from exc
         visual = model.visual
         if not isinstance(visual, VisionTransformer):
             raise ValueError(

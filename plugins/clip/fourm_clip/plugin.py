@@ -12,6 +12,7 @@ from fourm_registry import ComponentRef, ModalitySpec, StorageSpec, hookimpl
 DEFAULT_WEIGHTS = "ViT-B-16:openai"
 FEATURE_DIM = 512
 GRID = (14, 14)
+PATCH_SIZE = 16
 _C = "fourm_clip.components"
 
 

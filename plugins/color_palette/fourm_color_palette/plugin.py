@@ -23,7 +23,7 @@ def fourm_register_modalities(register):
             transform="fourm_color_palette.components:PaletteTransform",
             serializer="fourm_color_palette.components:PaletteSerializer",
             visualizer="fourm_color_palette.components:visualize",
-            tokenizer=ComponentRef(target="fourm_core.plugin_kit.seqtext:sequence_tokenizer",
+            tokenizer=ComponentRef(target="fourm_core.tokenizers:SequenceTokenizer",
                                    kwargs={"max_length": MAX_LENGTH, "modality": "color_palette"}),
             license="Apache-2.0",
         )

@@ -25,7 +25,7 @@ def fourm_register_modalities(register):
             transform="fourm_det.components:DetectionTransform",
             serializer="fourm_det.components:DetectionSerializer",
             visualizer="fourm_det.components:visualize",
-            tokenizer=ComponentRef(target="fourm_core.plugin_kit.seqtext:sequence_tokenizer",
+            tokenizer=ComponentRef(target="fourm_core.tokenizers:SequenceTokenizer",
                                    kwargs={"max_length": MAX_LENGTH, "modality": "det"}),
             special_tokens=COCO_CLASS_TOKENS,
             default_weights=DEFAULT_WEIGHTS,

@@ -101,7 +101,8 @@ class Dinov2Labeler:
 
 
 def make_feature_transform(raw_size: int = 256) -> FeatureMapTransform:
-    return FeatureMapTransform(grid=GRID, channels=FEATURE_DIM, raw_size=raw_size, modality="dinov2")
+    return FeatureMapTransform(grid=GRID, channels=FEATURE_DIM, patch_size=PATCH_SIZE, raw_size=raw_size,
+                               modality="dinov2")
 
 
 def make_global_transform() -> VectorTransform:

@@ -1,0 +1,168 @@
+"""Training-step benchmark of the fourm 4M model (CPU, fp32). Prints one JSON line.
+
+``--reference-config`` builds the configuration the reference 4M was measured on (NOTES.md: 1012 ms/step,
+2023 tokens/s on the 2-core machine): dim 256, 4 + 4 blocks, 4 heads, MLP ratio 4, GELU with biases, tied
+output heads, shared modality embeddings; the 4M-7 modality set with the reference's vocabularies (rgb pixels
+224/16 as input only; rgb tokens 16384; depth, normal, CLIP 8192; semseg 4096; caption and det 30000 with
+max length 256), batch 8, 128 input + 128 target tokens drawn by the Dirichlet masking (α 0.5, all2all +
+rgb2all mixture), AdamW (β 0.9 / 0.95, weight decay 0.05), fp32.
+
+Example::
+
+    python bench/bench_train.py --reference-config --threads 2 --steps 20 --warmup 3
+
+Output keys: ``ms_per_step`` (median over the timed steps), ``tokens_per_s`` (batch × (input + target
+tokens) / median step), ``peak_rss_mib``, ``params``, plus the configuration and a per-phase breakdown
+(forward / backward / optimizer medians in ms). Masked batches are drawn before timing (the data loader's job
+in training); ``masking_ms`` reports their cost per batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import time
+
+
+def _modalities(seq_len: int):
+    from fourm_registry import ModalitySet, ModalitySpec
+
+    ser = "fourm_core.compat.serializer:PlainTextSerializer"
+    img = dict(kind="image", grid=(14, 14))
+    return ModalitySet([
+        ModalitySpec(name="rgb", kind="pixels", grid=(14, 14), patch_size=16, channels=3, decoder=False),
+        ModalitySpec(name="tok_rgb", vocab_size=16384, **img),
+        ModalitySpec(name="depth", vocab_size=8192, **img),
+        ModalitySpec(name="normal", vocab_size=8192, **img),
+        ModalitySpec(name="clip", vocab_size=8192, **img),
+        ModalitySpec(name="semseg", vocab_size=4096, **img),
+        ModalitySpec(name="caption", kind="sequence", vocab_size=30000, max_length=seq_len, serializer=ser),
+        ModalitySpec(name="det", kind="sequence", vocab_size=30000, max_length=seq_len, serializer=ser),
+    ])
+
+
+def _raw_batch(mods, batch: int, gen):
+    """Random data in the masker's input layout (token ids, pixels, sequences ending in [EOS] + [PAD])."""
+    import torch
+
+    out = {}
+    for spec in mods.specs:
+        if spec.kind == "pixels":
+            out[spec.name] = torch.randn(batch, spec.channels, *spec.image_size, generator=gen)
+        elif spec.kind == "image":
+            out[spec.name] = torch.randint(0, spec.vocab_size, (batch, spec.num_tokens), generator=gen)
+        else:
+            L = spec.max_length
+            seq = torch.randint(204, spec.vocab_size, (batch, L), generator=gen)
+            lengths = torch.randint(L // 8, L // 2, (batch,), generator=gen)
+            pos = torch.arange(L)[None]
+            seq = torch.where(pos < lengths[:, None], seq, torch.zeros_like(seq))
+            seq[torch.arange(batch), lengths] = 3  # [EOS]
+            out[spec.name] = seq
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--reference-config", action="store_true", help="the reference's measured configuration")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--dim", type=int, default=256)
+    p.add_argument("--encoder-depth", type=int, default=4)
+    p.add_argument("--decoder-depth", type=int, default=4)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--act", choices=["gelu", "swiglu"], default="gelu")
+    p.add_argument("--input-tokens", type=int, default=128)
+    p.add_argument("--target-tokens", type=int, default=128)
+    p.add_argument("--seq-len", type=int, default=256)
+    p.add_argument("--alpha", type=float, default=0.5)
+    p.add_argument("--optimizer", choices=["fused", "foreach", "loop"], default="fused",
+                   help="AdamW implementation (same maths; fused = one kernel over all parameters)")
+    p.add_argument("--profile", action="store_true", help="print a torch.profiler table of one step to stderr")
+    args = p.parse_args(argv)
+    if args.reference_config:
+        args.batch, args.dim, args.encoder_depth, args.decoder_depth, args.heads = 8, 256, 4, 4, 4
+        args.act, args.input_tokens, args.target_tokens, args.seq_len, args.alpha = "gelu", 128, 128, 256, 0.5
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from fourm_core.masking import Masker, MaskingConfig
+    from fourm_core.model import build_model
+
+    torch.manual_seed(0)
+    mods = _modalities(args.seq_len)
+    cfg = dict(dim=args.dim, encoder_depth=args.encoder_depth, decoder_depth=args.decoder_depth,
+               num_heads=args.heads, act=args.act)
+    model = build_model(mods, cfg).train()
+    masking = MaskingConfig.from_dict({
+        "input_tokens": args.input_tokens, "target_tokens": args.target_tokens,
+        "mixture": [
+            {"name": "all2all", "weight": 1.0, "input_alphas": args.alpha, "target_alphas": args.alpha},
+            {"name": "rgb2all", "weight": 1.0, "input_alphas": {"*": 0.0, "rgb": 1000.0},
+             "target_alphas": {"*": args.alpha, "rgb": 0.0}},
+        ],
+    })
+    masker = Masker(mods, masking)
+    gen = torch.Generator().manual_seed(0)
+    n_batches = 4
+    t0 = time.perf_counter()
+    batches = [masker(_raw_batch(mods, args.batch, gen), generator=gen) for _ in range(n_batches)]
+    masking_ms = (time.perf_counter() - t0) * 1000 / n_batches
+    n_enc, n_dec = masker.num_encoder_tokens, masker.num_decoder_tokens
+
+    decay = [p_ for n, p_ in model.named_parameters() if p_.ndim >= 2 and not n.endswith(("mod_emb", "pos_emb"))
+             and n != "mask_token"]
+    no_decay = [p_ for n, p_ in model.named_parameters() if not any(p_ is q for q in decay)]
+    impl = {"fused": dict(fused=True), "foreach": dict(foreach=True), "loop": dict(foreach=False)}[args.optimizer]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=1e-4, betas=(0.9, 0.95), **impl)
+
+    fwd, bwd, ost, total = [], [], [], []
+
+    def step(i: int) -> None:
+        md = batches[i % n_batches]
+        a = time.perf_counter()
+        out = model(md, num_encoder_tokens=n_enc, num_decoder_tokens=n_dec)
+        b = time.perf_counter()
+        out.loss.backward()
+        c = time.perf_counter()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        d = time.perf_counter()
+        fwd.append(b - a), bwd.append(c - b), ost.append(d - c), total.append(d - a)
+
+    for i in range(args.warmup):
+        step(i)
+    fwd.clear(), bwd.clear(), ost.clear(), total.clear()
+    for i in range(args.steps):
+        step(i)
+    if args.profile:
+        import sys
+
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            step(0)
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25), file=sys.stderr)
+
+    med = statistics.median(total)
+    tokens = args.batch * (args.input_tokens + args.target_tokens)
+    print(json.dumps({
+        "bench": "train_step", "ms_per_step": round(med * 1000, 1), "tokens_per_s": round(tokens / med, 1),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "params": model.num_parameters(), "threads": args.threads, "batch": args.batch,
+        "input_tokens": args.input_tokens, "target_tokens": args.target_tokens, "dim": args.dim,
+        "depth": [args.encoder_depth, args.decoder_depth], "optimizer": args.optimizer,
+        "forward_ms": round(statistics.median(fwd) * 1000, 1), "backward_ms": round(statistics.median(bwd) * 1000, 1),
+        "optimizer_ms": round(statistics.median(ost) * 1000, 1), "masking_ms": round(masking_ms, 1),
+        "steps": args.steps, "reference_config": args.reference_config,
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""Saving and loading :class:`fourm_core.model.FourM` checkpoints.
+
+A checkpoint directory holds ``model.safetensors`` (the state dict; sin-cos tables are rebuilt, not stored)
+and ``config.json``::
+
+    {"format_version": 1,
+     "model": {...ModelConfig fields...},
+     "modalities": [{"name", "plugin", "version", "kind", "vocab_size", "num_tokens", "grid", "max_length",
+                     "patch_size", "channels", "embed_dim", "pos_emb", "encoder", "decoder", "aliases"}, ...],
+     "vocab_sizes": {name: size}}
+
+Loading rebuilds the :class:`ModalitySet` from the installed plugins (``fourm_registry.get_modalities()``):
+a modality whose plugin is missing raises an error naming it and the distribution to ``pip install``. Other
+files in the directory (e.g. the trainers' ``tokenizers/``) are left alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+from safetensors.torch import load_file, save_file
+
+from fourm_registry import ModalitySet, ModalitySpec, UnknownModalityError
+
+from .model import FourM, ModelConfig
+from .model.config import ConfigError
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+_TOP_KEYS = ("format_version", "model", "modalities", "vocab_sizes")
+_SPEC_KEYS = ("name", "plugin", "version", "kind", "vocab_size", "num_tokens", "grid", "max_length", "patch_size",
+              "channels", "embed_dim", "pos_emb", "encoder", "decoder", "aliases")
+#: plugin marker of modalities synthesized by ``fourm_core.compat`` (rebuilt from the checkpoint itself)
+SYNTHESIZED_PLUGIN = "fourm-core (ml4m import)"
+_SERIALIZER = "fourm_core.compat.serializer:PlainTextSerializer"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be found, read, or matched to the installed plugins."""
+
+
+def _spec_entry(spec: ModalitySpec) -> dict[str, Any]:
+    return {
+        "name": spec.name, "plugin": spec.plugin, "version": spec.version, "kind": spec.kind,
+        "vocab_size": spec.vocab_size, "num_tokens": spec.num_tokens,
+        "grid": list(spec.grid) if spec.grid else None, "max_length": spec.max_length,
+        "patch_size": spec.patch_size, "channels": spec.channels, "embed_dim": spec.embed_dim,
+        "pos_emb": spec.pos_emb, "encoder": spec.encoder, "decoder": spec.decoder, "aliases": list(spec.aliases),
+    }
+
+
+def checkpoint_config(model: FourM) -> dict[str, Any]:
+    """The ``config.json`` content for ``model``."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "model": model.config.to_dict(),
+        "modalities": [_spec_entry(s) for s in model.modalities.specs],
+        "vocab_sizes": dict(model.vocab_sizes),
+    }
+
+
+def save_pretrained(model: FourM, directory: str | os.PathLike) -> Path:
+    """Write ``model.safetensors`` and ``config.json`` into ``directory`` (created if needed)."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tmp = d / (WEIGHTS_NAME + ".tmp")
+    save_file(state, str(tmp), metadata={"format": "pt", "fourm_format_version": str(FORMAT_VERSION)})
+    tmp.replace(d / WEIGHTS_NAME)
+    (d / CONFIG_NAME).write_text(json.dumps(checkpoint_config(model), indent=1, sort_keys=True))
+    log.info("saved %s (%d parameters) to %s", type(model).__name__, model.num_parameters(), d)
+    return d
+
+
+def _resolve_dir(dir_or_hub_id: str | os.PathLike) -> Path:
+    p = Path(dir_or_hub_id)
+    if p.exists():
+        if not p.is_dir():
+            raise CheckpointError(f"{p} is a file; pass the checkpoint directory (with {CONFIG_NAME} and {WEIGHTS_NAME})")
+        return p
+    s = str(dir_or_hub_id)
+    looks_like_hub = s.count("/") == 1 and not s.startswith((".", "/", "~")) and not s.endswith("/")
+    if not looks_like_hub:
+        raise CheckpointError(f"checkpoint directory {s} does not exist (nor is it a hub id like 'org/name')")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id=s, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, "tokenizers/*"]))
+    except Exception as exc:  # noqa: BLE001 - re-raised with instructions
+        raise CheckpointError(
+            f"could not get the checkpoint {s!r} from the Hugging Face hub ({type(exc).__name__}: {exc}). "
+            f"On a machine with network access run `huggingface-cli download {s} --local-dir <DIR>`, copy <DIR> "
+            f"here and pass its path to from_pretrained (or unset HF_HUB_OFFLINE if you are online)"
+        ) from exc
+
+
+def _rebuild_spec(entry: Mapping[str, Any], installed: ModalitySet) -> ModalitySpec:
+    name = entry["name"]
+    if entry.get("plugin") == SYNTHESIZED_PLUGIN and name not in installed:
+        kw = {k: entry[k] for k in _SPEC_KEYS if k in entry and entry[k] is not None and k not in ("version",)}
+        if kw.get("kind") == "sequence":
+            kw["serializer"] = _SERIALIZER
+        return ModalitySpec(**kw)
+    try:
+        spec = installed[name]
+    except UnknownModalityError:
+        plugin = entry.get("plugin") or f"fourm-{name.replace('_', '-')}"
+        raise CheckpointError(
+            f"the checkpoint uses modality {name!r} (plugin {plugin} {entry.get('version') or ''}), which no installed "
+            f"plugin provides; install it with `pip install {plugin}`"
+        ) from None
+    if spec.name != name:
+        raise CheckpointError(f"checkpoint modality {name!r} is an alias of the installed {spec.name!r}; "
+                              f"re-save the checkpoint with the current modality names")
+    if spec.kind != entry.get("kind"):
+        raise CheckpointError(f"checkpoint modality {name!r} is a {entry.get('kind')!r} modality but the installed "
+                              f"{spec.plugin} {spec.version} declares kind {spec.kind!r}")
+    changes: dict[str, Any] = {}
+    for key in ("encoder", "decoder", "pos_emb"):
+        if key in entry and entry[key] is not None and entry[key] != getattr(spec, key):
+            changes[key] = entry[key]
+    if spec.kind == "sequence" and entry.get("max_length") not in (None, spec.max_length):
+        changes.update(max_length=entry["max_length"], num_tokens=None)
+    if spec.kind in ("image", "pixels") and entry.get("grid") and tuple(entry["grid"]) != spec.grid:
+        raise CheckpointError(f"checkpoint modality {name!r} has a {tuple(entry['grid'])} grid but the installed "
+                              f"{spec.plugin} {spec.version} has {spec.grid}; install the plugin version "
+                              f"{entry.get('version')} the checkpoint was trained with")
+    if spec.kind == "vector" and entry.get("num_tokens") not in (None, spec.num_tokens):
+        raise CheckpointError(f"checkpoint modality {name!r} has {entry['num_tokens']} tokens but the installed "
+                              f"{spec.plugin} {spec.version} has {spec.num_tokens}")
+    if changes:
+        spec = attrs.evolve(spec, **changes)
+    return spec
+
+
+def read_config(directory: str | os.PathLike) -> dict[str, Any]:
+    """Read and validate ``config.json`` of a checkpoint directory (unknown keys raise)."""
+    path = Path(directory) / CONFIG_NAME
+    try:
+        cfg = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} not found: is {directory} a fourm checkpoint directory?") from None
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
+    unknown = sorted(set(cfg) - set(_TOP_KEYS))
+    if unknown:
+        raise CheckpointError(f"{path}: unknown key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(_TOP_KEYS)}")
+    if cfg.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: format_version {cfg.get('format_version')!r} is not supported (this fourm "
+                              f"reads {FORMAT_VERSION}); upgrade fourm-core")
+    for i, entry in enumerate(cfg.get("modalities", [])):
+        bad = sorted(set(entry) - set(_SPEC_KEYS))
+        if bad:
+            raise CheckpointError(f"{path}: modalities[{i}] has unknown key(s) {', '.join(map(repr, bad))}; "
+                                  f"valid keys: {', '.join(_SPEC_KEYS)}")
+    return cfg
+
+
+def from_pretrained(dir_or_hub_id: str | os.PathLike, *, modalities: ModalitySet | None = None,
+                    map_location: str | torch.device = "cpu") -> FourM:
+    """Load a :class:`FourM` saved by :func:`save_pretrained` from a directory or a hub id.
+
+    ``modalities``: where to look the checkpoint's modalities up (default: the installed plugins)."""
+    d = _resolve_dir(dir_or_hub_id)
+    cfg = read_config(d)
+    try:
+        model_cfg = ModelConfig.from_dict(cfg["model"])
+    except ConfigError as exc:
+        raise CheckpointError(f"{d / CONFIG_NAME}: {exc}") from exc
+    if modalities is None:
+        from fourm_registry import get_modalities
+
+        modalities = get_modalities()
+    specs = ModalitySet(_rebuild_spec(e, modalities) for e in cfg["modalities"])
+    model = FourM(specs, model_cfg, vocab_sizes=cfg.get("vocab_sizes") or {})
+    wpath = d / WEIGHTS_NAME
+    if not wpath.exists():
+        raise CheckpointError(f"{wpath} not found: the checkpoint directory {d} has no weights")
+    state = load_file(str(wpath), device=str(map_location))
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(f"{wpath} does not fit the model described by its config.json: missing "
+                              f"{result.missing_keys[:8]}, unexpected {result.unexpected_keys[:8]}")
+    return model.to(map_location)

@@ -1,0 +1,93 @@
+"""The thin layer between the samplers and a :class:`fourm_core.model.FourM` (its generation interface:
+``encode`` → ``decoder_context`` → ``decoder_queries`` / ``decode`` / ``logits``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import torch
+
+from fourm_registry import ModalitySet
+
+from .errors import GenerationError
+
+
+@attrs.define
+class SequenceState:
+    """An autoregressive decoding in progress: the decoder cache (cross-attention K/V of the context,
+    per-layer self-attention K/V of the tokens fed so far) and the target modality."""
+
+    cache: Any
+    modality: str
+
+
+class ModelBackend:
+    """Wraps a FourM model: parallel (mask-token) queries for MaskGIT / ROAR, incremental decoding for
+    autoregressive targets. Every method runs without gradients."""
+
+    def __init__(self, model: Any):
+        for attr in ("encode", "decoder_context", "decoder_queries", "decode", "logits", "modalities"):
+            if not hasattr(model, attr):
+                raise GenerationError(f"{type(model).__name__} lacks `{attr}`: generation needs a fourm_core.model.FourM")
+        self.model = model
+
+    @property
+    def modalities(self) -> ModalitySet:
+        return self.model.modalities
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.model.parameters():
+            return p.device
+        return torch.device("cpu")
+
+    def vocab_size(self, name: str) -> int:
+        return int(self.model.vocab_sizes[name])
+
+    @staticmethod
+    def _encoder_dict(mod_dict: Mapping[str, Mapping[str, torch.Tensor]]) -> dict[str, dict[str, torch.Tensor]]:
+        return {n: {"tensor": d["tensor"], "input_mask": d["input_mask"]} for n, d in mod_dict.items()}
+
+    def context(self, mod_dict: Mapping[str, Mapping[str, torch.Tensor]]) -> Any:
+        """Encode the visible tokens and compute the decoder's cross-attention K/V once."""
+        enc = self.model.encode(self._encoder_dict(mod_dict))
+        return self.model.decoder_context(enc)
+
+    @torch.no_grad()
+    def parallel_logits(self, mod_dict: Mapping[str, Mapping[str, torch.Tensor]], name: str,
+                        positions: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, M, V)`` of mask-token queries of ``name`` at ``positions`` ``(B, M)`` given the visible
+        tokens of ``mod_dict`` (the queries attend each other: one modality, bidirectional)."""
+        cache = self.context(mod_dict)
+        x, e = self.model.decoder_queries(name, positions)
+        hidden = self.model.decode(x, e, cache)
+        return self.model.logits(name, hidden)
+
+    @torch.no_grad()
+    def start_sequence(self, mod_dict: Mapping[str, Mapping[str, torch.Tensor]], name: str) -> SequenceState:
+        """Encode once and prepare an empty self-attention cache for decoding ``name`` token by token."""
+        return SequenceState(cache=self.context(mod_dict), modality=name)
+
+    @torch.no_grad()
+    def next_logits(self, state: SequenceState, ids: torch.Tensor, position: int) -> torch.Tensor:
+        """Feed ``ids`` ``(B,)`` at target position ``position``; the logits ``(B, V)`` of the next token.
+
+        Only the new position runs through the decoder: its self-attention reads the cached keys/values of
+        every earlier position (so no causal mask is needed) and appends its own."""
+        pos = torch.full((ids.shape[0], 1), position, dtype=torch.long, device=ids.device)
+        x, e = self.model.decoder_queries(state.modality, pos, ids[:, None])
+        hidden = self.model.decode(x, e, state.cache, use_cache=True)  # (B, 1, D)
+        return self.model.logits(state.modality, hidden[:, 0])
+
+    @torch.no_grad()
+    def sequence_logits_uncached(self, mod_dict: Mapping[str, Mapping[str, torch.Tensor]], name: str,
+                                 ids: torch.Tensor) -> torch.Tensor:
+        """Reference path without the self-attention cache: run the whole prefix ``ids`` ``(B, t)`` with a
+        causal mask and return the last position's logits ``(B, V)`` (used to verify the cache)."""
+        cache = self.context(mod_dict)
+        pos = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
+        x, e = self.model.decoder_queries(name, pos, ids)
+        hidden = self.model.decode(x, e, cache, causal=True)
+        return self.model.logits(name, hidden[:, -1])

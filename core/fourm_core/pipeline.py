@@ -1,0 +1,442 @@
+"""The any-to-any API: raw inputs in, raw outputs back.
+
+>>> pipe = AnyToAny.from_pretrained("runs/my-4m")              # model + DIR/tokenizers/
+>>> out = pipe({"rgb": Image.open("photo.jpg")}, targets=["depth", "caption"], seed=0)
+>>> out["depth"]             # a raw depth map (what the depth plugin's labeler would produce)
+>>> out["caption"]           # a string
+>>> pipe.render(out).save("grid.png")
+
+Inputs may be PIL images, numpy arrays, torch tensors, strings or any plugin raw type (dicts of boxes ...).
+A list of raws is a batch (every input then needs the same length, or a single raw that is repeated).
+Image-like raws are centre-cropped to a square and resized to the model's size by the plugin's transform,
+then tokenized by the plugin's codec; a ``pixels`` modality (``rgb``) gets normalised pixels directly and,
+when the model has it, its tokenized twin (the image modality whose ``spec.source`` is ``rgb``) too. A
+target ``rgb`` means that tokenized twin. Token ids (integer tensors of the token layout) are accepted for
+token modalities as well.
+
+Outputs are decoded by the codecs into raw data; :meth:`AnyToAny.render` draws inputs and outputs through
+each plugin's visualizer into one grid image.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+import torch
+
+from fourm_registry import ModalitySet, ModalitySpec
+
+from .generation import GenerationError, GenerationResult, GenerationStep, Sampler, TargetConfig
+from .generation.errors import TokenizerMissingError
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: per-call overrides that apply to every target (TargetConfig fields)
+_OVERRIDES = ("scheme", "steps", "token_schedule", "temperature", "temperature_schedule", "top_k", "top_p",
+              "guidance", "max_new_tokens", "stop_at_eos")
+
+
+class AnyToAnyOutput(Mapping[str, Any]):
+    """Decoded outputs. ``out[name]`` is the raw output (a list of raws when the inputs were batched);
+    ``out.raw[name]`` always the list; ``out.tokens[name]`` the generated token ids; ``out.inputs`` the raw
+    inputs as given (for :meth:`AnyToAny.render`)."""
+
+    def __init__(self, raw: dict[str, list[Any]], tokens: dict[str, torch.Tensor], inputs: dict[str, list[Any]],
+                 batched: bool):
+        self.raw, self.tokens, self.inputs, self.batched = raw, tokens, inputs, batched
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.raw:
+            raise KeyError(f"{key!r} was not generated; outputs: {', '.join(self.raw)}")
+        return self.raw[key] if self.batched else self.raw[key][0]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.raw)
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def __repr__(self) -> str:
+        return f"AnyToAnyOutput({', '.join(self.raw)}; batch={len(next(iter(self.raw.values()), []))})"
+
+
+def _is_batch(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and not (value and isinstance(value[0], (int, float)))
+
+
+def _to_numpy_image(value: Any, name: str) -> np.ndarray:
+    """PIL / numpy / tensor → channels-last numpy array (H, W, C)."""
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - pillow is a dependency
+        Image = None
+    if Image is not None and isinstance(value, Image.Image):
+        if value.mode in ("RGBA", "P", "CMYK", "YCbCr", "LA", "1"):
+            value = value.convert("RGB")
+        value = np.asarray(value)
+    elif isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    elif isinstance(value, (str, os.PathLike)) and Path(value).is_file():
+        raise GenerationError(f"input {name!r}: got a file path {str(value)!r}; open it first (PIL.Image.open) "
+                              f"or use the CLI's --in {name}=FILE")
+    if not isinstance(value, np.ndarray):
+        raise GenerationError(f"input {name!r}: expected an image (PIL image, numpy array or tensor), "
+                              f"got {type(value).__name__}")
+    if value.ndim == 2:
+        value = value[..., None]
+    if value.ndim != 3:
+        raise GenerationError(f"input {name!r}: expected an image of shape (H, W) or (H, W, C), got {value.shape}")
+    return value
+
+
+class AnyToAny:
+    """A FourM model with its tokenizers: raw inputs → generated, decoded raw outputs.
+
+    ``codecs``: ``{modality: ModalityCodec}`` (``fourm_core.tokenizers``), at least for every token modality
+    you give as a raw input or ask as a target. ``defaults``: per-modality :class:`TargetConfig` overrides.
+    """
+
+    def __init__(self, model: Any, codecs: Mapping[str, Any] | None = None, *,
+                 modalities: ModalitySet | None = None, device: str | torch.device | None = None,
+                 defaults: Mapping[str, Mapping[str, Any]] | None = None):
+        if device is not None:
+            model = model.to(device)
+        model.eval()
+        self.model = model
+        self.sampler = Sampler(model, modalities=modalities)
+        self.modalities = self.sampler.modalities
+        self.codecs = dict(codecs or {})
+        self.defaults = {k: dict(v) for k, v in (defaults or {}).items()}
+        self._transforms: dict[str, Any] = {}
+
+    # -- loading ---------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path_or_hub_id: str | os.PathLike, *, device: str | torch.device = "cpu",
+                        tokenizers: str | os.PathLike | None = None) -> AnyToAny:
+        """Load ``FourM.from_pretrained(path)`` and the codecs of ``path/tokenizers/`` (or ``tokenizers``)."""
+        from .model import FourM
+
+        model = FourM.from_pretrained(path_or_hub_id)
+        root = Path(path_or_hub_id)
+        if not root.is_dir():  # a hub id: the model loader downloaded it; find its snapshot the same way
+            root = Path(getattr(model, "pretrained_dir", root))
+        tok_dir = Path(tokenizers) if tokenizers is not None else root / "tokenizers"
+        modalities = _model_modalities(model)
+        codecs: dict[str, Any] = {}
+        if tok_dir.is_dir():
+            from .tokenizers import load_codecs
+
+            wanted = ModalitySet(s for s in modalities.specs if (tok_dir / s.name).is_dir()
+                                 or (s.kind == "sequence" and (tok_dir / "text").is_dir()))
+            codecs = dict(load_codecs(tok_dir, wanted))
+        else:
+            log.warning("%s has no tokenizers/ directory: only token-id inputs and token outputs will work", root)
+        return cls(model, codecs, modalities=modalities, device=device)
+
+    # -- naming ----------------------------------------------------------------------------------
+    def resolve(self, name: str, *, as_target: bool = False) -> str:
+        """Canonical modality name of ``name`` (name or alias). As a target, a ``pixels`` modality maps to its
+        tokenized twin (``rgb`` → ``tok_rgb``). Unknown names list what the model knows."""
+        if name not in self.modalities:
+            raise GenerationError(f"the model does not know modality {name!r}; it knows: {', '.join(self.modalities.names)}")
+        spec = self.modalities[name]
+        if as_target and not spec.decoder:
+            twins = [s.name for s in self.modalities.specs if s.source == spec.name and s.decoder]
+            if twins:
+                return twins[0]
+            can = ", ".join(s.name for s in self.modalities.specs if s.decoder)
+            raise GenerationError(f"the model cannot generate {spec.name!r} (a {spec.kind!r} input-only modality "
+                                  f"with no tokenized twin); it can generate: {can}")
+        return spec.name
+
+    def codec(self, name: str) -> Any:
+        try:
+            return self.codecs[name]
+        except KeyError:
+            have = ", ".join(sorted(self.codecs)) or "none"
+            raise TokenizerMissingError(
+                f"no tokenizer for modality {name!r} (tokenizers loaded: {have}); train one with "
+                f"`fourm train-tokenizer --modality {name} --data STORE --out DIR/tokenizers/{name}` "
+                f"(or pass token ids instead of raw data)") from None
+
+    def _transform(self, spec: ModalitySpec) -> Any | None:
+        if spec.name not in self._transforms:
+            self._transforms[spec.name] = spec.transform.build() if spec.transform is not None else None
+        return self._transforms[spec.name]
+
+    # -- inputs ----------------------------------------------------------------------------------
+    def encode_inputs(self, inputs: Mapping[str, Any]) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, list], bool]:
+        """Raw inputs → ``({modality: {"tensor"}}, raw lists per name, batched)`` for the sampler."""
+        if not isinstance(inputs, Mapping) or not inputs:
+            raise GenerationError("inputs must be a non-empty dict {modality: raw}, e.g. {'rgb': pil_image}")
+        batched = any(_is_batch(v) for v in inputs.values())
+        lists = {k: (list(v) if _is_batch(v) else [v]) for k, v in inputs.items()}
+        sizes = {len(v) for v in lists.values()} - {1}
+        if len(sizes) > 1:
+            raise GenerationError(f"batched inputs disagree on the batch size: "
+                                  f"{ {k: len(v) for k, v in lists.items()} }")
+        B = sizes.pop() if sizes else 1
+        lists = {k: (v * B if len(v) == 1 else v) for k, v in lists.items()}
+        mod_dict: dict[str, dict[str, torch.Tensor]] = {}
+        raws: dict[str, list] = {}
+        for key, values in lists.items():
+            name = self.resolve(key)
+            spec = self.modalities[name]
+            raws[name] = values
+            mod_dict[name] = {"tensor": self._encode_one(spec, values)}
+            if spec.kind == "pixels":  # also the tokenized twin when the model reads it and a codec exists
+                for twin in self.modalities.specs:
+                    if twin.source == name and twin.encoder and twin.name not in lists and twin.name in self.codecs:
+                        mod_dict[twin.name] = {"tensor": self._encode_one(twin, values)}
+        return mod_dict, raws, batched
+
+    def _encode_one(self, spec: ModalitySpec, values: list[Any]) -> torch.Tensor:
+        name = spec.name
+        if spec.kind in ("image", "vector") and all(isinstance(v, torch.Tensor) and not v.is_floating_point()
+                                                    for v in values):
+            ids = torch.stack([v.reshape(-1) for v in values])
+            if ids.shape[1] != spec.num_tokens:
+                raise GenerationError(f"input {name!r}: token ids must have {spec.num_tokens} tokens, got {ids.shape[1]}")
+            return ids.long()
+        if spec.kind == "pixels":
+            return torch.stack([self._pixels(spec, v) for v in values])
+        if spec.kind == "image":
+            codec = self.codec(name)
+            size = self._codec_size(spec, codec)
+            prepared = [self._square_resize(spec, _to_numpy_image(v, name), size) for v in values]
+            return self._codec_encode(codec, spec, prepared)
+        if spec.kind == "sequence":
+            for v in values:
+                if isinstance(v, (torch.Tensor, np.ndarray)) and np.ndim(v) > 1:
+                    raise GenerationError(f"input {name!r}: a sequence takes text / JSON values, got an array of "
+                                          f"shape {tuple(np.shape(v))}")
+            return self._codec_encode(self.codec(name), spec, values)
+        if spec.kind == "vector":
+            vecs = []
+            for v in values:
+                a = v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
+                if a.ndim != 1 or not np.issubdtype(a.dtype, np.number):
+                    raise GenerationError(f"input {name!r}: expected a vector of shape (D,), got {a.dtype} {a.shape}")
+                vecs.append(a.astype(np.float32))
+            return self._codec_encode(self.codec(name), spec, vecs)
+        # embedding_sequence: (L, D) float arrays, zero-padded to the spec's max_length
+        out = torch.zeros((len(values), spec.max_length, spec.embed_dim))
+        for i, v in enumerate(values):
+            a = torch.as_tensor(np.asarray(v.detach().cpu() if isinstance(v, torch.Tensor) else v), dtype=torch.float32)
+            if a.ndim != 2 or a.shape[1] != spec.embed_dim or a.shape[0] > spec.max_length:
+                raise GenerationError(f"input {name!r}: expected (L <= {spec.max_length}, {spec.embed_dim}) embeddings, "
+                                      f"got {tuple(a.shape)}")
+            out[i, : a.shape[0]] = a
+        return out
+
+    @staticmethod
+    def _codec_encode(codec: Any, spec: ModalitySpec, raws: list[Any]) -> torch.Tensor:
+        try:
+            with torch.no_grad():
+                return codec.encode(raws).long().cpu()
+        except GenerationError:
+            raise
+        except (ValueError, TypeError) as exc:
+            raise GenerationError(f"input {spec.name!r}: the tokenizer rejected it: {exc}") from exc
+
+    def _codec_size(self, spec: ModalitySpec, codec: Any) -> tuple[int, int]:
+        size = getattr(getattr(codec, "tokenizer", None), "image_size", None)
+        if size is not None:
+            return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+        if spec.source and spec.source in self.modalities and self.modalities[spec.source].image_size:
+            return self.modalities[spec.source].image_size
+        return (spec.grid[0] * 16, spec.grid[1] * 16)
+
+    def _square_resize(self, spec: ModalitySpec, raw: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """Centre square crop resized to ``size`` through the plugin's transform (its own interpolation)."""
+        storage = spec.storage
+        if storage is not None and storage.shape and len(storage.shape) == 3 and raw.shape[2] != storage.shape[2]:
+            raise GenerationError(f"input {spec.name!r}: expected {storage.shape[2]} channel(s) (raw shape "
+                                  f"(H, W, {storage.shape[2]})), got an array of shape {raw.shape}")
+        if storage is not None and not storage.is_json and raw.dtype != np.dtype(storage.dtype):
+            raw = raw.astype(storage.dtype)
+        h, w = raw.shape[:2]
+        side = min(h, w)
+        box = ((h - side) // 2, (w - side) // 2, side, side)
+        transform = self._transform(spec)
+        if transform is not None:
+            return transform.crop(raw, box=box, flip=False, size=size)
+        from .plugin_kit.images import crop_resize
+
+        return crop_resize(raw, box, size)
+
+    def _pixels(self, spec: ModalitySpec, value: Any) -> torch.Tensor:
+        raw = _to_numpy_image(value, spec.name)
+        if raw.shape[2] != spec.channels:
+            raise GenerationError(f"input {spec.name!r}: expected an image with {spec.channels} channels, got shape {raw.shape}")
+        if raw.dtype != np.uint8:
+            if np.issubdtype(raw.dtype, np.floating) and raw.max() <= 1.0 + 1e-6 and raw.min() >= 0:
+                raw = np.rint(raw * 255).astype(np.uint8)
+            else:
+                raise GenerationError(f"input {spec.name!r}: expected uint8 pixels (or floats in [0, 1]), got {raw.dtype}")
+        img = self._square_resize(spec, raw, spec.image_size)
+        x = torch.from_numpy(np.ascontiguousarray(img)).float().div(255.0).permute(2, 0, 1)  # (C, H, W)
+        if spec.channels == 3:
+            mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+            std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+            x = (x - mean) / std
+        return x
+
+    # -- generation ------------------------------------------------------------------------------
+    def _targets(self, targets: Sequence[str | TargetConfig] | str, overrides: Mapping[str, Any]) -> list[TargetConfig]:
+        if isinstance(targets, str):
+            targets = [t.strip() for t in targets.split(",") if t.strip()]
+        unknown = sorted(set(overrides) - set(_OVERRIDES))
+        if unknown:
+            raise GenerationError(f"unknown generation option(s) {unknown}; valid: {', '.join(_OVERRIDES)}")
+        out = []
+        for t in targets:
+            cfg = t if isinstance(t, TargetConfig) else TargetConfig(modality=t)
+            name = self.resolve(cfg.modality, as_target=True)
+            merged = {**self.defaults.get(name, {}), **{k: v for k, v in overrides.items() if v is not None}}
+            fields = attrs.fields(TargetConfig)
+            unset = {k: v for k, v in merged.items() if getattr(cfg, k) == getattr(fields, k).default}
+            out.append(cfg.replace(modality=name, **unset))
+        return out
+
+    def __call__(self, inputs: Mapping[str, Any], targets: Sequence[str | TargetConfig] | str, *,
+                 seed: int | None = None, decode: bool = True, **overrides: Any) -> AnyToAnyOutput:
+        """Generate ``targets`` (in order; each finished one conditions the next) from raw ``inputs``.
+
+        ``overrides`` (``steps``, ``temperature``, ``guidance``, ``top_k``, ``top_p``, ``scheme``, ...) apply to
+        every target that does not set them itself (pass :class:`TargetConfig` objects for per-target settings).
+        ``decode=False`` skips the codecs (outputs are token ids).
+        """
+        result, raws, batched = self._run(inputs, targets, seed, overrides)
+        return self._decode(result, raws, batched, decode)
+
+    def iterate(self, inputs: Mapping[str, Any], targets: Sequence[str | TargetConfig] | str, *,
+                seed: int | None = None, **overrides: Any) -> Iterator[GenerationStep]:
+        """Step-by-step generation: yields a :class:`GenerationStep` after every decoding step."""
+        mod_dict, _, _ = self.encode_inputs(inputs)
+        return self.sampler.iterate(mod_dict, self._targets(targets, overrides), seed=seed)
+
+    def _run(self, inputs, targets, seed, overrides) -> tuple[GenerationResult, dict[str, list], bool]:
+        mod_dict, raws, batched = self.encode_inputs(inputs)
+        cfgs = self._targets(targets, overrides)
+        return self.sampler.generate(mod_dict, cfgs, seed=seed), raws, batched
+
+    def _decode(self, result: GenerationResult, raws: dict[str, list], batched: bool, decode: bool) -> AnyToAnyOutput:
+        out: dict[str, list[Any]] = {}
+        for name, tokens in result.tokens.items():
+            if not decode:
+                out[name] = list(tokens.cpu())
+                continue
+            with torch.no_grad():
+                out[name] = list(self.codec(name).decode(tokens.cpu()))
+        return AnyToAnyOutput(out, dict(result.tokens), raws, batched)
+
+    # -- retrieval -------------------------------------------------------------------------------
+    def embed(self, inputs: Mapping[str, Any], modality: str, *, seed: int | None = 0, **overrides: Any) -> np.ndarray:
+        """Predict the global embedding ``modality`` (a ``vector`` modality, e.g. ``dinov2_global``) from
+        ``inputs`` and decode it: ``(B, D)`` float32."""
+        name = self.resolve(modality, as_target=True)
+        if self.modalities[name].kind != "vector":
+            raise GenerationError(f"retrieval needs a global-embedding ('vector') modality; {name!r} is a "
+                                  f"{self.modalities[name].kind!r} modality")
+        if name in {self.resolve(k) for k in inputs}:
+            raise GenerationError(f"{name!r} is both an input and the embedding to predict")
+        out = self(inputs, [name], seed=seed, **overrides)
+        return np.stack([np.asarray(v, dtype=np.float32).reshape(-1) for v in out.raw[name]])
+
+    def search(self, inputs: Mapping[str, Any], index: Any, k: int = 5, **overrides: Any) -> list[list[tuple[int, float]]]:
+        """Predict ``index.modality`` from ``inputs`` and return, per batch item, the ``k`` nearest store samples
+        as ``(sample_index, cosine_similarity)``. ``index``: a :class:`fourm_core.retrieval.Index` or its path."""
+        from .retrieval import Index
+
+        if not isinstance(index, Index):
+            index = Index.load(index)
+        queries = self.embed(inputs, index.modality, **overrides)
+        scores, ids = index.search(queries, k)
+        return [[(int(i), float(s)) for i, s in zip(row_i, row_s)] for row_i, row_s in zip(ids, scores)]
+
+    # -- rendering -------------------------------------------------------------------------------
+    def render(self, out: AnyToAnyOutput, *, tile: int = 256, include_inputs: bool = True) -> Any:
+        """One PIL image: a row per batch item, a column per input then per output, each drawn by its plugin's
+        visualizer (``spec.visualizer.load()(raw)``), with the modality name above each column."""
+        columns: list[tuple[str, list[Any]]] = []
+        if include_inputs:
+            columns += [(n, v) for n, v in out.inputs.items()]
+        columns += [(n, out.raw[n]) for n in out.raw]
+        return render_grid(columns, self.modalities, tile=tile)
+
+
+def _model_modalities(model: Any) -> ModalitySet:
+    mods = getattr(model, "modalities", None)
+    if isinstance(mods, ModalitySet):
+        return mods
+    raise GenerationError(f"{type(model).__name__} does not expose its ModalitySet as `.modalities`")
+
+
+def _tile_of(spec: ModalitySpec | None, raw: Any, tile: int) -> Any:
+    """Draw one raw value: the plugin's visualizer, else an image array as is, else its text."""
+    from PIL import Image
+
+    img = None
+    if spec is not None and spec.visualizer is not None:
+        try:
+            img = spec.visualizer.load()(raw)
+        except Exception as exc:  # noqa: BLE001 - a broken visualizer must not lose the other outputs
+            log.warning("visualizer of %r failed (%s: %s); drawing its text instead", spec.name, type(exc).__name__, exc)
+    if img is None and spec is not None and spec.kind in ("image", "pixels") and isinstance(raw, np.ndarray):
+        from .plugin_kit.images import colormap, to_pil
+
+        a = raw if raw.ndim == 3 else raw[..., None]
+        img = to_pil(a) if a.dtype == np.uint8 and a.shape[2] in (1, 3) else to_pil(colormap(a[..., 0]))
+    if img is None and not isinstance(raw, (str, dict, list, np.ndarray, torch.Tensor)):
+        try:
+            img = _to_numpy_image(raw, spec.name if spec else "?")
+            from .plugin_kit.images import to_pil
+
+            img = to_pil(img)
+        except GenerationError:
+            img = None
+    if img is None:
+        img = _text_tile(str(raw if not isinstance(raw, np.ndarray) else f"array {raw.shape}"), tile)
+    img = img.convert("RGB")
+    scale = tile / max(img.size)
+    return img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BILINEAR)
+
+
+def _text_tile(text: str, tile: int) -> Any:
+    import textwrap
+
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (tile, tile), "white")
+    draw = ImageDraw.Draw(img)
+    lines = textwrap.wrap(text, width=max(8, tile // 7))[: tile // 12]
+    draw.multiline_text((4, 4), "\n".join(lines), fill="black")
+    return img
+
+
+def render_grid(columns: Sequence[tuple[str, list[Any]]], modalities: ModalitySet, *, tile: int = 256) -> Any:
+    """A grid image: one column per ``(modality, raws)``, one row per batch item, names on top."""
+    from PIL import Image, ImageDraw
+
+    if not columns:
+        raise GenerationError("nothing to render: no inputs and no outputs")
+    rows = max(len(v) for _, v in columns)
+    header = 16
+    grid = Image.new("RGB", (tile * len(columns), header + tile * rows), "white")
+    draw = ImageDraw.Draw(grid)
+    for c, (name, values) in enumerate(columns):
+        spec = modalities[name] if name in modalities else None
+        draw.text((c * tile + 4, 2), name, fill="black")
+        for r, raw in enumerate(values):
+            img = _tile_of(spec, raw, tile)
+            grid.paste(img, (c * tile + (tile - img.width) // 2, header + r * tile + (tile - img.height) // 2))
+    return grid

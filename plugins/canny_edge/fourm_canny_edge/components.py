@@ -1,0 +1,127 @@
+"""Components of the ``canny_edge`` modality.
+
+Raw form: uint8 ``(H, W, 1)`` with 255 on edge pixels and 0 elsewhere: OpenCV's Canny detector on the
+grey-scale image after a Gaussian blur. Thresholds are either fixed (``low_threshold``/``high_threshold``) or,
+by default, derived per image from its median grey level ``m``: ``low = max(0, (1 - sigma) m)``,
+``high = min(255, (1 + sigma) m)`` (a common automatic choice that adapts to exposure).
+
+Augmentation: a crop resamples the edge map bilinearly as a [0, 1] float and re-binarises it at
+:data:`EDGE_THRESHOLD` (so one-pixel edges survive mild down-scaling); a flip mirrors the map.
+Tensors: float32 ``(B, 1, H, W)`` in {0, 1}; :meth:`EdgeTransform.from_tensor` binarises at 0.5.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fourm_core.plugin_kit.images import crop_resize, rgb_inputs, stack_hwc, to_pil
+
+MODALITY = "canny_edge"
+#: after bilinear resampling, pixels at or above this fraction of an edge stay edges
+EDGE_THRESHOLD = 0.3
+
+
+def _check_edges(raw: Any, where: str) -> np.ndarray:
+    if not isinstance(raw, np.ndarray) or raw.ndim != 3 or raw.shape[2] != 1 or raw.dtype != np.uint8:
+        desc = f"{raw.dtype} {raw.shape}" if isinstance(raw, np.ndarray) else type(raw).__name__
+        raise ValueError(f"modality 'canny_edge' ({where}): expected a uint8 (H, W, 1) edge map, got {desc}")
+    return raw
+
+
+class CannyLabeler:
+    """OpenCV Canny edges (weight-free).
+
+    :param weights: must be None (the labeler has no weights); accepted for the labeler contract.
+    :param device: accepted for the labeler contract; Canny runs on the CPU.
+    :param batch_size: images per call chunk (the job's batching hint).
+    :param low_threshold, high_threshold: fixed hysteresis thresholds (both or neither); None → automatic.
+    :param sigma: spread of the automatic thresholds around the median grey level.
+    :param blur_sigma: Gaussian blur before Canny (0 disables it).
+    :param l2_gradient: use the exact gradient magnitude (OpenCV's ``L2gradient``).
+    """
+
+    def __init__(self, weights: str | None = None, device: str = "cpu", batch_size: int = 64, *,
+                 low_threshold: float | None = None, high_threshold: float | None = None, sigma: float = 0.33,
+                 blur_sigma: float = 1.0, l2_gradient: bool = True) -> None:
+        if weights is not None:
+            raise ValueError(f"labeler of modality 'canny_edge' is weight-free; got weights={weights!r} "
+                             f"(drop --weights canny_edge=...)")
+        if (low_threshold is None) != (high_threshold is None):
+            raise ValueError("labeler of modality 'canny_edge': give both low_threshold and high_threshold, or neither "
+                             "(automatic thresholds)")
+        if low_threshold is not None and not 0 <= low_threshold <= high_threshold:
+            raise ValueError(f"labeler of modality 'canny_edge': need 0 <= low_threshold <= high_threshold, got "
+                             f"{low_threshold}, {high_threshold}")
+        if not 0 <= sigma < 1:
+            raise ValueError(f"labeler of modality 'canny_edge': sigma must be in [0, 1), got {sigma}")
+        if batch_size < 1:
+            raise ValueError(f"labeler of modality 'canny_edge': batch_size must be >= 1, got {batch_size}")
+        self.batch_size = int(batch_size)
+        self.device = device
+        self.low_threshold, self.high_threshold = low_threshold, high_threshold
+        self.sigma, self.blur_sigma, self.l2_gradient = float(sigma), float(blur_sigma), bool(l2_gradient)
+
+    def thresholds(self, gray: np.ndarray) -> tuple[float, float]:
+        """The (low, high) hysteresis thresholds used for a grey-scale image."""
+        if self.low_threshold is not None:
+            return float(self.low_threshold), float(self.high_threshold)
+        m = float(np.median(gray))
+        return max(0.0, (1.0 - self.sigma) * m), min(255.0, (1.0 + self.sigma) * m)
+
+    def edges(self, rgb: np.ndarray) -> np.ndarray:
+        """uint8 (H, W, 3) → uint8 (H, W, 1) edge map in {0, 255}."""
+        import cv2
+
+        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        if self.blur_sigma > 0:
+            gray = cv2.GaussianBlur(gray, (0, 0), self.blur_sigma)
+        low, high = self.thresholds(gray)
+        return cv2.Canny(gray, low, high, L2gradient=self.l2_gradient)[..., None]
+
+    def __call__(self, inputs: dict[str, list]) -> list[np.ndarray]:
+        """``inputs["rgb"]``: uint8 (H, W, 3) arrays → uint8 (H, W, 1) edge maps."""
+        return [self.edges(img) for img in rgb_inputs(inputs, MODALITY)]
+
+
+class EdgeTransform:
+    """Crop (bilinear, re-binarised) / flip / tensor conversion of edge maps."""
+
+    def crop(self, raw: np.ndarray, box: tuple[int, int, int, int], flip: bool = False,
+             size: tuple[int, int] = (224, 224)) -> np.ndarray:
+        soft = _check_edges(raw, "crop").astype(np.float32) / 255.0
+        out = crop_resize(soft, box, size, flip=flip, interpolation="linear")
+        return np.where(out >= EDGE_THRESHOLD, 255, 0).astype(np.uint8)
+
+    def to_tensor(self, raws: list[np.ndarray]):
+        """uint8 (H, W, 1) → float32 tensor (B, 1, H, W) in {0, 1}."""
+        import torch
+
+        batch = stack_hwc([_check_edges(r, "to_tensor") for r in raws], "modality 'canny_edge'")
+        return torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)
+
+    def from_tensor(self, x) -> list[np.ndarray]:
+        """(B, 1, H, W) tensor → uint8 (H, W, 1) edge maps (> 0.5 → 255)."""
+        import torch
+
+        if x.ndim != 4 or x.shape[1] != 1:
+            raise ValueError(f"modality 'canny_edge': from_tensor expects (B, 1, H, W), got {tuple(x.shape)}")
+        edges = (x.detach().float() > 0.5).to(torch.uint8).mul_(255)
+        return list(edges.permute(0, 2, 3, 1).cpu().numpy())
+
+
+def visualize(raw: np.ndarray):
+    """Edges as a grey image (white edges on black)."""
+    return to_pil(_check_edges(np.asarray(raw), "visualize"))
+
+
+def make_tokenizer(**overrides: Any):
+    """Untrained edge tokenizer: ViT VQ-VAE on 1 channel in {0, 1}, 224 px / patch 16 → 14 x 14,
+    vocabulary 8192, MSE loss. ``overrides`` replace any constructor argument."""
+    from fourm_core.tokenizers import ViTVQVAE
+
+    config: dict[str, Any] = dict(in_channels=1, image_size=224, patch_size=16, vocab_size=8192, loss="mse",
+                                  modality=MODALITY)
+    config.update(overrides)
+    return ViTVQVAE(**config)

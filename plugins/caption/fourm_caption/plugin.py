@@ -1,0 +1,30 @@
+"""Registers the ``caption`` modality (no heavy imports here: components are referenced by string)."""
+
+from __future__ import annotations
+
+from fourm_registry import ComponentRef, ModalitySpec, StorageSpec, hookimpl
+
+MAX_LENGTH = 256
+DEFAULT_WEIGHTS = "Salesforce/blip-image-captioning-large"
+
+
+@hookimpl
+def fourm_register_modalities(register):
+    register(
+        ModalitySpec(
+            name="caption",
+            kind="sequence",
+            vocab_size=30000,
+            max_length=MAX_LENGTH,
+            description="a natural-language caption of the image (BLIP captioner); serialized as the text itself",
+            storage=StorageSpec(dtype="json"),
+            labeler="fourm_caption.components:CaptionLabeler",
+            transform="fourm_caption.components:CaptionTransform",
+            serializer="fourm_caption.components:CaptionSerializer",
+            visualizer="fourm_caption.components:visualize",
+            tokenizer=ComponentRef(target="fourm_core.tokenizers:SequenceTokenizer",
+                                   kwargs={"max_length": MAX_LENGTH, "modality": "caption"}),
+            default_weights=DEFAULT_WEIGHTS,
+            license="Apache-2.0",
+        )
+    )

@@ -1,0 +1,34 @@
+"""Registers the ``human_pose`` modality (no heavy imports here: components are referenced by string)."""
+
+from __future__ import annotations
+
+from fourm_registry import ComponentRef, ModalitySpec, StorageSpec, hookimpl
+
+#: 4M-21's length; 6 persons × (5 box tokens + 34 keypoint tokens) = 234 tokens + [EOS] fit
+MAX_LENGTH = 263
+DEFAULT_WEIGHTS = "usyd-community/vitpose-base-simple"
+
+
+@hookimpl
+def fourm_register_modalities(register):
+    register(
+        ModalitySpec(
+            name="human_pose",
+            kind="sequence",
+            vocab_size=30000,
+            max_length=MAX_LENGTH,
+            aliases=("human_poses",),
+            description="people: per person 'human <box tokens>' then 17 COCO keypoints as 'v0=x v1=y' or 'none' "
+                        "(person detector + ViTPose)",
+            storage=StorageSpec(dtype="json"),
+            labeler="fourm_human_pose.components:HumanPoseLabeler",
+            transform="fourm_human_pose.components:HumanPoseTransform",
+            serializer="fourm_human_pose.components:HumanPoseSerializer",
+            visualizer="fourm_human_pose.components:visualize",
+            tokenizer=ComponentRef(target="fourm_core.tokenizers:SequenceTokenizer",
+                                   kwargs={"max_length": MAX_LENGTH, "modality": "human_pose"}),
+            special_tokens=("human", "none"),
+            default_weights=DEFAULT_WEIGHTS,
+            license="Apache-2.0",
+        )
+    )

@@ -1,0 +1,29 @@
+"""Registers the ``metadata`` modality (no heavy imports here: components are referenced by string)."""
+
+from __future__ import annotations
+
+from fourm_registry import ComponentRef, ModalitySpec, StorageSpec, hookimpl
+
+#: 4M-21: at most 19 'key value' chunks (38 tokens) + [EOS] (+ a sentinel when masked)
+MAX_LENGTH = 40
+
+
+@hookimpl
+def fourm_register_modalities(register):
+    register(
+        ModalitySpec(
+            name="metadata",
+            kind="sequence",
+            vocab_size=30000,
+            max_length=MAX_LENGTH,
+            description="image statistics and counts as shuffled 'v1=<key> v0=<bin>' chunks (4M-21 key ids)",
+            storage=StorageSpec(dtype="json"),
+            labeler="fourm_metadata.components:MetadataLabeler",
+            transform="fourm_metadata.components:MetadataTransform",
+            serializer="fourm_metadata.components:MetadataSerializer",
+            visualizer="fourm_metadata.components:visualize",
+            tokenizer=ComponentRef(target="fourm_core.tokenizers:SequenceTokenizer",
+                                   kwargs={"max_length": MAX_LENGTH, "modality": "metadata"}),
+            license="Apache-2.0",
+        )
+    )

@@ -1,0 +1,36 @@
+"""Registers ``sam_instance`` (sequence kind): SAM instance masks, serialized per query point.
+
+No torch import here: components are referenced by import strings.
+"""
+
+from __future__ import annotations
+
+from fourm_registry import ComponentRef, ModalitySpec, StorageSpec, hookimpl
+
+DEFAULT_WEIGHTS = "facebook/sam-vit-base"
+#: the reference's budget for this modality (7 query points; groups that do not fit are left out)
+MAX_LENGTH = 290
+_C = "fourm_sam_instance.components"
+
+
+@hookimpl
+def fourm_register_modalities(register):
+    register(ModalitySpec(
+        name="sam_instance",
+        kind="sequence",
+        vocab_size=30000,
+        max_length=MAX_LENGTH,
+        description="SAM instances: per query point 'point v0=x v1=y' then 'none' or, per instance containing it, "
+                    "'polygon' + 4 box tokens (1000 bins) + 16 mask-tokenizer ids (as v0=/v1= tokens)",
+        storage=StorageSpec(dtype="json"),
+        labeler=f"{_C}:SamInstanceLabeler",
+        transform=f"{_C}:SamInstanceTransform",
+        serializer=ComponentRef(target=f"{_C}:make_serializer", kwargs={"max_tokens": MAX_LENGTH - 2}),
+        visualizer=f"{_C}:visualize",
+        tokenizer=ComponentRef(target="fourm_core.tokenizers:SequenceTokenizer",
+                               kwargs={"max_length": MAX_LENGTH, "modality": "sam_instance"}),
+        special_tokens=("point", "polygon", "none"),
+        requires=("rgb",),
+        license="Apache-2.0 (SAM weights)",
+        default_weights=DEFAULT_WEIGHTS,
+    ))

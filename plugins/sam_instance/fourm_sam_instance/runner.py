@@ -1,0 +1,147 @@
+"""SAM automatic mask generation with transformers' ``SamModel``, batched (reusable: ``sam_edge`` and any
+plugin that wants SAM masks import :class:`SamRunner`).
+
+Algorithm (the one of the SAM paper's automatic mask generator, single crop level):
+
+1. the whole square image is resized to the model's input size (1024 px for the released checkpoints) and
+   normalised with ImageNet statistics; the image embedding is computed once per image (batched);
+2. a regular ``points_per_side`` × ``points_per_side`` grid of single-point prompts is decoded in batches of
+   ``points_per_batch`` prompts, three candidate masks each (``multimask_output``);
+3. candidates are kept when the predicted IoU ≥ ``pred_iou_thresh`` and the stability score (IoU of the mask
+   logits thresholded at ``+offset`` and ``-offset``) ≥ ``stability_score_thresh``;
+4. low-resolution logits are upsampled (bilinear) to the raw image size and thresholded at 0;
+5. duplicates are removed by box non-maximum suppression (``box_nms_thresh``) ranked by predicted IoU, and
+   masks smaller than ``min_mask_area`` pixels are dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from fourm_core.plugin_kit.features import IMAGENET_MEAN, IMAGENET_STD, preprocess_uint8
+from fourm_core.plugin_kit.hub import load_pretrained, resolve_device
+
+from .masks import encode_instances
+from .plugin import DEFAULT_WEIGHTS
+
+log = logging.getLogger(__name__)
+_CACHE: dict[tuple[str, str], Any] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def load_sam(weights: str, device: str, modality: str = "sam_instance") -> Any:
+    """A ``SamModel`` in eval mode, cached per (weights, device)."""
+    key = (weights, device)
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            from transformers import SamModel
+
+            _CACHE[key] = load_pretrained(SamModel.from_pretrained, weights, modality=modality).to(device).eval()
+        return _CACHE[key]
+
+
+class SamRunner:
+    """Automatic mask generation: ``runner(images) -> list[stored sample]`` (see :mod:`.masks`).
+
+    :param weights: hub id or local ``save_pretrained`` directory of a transformers ``SamModel``.
+    :param device: ``cpu``, ``cuda`` or ``auto``.
+    :param batch_size: images per image-encoder pass.
+    """
+
+    def __init__(self, weights: str | None = None, device: str = "cpu", batch_size: int = 4, *,
+                 points_per_side: int = 16, points_per_batch: int = 64, pred_iou_thresh: float = 0.88,
+                 stability_score_thresh: float = 0.95, stability_score_offset: float = 1.0,
+                 box_nms_thresh: float = 0.7, min_mask_area: int = 0, modality: str = "sam_instance"):
+        if points_per_side < 1 or points_per_batch < 1:
+            raise ValueError(f"{modality}: points_per_side and points_per_batch must be >= 1")
+        self.weights = weights or DEFAULT_WEIGHTS
+        self.device = resolve_device(device)
+        self.batch_size = int(batch_size)
+        self.points_per_side = int(points_per_side)
+        self.points_per_batch = int(points_per_batch)
+        self.pred_iou_thresh = float(pred_iou_thresh)
+        self.stability_score_thresh = float(stability_score_thresh)
+        self.stability_score_offset = float(stability_score_offset)
+        self.box_nms_thresh = float(box_nms_thresh)
+        self.min_mask_area = int(min_mask_area)
+        self.modality = modality
+        self.model = load_sam(self.weights, self.device, modality)
+        self.input_size = int(self.model.config.vision_config.image_size)
+
+    def grid_points(self) -> np.ndarray:
+        """(P, 2) xy prompt points in model-input pixels: cell centres of a regular grid."""
+        n = self.points_per_side
+        c = (np.arange(n) + 0.5) / n * self.input_size
+        xx, yy = np.meshgrid(c, c)
+        return np.stack([xx.reshape(-1), yy.reshape(-1)], axis=1).astype(np.float32)
+
+    def __call__(self, images: Sequence[np.ndarray]) -> list[dict[str, Any]]:
+        import torch
+
+        out: list[dict[str, Any]] = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = list(images[start : start + self.batch_size])
+            x = preprocess_uint8(chunk, self.input_size, IMAGENET_MEAN, IMAGENET_STD, device=self.device,
+                                 what=f"labeler for {self.modality!r}")
+            with torch.inference_mode():
+                embeddings = self.model.get_image_embeddings(x)  # (B, C, h, w)
+                for k, image in enumerate(chunk):
+                    out.append(self._generate(embeddings[k : k + 1], tuple(image.shape[:2])))
+        return out
+
+    def _generate(self, embedding: Any, size: tuple[int, int]) -> dict[str, Any]:
+        import torch
+        import torch.nn.functional as F
+        from torchvision.ops import batched_nms
+
+        points = torch.from_numpy(self.grid_points()).to(embedding.device)
+        masks_all, scores_all = [], []
+        for start in range(0, len(points), self.points_per_batch):
+            pts = points[start : start + self.points_per_batch]  # (P, 2)
+            p = pts.shape[0]
+            res = self.model(image_embeddings=embedding, input_points=pts.view(1, p, 1, 2),
+                             input_labels=torch.ones(1, p, 1, dtype=torch.long, device=pts.device),
+                             multimask_output=True)
+            logits = res.pred_masks[0].flatten(0, 1)  # (P*3, h', w') low-resolution logits
+            iou = res.iou_scores[0].flatten()  # (P*3,)
+            keep = iou >= self.pred_iou_thresh
+            if not bool(keep.any()):
+                continue
+            logits, iou = logits[keep], iou[keep]
+            logits = F.interpolate(logits[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
+            off = self.stability_score_offset
+            inter = (logits > off).flatten(1).sum(1).float()
+            union = (logits > -off).flatten(1).sum(1).float().clamp_min(1)
+            stable = (inter / union) >= self.stability_score_thresh
+            masks = logits > 0  # (K, H, W)
+            areas = masks.flatten(1).sum(1)
+            keep = stable & (areas > max(self.min_mask_area, 0))
+            masks_all.append(masks[keep].cpu())
+            scores_all.append(iou[keep].float().cpu())
+        if not masks_all or sum(len(m) for m in masks_all) == 0:
+            return {"size": [int(size[0]), int(size[1])], "instances": []}
+        masks = torch.cat(masks_all)  # (K, H, W) bool
+        scores = torch.cat(scores_all)
+        boxes = _boxes_of(masks)  # (K, 4) xyxy pixels
+        kept = batched_nms(boxes, scores, torch.zeros(len(boxes), dtype=torch.long), self.box_nms_thresh)
+        return encode_instances(masks[kept].numpy(), scores=scores[kept].tolist())
+
+
+def _boxes_of(masks: Any) -> Any:
+    """Tight xyxy pixel boxes (x1, y1 exclusive) of boolean masks (K, H, W), as float tensors."""
+    import torch
+
+    k, h, w = masks.shape
+    rows, cols = masks.any(dim=2), masks.any(dim=1)  # (K, H), (K, W)
+    ar_h = torch.arange(h, device=masks.device)
+    ar_w = torch.arange(w, device=masks.device)
+    y0 = torch.where(rows, ar_h, h).min(dim=1).values
+    y1 = torch.where(rows, ar_h, -1).max(dim=1).values + 1
+    x0 = torch.where(cols, ar_w, w).min(dim=1).values
+    x1 = torch.where(cols, ar_w, -1).max(dim=1).values + 1
+    return torch.stack([x0, y0, x1, y1], dim=1).float()

@@ -1,0 +1,239 @@
+"""Components of the ``semseg`` modality.
+
+Raw form: uint8 ``(H, W, 1)`` class ids; with the default weights these are COCO panoptic's 133 contiguous
+classes (80 things then 53 stuff classes, :data:`COCO_PANOPTIC_CLASSES`), and 255 marks ignored pixels.
+Other weights store their own ``id2label`` ids (which must fit in 0..254); the labeler warns when a
+model's labels are not COCO panoptic's.
+
+Augmentation: crops and resizes use **nearest** resampling (ids are never blended); a flip mirrors the map.
+Tensors: float32 ``(B, 1, H, W)`` holding the class ids; :meth:`SemsegTransform.from_tensor` also accepts
+per-class scores ``(B, K, H, W)`` (argmax).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from fourm_core.plugin_kit.hub import load_pretrained, resolve_device
+from fourm_core.plugin_kit.images import crop_resize, fixed_palette, rgb_inputs, stack_hwc, to_pil
+
+log = logging.getLogger(__name__)
+MODALITY = "semseg"
+IGNORE_INDEX = 255
+_DTYPES = ("float32", "float16", "bfloat16")
+
+#: COCO panoptic classes in the contiguous order of the Mask2Former / OneFormer COCO-panoptic checkpoints.
+COCO_PANOPTIC_CLASSES: tuple[str, ...] = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
+    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
+    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
+    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
+    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
+    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
+    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
+    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors", "teddy bear",
+    "hair drier", "toothbrush",
+    "banner", "blanket", "bridge", "cardboard", "counter", "curtain", "door-stuff", "floor-wood", "flower",
+    "fruit", "gravel", "house", "light", "mirror-stuff", "net", "pillow", "platform", "playingfield", "railroad",
+    "river", "road", "roof", "sand", "sea", "shelf", "snow", "stairs", "tent", "towel", "wall-brick",
+    "wall-stone", "wall-tile", "wall-wood", "water-other", "window-blind", "window-other", "tree-merged",
+    "fence-merged", "ceiling-merged", "sky-other-merged", "cabinet-merged", "table-merged", "floor-other-merged",
+    "pavement-merged", "mountain-merged", "grass-merged", "dirt-merged", "paper-merged", "food-other-merged",
+    "building-other-merged", "rock-merged", "wall-other-merged", "rug-merged",
+)
+NUM_CLASSES = len(COCO_PANOPTIC_CLASSES)
+
+
+def _check_semseg(raw: Any, where: str) -> np.ndarray:
+    if not isinstance(raw, np.ndarray) or raw.ndim != 3 or raw.shape[2] != 1 or raw.dtype != np.uint8:
+        desc = f"{raw.dtype} {raw.shape}" if isinstance(raw, np.ndarray) else type(raw).__name__
+        raise ValueError(f"modality 'semseg' ({where}): expected a uint8 (H, W, 1) class-id array, got {desc}")
+    return raw
+
+
+def class_name(class_id: int) -> str:
+    """Name of a class id (COCO panoptic), ``ignore`` for 255, ``class <id>`` beyond the table."""
+    if class_id == IGNORE_INDEX:
+        return "ignore"
+    return COCO_PANOPTIC_CLASSES[class_id] if 0 <= class_id < NUM_CLASSES else f"class {class_id}"
+
+
+class SemsegLabeler:
+    """Semantic segmentation with a transformers universal-segmentation model (Mask2Former, MaskFormer,
+    OneFormer: ``AutoModelForUniversalSegmentation``) and its processor's ``post_process_semantic_segmentation``.
+
+    :param weights: hub id or local directory (default: the spec's ``default_weights``).
+    :param device: ``cpu``, ``cuda``, ``cuda:1``, or ``auto``.
+    :param batch_size: images per forward pass.
+    :param dtype: compute dtype (``float32``; ``float16``/``bfloat16`` on GPUs).
+    """
+
+    def __init__(self, weights: str | None = None, device: str = "cpu", batch_size: int = 4, *,
+                 dtype: str = "float32") -> None:
+        import torch
+        from transformers import AutoConfig, AutoImageProcessor, AutoModelForUniversalSegmentation, AutoProcessor
+
+        from .plugin import DEFAULT_WEIGHTS
+
+        if batch_size < 1:
+            raise ValueError(f"labeler of modality 'semseg': batch_size must be >= 1, got {batch_size}")
+        if dtype not in _DTYPES:
+            raise ValueError(f"labeler of modality 'semseg': dtype must be one of {_DTYPES}, got {dtype!r}")
+        self.weights = weights or DEFAULT_WEIGHTS
+        self.device = resolve_device(device)
+        self.batch_size = int(batch_size)
+        self.dtype = getattr(torch, dtype)
+        config = load_pretrained(AutoConfig.from_pretrained, self.weights, modality=MODALITY)
+        self.is_oneformer = config.model_type == "oneformer"
+        # OneFormer conditions on a task prompt, so it needs the full processor (image processor + tokenizer)
+        loader = AutoProcessor.from_pretrained if self.is_oneformer else AutoImageProcessor.from_pretrained
+        self.processor = load_pretrained(loader, self.weights, modality=MODALITY)
+        model = load_pretrained(AutoModelForUniversalSegmentation.from_pretrained, self.weights, modality=MODALITY)
+        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        self.id2label = {int(k): v for k, v in (self.model.config.id2label or {}).items()}
+        if self.id2label and max(self.id2label) >= IGNORE_INDEX:
+            raise ValueError(
+                f"labeler of modality 'semseg': weights {self.weights!r} have {len(self.id2label)} classes; class ids "
+                f"must be below {IGNORE_INDEX} to fit the uint8 storage (255 = ignore). Use a model with fewer classes"
+            )
+        names = tuple(self.id2label[i] for i in sorted(self.id2label))
+        if names != COCO_PANOPTIC_CLASSES:
+            log.warning("semseg labeler: %s has %d classes that are not COCO panoptic's 133; the stored ids follow "
+                        "its id2label, and the visualizer's legend names COCO classes", self.weights, len(names))
+        log.info("semseg labeler: %s on %s", self.weights, self.device)
+
+    def __call__(self, inputs: dict[str, list]) -> list[np.ndarray]:
+        """``inputs["rgb"]``: uint8 (H, W, 3) arrays → uint8 (H, W, 1) class-id maps."""
+        rgbs = rgb_inputs(inputs, MODALITY)
+        out: list[np.ndarray] = []
+        for start in range(0, len(rgbs), self.batch_size):
+            out.extend(self._label_batch(rgbs[start : start + self.batch_size]))
+        return out
+
+    def _label_batch(self, rgbs: list[np.ndarray]) -> list[np.ndarray]:
+        import torch
+
+        if self.is_oneformer:
+            enc = self.processor(images=rgbs, task_inputs=["semantic"] * len(rgbs), return_tensors="pt")
+        else:
+            enc = self.processor(images=rgbs, return_tensors="pt")
+        feed = {k: (v.to(self.device, dtype=self.dtype) if v.is_floating_point() else v.to(self.device))
+                for k, v in enc.items() if isinstance(v, torch.Tensor)}
+        with torch.inference_mode():
+            outputs = self.model(**feed)
+            sizes = [img.shape[:2] for img in rgbs]
+            if hasattr(outputs, "class_queries_logits") and hasattr(outputs, "masks_queries_logits"):
+                maps = semantic_maps(outputs.class_queries_logits, outputs.masks_queries_logits,
+                                     feed.get("pixel_mask"), sizes)
+            else:  # an unusual head: rely on the processor's own post-processing
+                post = getattr(self.processor, "image_processor", self.processor)
+                maps = post.post_process_semantic_segmentation(outputs, target_sizes=sizes)
+        return [m.to(torch.uint8).cpu().numpy()[..., None] for m in maps]
+
+
+def semantic_maps(class_logits, mask_logits, pixel_mask, target_sizes: list[tuple[int, int]]) -> list:
+    """Semantic inference of a mask-classification model (Mask2Former / MaskFormer / OneFormer).
+
+    ``class_logits`` (B, Q, K+1) (last = no object), ``mask_logits`` (B, Q, h, w) over the padded input,
+    ``pixel_mask`` (B, Hp, Wp) (1 = real pixel) or None. Per image: crop the mask logits to the unpadded area,
+    score classes as ``sum_q softmax(class)_qk * sigmoid(mask)_q`` at the mask resolution, resize the K score maps
+    bilinearly to the target size and take the argmax. (Bilinear resizing is linear, so resizing the scores
+    equals scoring resized mask probabilities; it avoids the processor's K-channel maps at 384 x 384.)
+    Returns a list of (H, W) int64 class-id maps.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    probs = class_logits.float().softmax(dim=-1)[..., :-1]  # (B, Q, K)
+    masks = mask_logits.float().sigmoid()  # (B, Q, h, w)
+    _, _, h, w = masks.shape
+    out = []
+    for i, size in enumerate(target_sizes):
+        m = masks[i]
+        if pixel_mask is not None:
+            hp, wp = pixel_mask.shape[-2:]
+            valid_h = int(pixel_mask[i].any(dim=1).sum())
+            valid_w = int(pixel_mask[i].any(dim=0).sum())
+            m = m[:, : max(1, round(valid_h * h / hp)), : max(1, round(valid_w * w / wp))]
+        scores = torch.einsum("qk,qhw->khw", probs[i], m)  # (K, h', w')
+        scores = F.interpolate(scores[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
+        out.append(scores.argmax(dim=0))  # (H, W)
+    return out
+
+
+class SemsegTransform:
+    """Crop / flip with nearest resampling; tensors hold class ids."""
+
+    def crop(self, raw: np.ndarray, box: tuple[int, int, int, int], flip: bool = False,
+             size: tuple[int, int] = (224, 224)) -> np.ndarray:
+        return crop_resize(_check_semseg(raw, "crop"), box, size, flip=flip, interpolation="nearest")
+
+    def to_tensor(self, raws: list[np.ndarray]):
+        """uint8 (H, W, 1) → float32 tensor (B, 1, H, W) of class ids (255 = ignore)."""
+        import torch
+
+        batch = stack_hwc([_check_semseg(r, "to_tensor") for r in raws], "modality 'semseg'")
+        return torch.from_numpy(batch).permute(0, 3, 1, 2).float()
+
+    def from_tensor(self, x) -> list[np.ndarray]:
+        """(B, 1, H, W) class ids, or (B, K, H, W) per-class scores (argmax) → uint8 (H, W, 1) maps."""
+        import torch
+
+        if x.ndim != 4:
+            raise ValueError(f"modality 'semseg': from_tensor expects (B, 1, H, W) ids or (B, K, H, W) scores, "
+                             f"got {tuple(x.shape)}")
+        ids = x.detach().argmax(dim=1) if x.shape[1] > 1 else x.detach()[:, 0].float().round()
+        ids = ids.clamp(0, IGNORE_INDEX).to(torch.uint8)  # (B, H, W)
+        return list(ids[..., None].cpu().numpy())
+
+
+_PALETTE: np.ndarray | None = None
+
+
+def palette() -> np.ndarray:
+    """(256, 3) uint8 colours: a fixed colour per class id, black for 255 (ignore)."""
+    global _PALETTE
+    if _PALETTE is None:
+        table = np.zeros((256, 3), np.uint8)
+        table[:IGNORE_INDEX] = fixed_palette(IGNORE_INDEX, seed=0)
+        _PALETTE = table
+    return _PALETTE
+
+
+def visualize(raw: np.ndarray, *, max_legend: int = 14):
+    """Class map in a fixed palette, with a legend of the classes present (largest first)."""
+    from PIL import Image, ImageDraw
+
+    ids = _check_semseg(np.asarray(raw), "visualize")[..., 0]
+    colours = palette()[ids]  # (H, W, 3)
+    img = to_pil(colours)
+    present, counts = np.unique(ids, return_counts=True)
+    order = present[np.argsort(-counts, kind="stable")]
+    row_h, legend_w = 16, 170
+    canvas = Image.new("RGB", (img.width + legend_w, max(img.height, row_h * 2)), (255, 255, 255))
+    canvas.paste(img, (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    rows = max(1, min(max_legend, canvas.height // row_h - 1))
+    shown = order[:rows]
+    for i, cid in enumerate(shown):
+        y = 4 + i * row_h
+        x = img.width + 6
+        draw.rectangle([x, y, x + 12, y + 12], fill=tuple(int(c) for c in palette()[cid]), outline=(0, 0, 0))
+        draw.text((x + 18, y), f"{int(cid)} {class_name(int(cid))}"[:24], fill=(0, 0, 0))
+    if len(order) > len(shown):
+        draw.text((img.width + 6, 4 + len(shown) * row_h), f"+{len(order) - len(shown)} more", fill=(0, 0, 0))
+    return canvas
+
+
+def make_tokenizer(**overrides: Any):
+    """Untrained semseg tokenizer: ViT VQ-VAE over one-hot class maps (133 classes, 255 ignored), 224 px /
+    patch 16 → 14 x 14, vocabulary 4096, cross-entropy loss. ``overrides`` replace any constructor argument."""
+    from fourm_core.tokenizers import ViTVQVAE
+
+    config: dict[str, Any] = dict(in_channels=1, image_size=224, patch_size=16, vocab_size=4096, loss="ce",
+                                  num_classes=NUM_CLASSES, modality=MODALITY)
+    config.update(overrides)
+    return ViTVQVAE(**config)

@@ -1,0 +1,86 @@
+"""The commands as users run them: a SIGKILLed labeling run resumed, two processes vs one, ingest/inspect CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from conftest import RUNNER, copy_store
+
+from fourm_core.data import Store
+
+
+def fourm(*args: str, env: dict[str, str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", **(env or {})}
+    return subprocess.run([sys.executable, str(RUNNER), *args], capture_output=True, text=True, env=full_env,
+                          timeout=timeout)
+
+
+def inspect_json(url: str) -> dict:
+    res = fourm("inspect", url, "--json")
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
+
+
+def test_cli_ingest_and_inspect(photos, tmp_path):
+    url = str(tmp_path / "cli.zarr")
+    res = fourm("ingest", str(photos), url, "--samples-per-shard", "3", "--raw-size", "32")
+    assert res.returncode == 0, res.stderr
+    assert "ingested 8 images" in res.stdout and "skipped nested/broken.png" in res.stdout
+    info = inspect_json(url)
+    assert info["num_samples"] == 8 and info["modalities"]["rgb"]["complete"] == 8
+    assert info["modalities"]["rgb"]["shape"] == [32, 32, 3] and len(info["modalities"]["rgb"]["sha256"]) == 64
+    again = fourm("ingest", str(photos), url)
+    assert again.returncode == 2 and "already exists; pass overwrite=True (--overwrite)" in again.stderr
+
+
+def test_label_killed_then_resumed_matches_uninterrupted(ingested, tmp_path, tinynet_weights):
+    ref = copy_store(ingested, tmp_path / "ref.zarr")
+    run = copy_store(ingested, tmp_path / "run.zarr")
+    args = ["-m", "edges,feat", "--weights", f"feat={tinynet_weights}", "--batch-size", "1", "--no-progress"]
+    res = fourm("label", ref, *args)
+    assert res.returncode == 0, res.stderr
+    # one labeler call per sample; the 6th call SIGKILLs the process in the middle of shard 2 of edges
+    killed = fourm("label", run, *args, env={"FOURM_DATATEST_KILL_AFTER": "5"})
+    assert killed.returncode == -9, killed.stderr
+    assert Store.open(run).done("edges", "raw").tolist() == [True, True, False, False]
+    resumed = fourm("label", run, *args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "edges: 2 shard(s) labeled, 2 already complete" in resumed.stdout
+    a, b = inspect_json(ref), inspect_json(run)
+    assert a["modalities"] == b["modalities"]
+    assert a["modalities"]["feat"]["complete"] == 8
+
+
+def test_label_cli_errors(ingested, tmp_path):
+    url = copy_store(ingested, tmp_path / "s.zarr")
+    res = fourm("label", url, "-m", "feat")
+    assert res.returncode == 2 and "requires 'edges'" in res.stderr
+    res = fourm("label", url, "-m", "nope")
+    assert res.returncode == 2 and "unknown modality 'nope'" in res.stderr
+    res = fourm("label", url, "-m", "edges", "--weights", "oops")
+    assert res.returncode == 2 and "NAME=PATH" in res.stderr
+
+
+@pytest.mark.slow
+def test_two_processes_match_one(ingested, tmp_path, tinynet_weights, tokenizer_dir):
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    assert torchrun, "torchrun is installed with torch"
+    one = copy_store(ingested, tmp_path / "one.zarr")
+    two = copy_store(ingested, tmp_path / "two.zarr")
+    label_args = ["label", "-m", "edges,stats,feat", "--weights", f"feat={tinynet_weights}", "--no-progress"]
+    tok_args = ["tokenize", "-m", "rgbtok,edges,stats,feat", "--crops", "3", "--tokenizers", tokenizer_dir,
+                "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    for args in (label_args, tok_args):
+        res = fourm(args[0], one, *args[1:])
+        assert res.returncode == 0, res.stderr
+        res = subprocess.run([torchrun, "--nproc_per_node", "2", str(RUNNER), args[0], two, *args[1:]],
+                             capture_output=True, text=True, env=env, timeout=300)
+        assert res.returncode == 0, res.stderr
+    assert inspect_json(one) == {**inspect_json(two)}
+    assert inspect_json(two)["modalities"]["edges"]["tokens"]["complete"] == 8

@@ -1,0 +1,90 @@
+"""The shared text tokenizer built from every installed sequence plugin encodes each structured serializer's
+output token for token (no ``[UNK]``, nothing split), within the modality's ``max_length``, and decodes back
+to the same raw. Worst-case raws measure each serializer's longest output."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fourm_registry import get_modalities
+
+STRUCTURED = ("det", "human_pose", "color_palette", "metadata")
+
+
+def _worst_cases() -> dict[str, list]:
+    from fourm_det.classes import COCO_CLASS_TOKENS
+    from fourm_metadata.components import KEYS
+
+    rng = np.random.default_rng(0)
+    n = 60  # more boxes than the serializer keeps (50)
+    xy = rng.random((n, 2)) * 0.5
+    det = {"boxes": np.concatenate([xy, xy + 0.3], 1).tolist(),
+           "classes": [COCO_CLASS_TOKENS[i % len(COCO_CLASS_TOKENS)] for i in range(n)],
+           "scores": rng.uniform(0.6, 1.0, n).tolist()}
+    persons = [{"box": [0.1 * i, 0.05, 0.1 * i + 0.3, 0.95], "score": 0.9,
+                "keypoints": [[0.1 * i + 0.01 * j, 0.05 * j + 0.05, 2] for j in range(17)]} for i in range(8)]
+    pose = {"format": "coco17", "persons": persons}
+    palette = {"colors": rng.integers(0, 256, (7, 3)).tolist()}
+    metadata = {k: 3 for k in KEYS}
+    return {"det": [det], "human_pose": [pose], "color_palette": [palette], "metadata": [metadata]}
+
+
+@pytest.fixture(scope="module")
+def shared_text():
+    from fourm_core.tokenizers import TextTokenizer
+
+    mods = get_modalities()
+    missing = [m for m in (*STRUCTURED, "caption") if m not in mods]
+    if missing:
+        pytest.skip(f"sequence plugins not installed: {missing}")
+    corpus = ["an astronaut in a white suit poses with a flag", "a cat sleeping on a red sofa",
+              "a cup of coffee on a table", "a rocket on a launch pad"] * 5
+    specials = sum(len(s.special_tokens) for s in mods.specs if s.kind == "sequence")
+    return TextTokenizer.build_for(mods, corpus, vocab_size=4204 + specials + 300)
+
+
+@pytest.mark.parametrize("name", STRUCTURED)
+def test_structured_tokens_are_whole_and_fit(shared_text, name):
+    from fourm_core.tokenizers import ModalityCodec
+
+    spec = get_modalities()[name]
+    ser = spec.serializer.build()
+    codec = ModalityCodec(spec, spec.tokenizer.build(text_tokenizer=shared_text), serializer=ser)
+    raws = _worst_cases()[name]
+    for raw in raws:
+        text = ser.to_text(raw)
+        words = text.split()
+        ids = shared_text.encode_ids([text])[0]
+        expected = [shared_text.token_to_id(w) for w in words]
+        assert None not in expected, f"{name}: tokens missing from the vocabulary: " \
+                                     f"{[w for w, i in zip(words, expected) if i is None]}"
+        assert ids == expected, f"{name}: a structured token was split or mapped to [UNK]"
+        assert shared_text.unk_id not in ids
+        assert len(ids) + 1 <= spec.max_length, f"{name}: worst case {len(ids)} tokens + [EOS] > max_length {spec.max_length}"
+        tokens = codec.encode([raw])
+        back = codec.decode(tokens)[0]
+        assert ser.to_text(back) == text, f"{name}: the text tokenizer changed the serialized text"
+
+
+def test_worst_case_lengths(shared_text):
+    """The worst cases measured here (see the plugins' READMEs): det 250, human_pose 234, color_palette 22,
+    metadata 38 tokens, each + [EOS] within max_length 256 / 263 / 23 / 40."""
+    lengths = {}
+    for name in STRUCTURED:
+        spec = get_modalities()[name]
+        ser = spec.serializer.build()
+        lengths[name] = max(len(shared_text.encode_ids([ser.to_text(r)])[0]) for r in _worst_cases()[name])
+    assert lengths == {"det": 250, "human_pose": 234, "color_palette": 22, "metadata": 38}
+
+
+def test_captions_encode_without_unk_for_known_words(shared_text):
+    from fourm_core.tokenizers import ModalityCodec
+
+    spec = get_modalities()["caption"]
+    ser = spec.serializer.build()
+    codec = ModalityCodec(spec, spec.tokenizer.build(text_tokenizer=shared_text), serializer=ser)
+    caption = "A cat sleeping on a red sofa"
+    ids = shared_text.encode_ids([caption])[0]
+    assert shared_text.unk_id not in ids
+    assert codec.decode(codec.encode([caption]))[0] == caption.lower()

@@ -1,0 +1,276 @@
+"""The strict, typed configuration of ``fourm train`` (no torch import here).
+
+A YAML file maps onto :class:`TrainConfig`; every section is strict (an unknown key raises naming the section
+and listing the valid keys)::
+
+    out_dir: runs/debug
+    model: {preset: debug}                 # a fourm_core.model preset + ModelConfig overrides
+    init_from: null                        # a fourm model dir (or hub id) to fine-tune
+    init_format: fourm                     # or ml4m: a reference checkpoint (init_ml4m_config: its config.json)
+    modalities: null                       # default: every modality with tokens in the datasets + installed plugin
+    datasets:                              # training stores with mixture weights
+      - {path: data/a.zarr, weight: 1.0}
+    val_datasets: [{path: data/val.zarr}]
+    tokenizers: null                       # tokenizer dir (text vocabulary size; copied into out/final/tokenizers)
+    masking: {input_tokens: 64, target_tokens: 64}    # fourm_core.masking.MaskingConfig
+    batch_size: 8                          # per process
+    grad_accum: 1
+    max_steps: 300
+    optimizer: {lr: 1.0e-3, min_lr: 0.0, weight_decay: 0.05, betas: [0.9, 0.95], eps: 1.0e-8}
+    schedule: {warmup_tokens: 20000, total_tokens: null}   # LR by tokens seen: linear warm-up, then cosine
+    clip_grad: 1.0
+    mixed_precision: auto                  # auto: bf16 on GPU, no (fp32) on CPU
+    activation_checkpointing: false
+    freeze_trunk_steps: 0                  # fine-tuning: train only the embedding tables for N steps
+    eval_every: 100                        # per-modality validation losses
+    eval_batches: 4
+    save_every: 100                        # accelerate save_state (also on SIGTERM/SIGINT)
+    log_every: 1
+    tracker: null                          # or tensorboard (JSON-lines metrics are always written)
+    seed: 0
+    num_workers: 0
+    cpu: false                             # force the CPU even when a GPU is visible
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from fourm_registry import FourmError
+
+
+class TrainConfigError(FourmError, ValueError):
+    """The training configuration is invalid."""
+
+
+def _strict(cls: type, data: Any, where: str) -> dict[str, Any]:
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise TrainConfigError(f"{where}: expected a mapping, got {type(data).__name__} ({data!r})")
+    valid = [f.name for f in attrs.fields(cls)]
+    unknown = sorted(set(data) - set(valid))
+    if unknown:
+        raise TrainConfigError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(valid)}")
+    return dict(data)
+
+
+def _positive_int(name: str, v: Any, allow_zero: bool = False) -> None:
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0 or (v == 0 and not allow_zero):
+        raise TrainConfigError(f"train config: {name} must be a {'non-negative' if allow_zero else 'positive'} int, got {v!r}")
+
+
+@attrs.frozen(kw_only=True)
+class DatasetEntry:
+    """One store of the training mixture."""
+
+    path: str
+    weight: float = 1.0
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.path, str) or not self.path:
+            raise TrainConfigError(f"train config: dataset path must be a non-empty string, got {self.path!r}")
+        if not isinstance(self.weight, (int, float)) or isinstance(self.weight, bool) or self.weight < 0:
+            raise TrainConfigError(f"train config: dataset {self.path!r}: weight must be >= 0, got {self.weight!r}")
+
+
+@attrs.frozen(kw_only=True)
+class OptimizerConfig:
+    """AdamW; weight decay is not applied to norms, biases, embedding tables and position/modality embeddings."""
+
+    lr: float = 1e-4
+    min_lr: float = 0.0
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = attrs.field(default=(0.9, 0.95), converter=tuple)
+    eps: float = 1e-8
+
+    def __attrs_post_init__(self) -> None:
+        if not self.lr > 0 or self.min_lr < 0 or self.min_lr > self.lr:
+            raise TrainConfigError(f"train config: optimizer needs lr > 0 and 0 <= min_lr <= lr, got lr={self.lr}, "
+                                   f"min_lr={self.min_lr}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise TrainConfigError(f"train config: optimizer.betas must be two numbers in [0, 1), got {self.betas!r}")
+        if self.weight_decay < 0:
+            raise TrainConfigError(f"train config: optimizer.weight_decay must be >= 0, got {self.weight_decay}")
+
+
+@attrs.frozen(kw_only=True)
+class ScheduleConfig:
+    """Learning rate as a function of the tokens seen (input + target tokens, all processes)."""
+
+    warmup_tokens: int = 0
+    #: tokens at which the cosine reaches ``min_lr``; default: ``max_steps`` × the nominal tokens per step
+    total_tokens: int | None = None
+
+    def __attrs_post_init__(self) -> None:
+        _positive_int("schedule.warmup_tokens", self.warmup_tokens, allow_zero=True)
+        if self.total_tokens is not None:
+            _positive_int("schedule.total_tokens", self.total_tokens)
+
+
+TRACKERS = (None, "tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive")
+MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+INIT_FORMATS = ("fourm", "ml4m")
+
+
+@attrs.frozen(kw_only=True)
+class TrainConfig:
+    """Everything ``fourm train`` needs (see the module docstring for the YAML form)."""
+
+    out_dir: str
+    datasets: tuple[DatasetEntry, ...] = attrs.field(converter=tuple)
+    model: dict[str, Any] = attrs.field(factory=lambda: {"preset": "debug"})
+    init_from: str | None = None
+    init_format: str = "fourm"
+    init_ml4m_config: str | None = None
+    modalities: tuple[str, ...] | None = attrs.field(default=None, converter=lambda v: None if v is None else tuple(v))
+    val_datasets: tuple[DatasetEntry, ...] = attrs.field(default=(), converter=tuple)
+    tokenizers: str | None = None
+    vocab_sizes: dict[str, int] = attrs.field(factory=dict)
+    masking: dict[str, Any] = attrs.field(factory=dict)
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_steps: int = 1000
+    optimizer: OptimizerConfig = attrs.field(factory=OptimizerConfig)
+    schedule: ScheduleConfig = attrs.field(factory=ScheduleConfig)
+    clip_grad: float | None = 1.0
+    loss_type: str = "mod"
+    mixed_precision: str = "auto"
+    activation_checkpointing: bool = False
+    freeze_trunk_steps: int = 0
+    eval_every: int = 0
+    eval_batches: int = 4
+    save_every: int = 0
+    log_every: int = 1
+    tracker: str | None = None
+    seed: int = 0
+    num_workers: int = 0
+    cpu: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        if not self.datasets:
+            raise TrainConfigError("train config: 'datasets' needs at least one store ({path: ..., weight: ...})")
+        for f in ("batch_size", "grad_accum", "max_steps", "log_every"):
+            _positive_int(f, getattr(self, f))
+        for f in ("freeze_trunk_steps", "eval_every", "eval_batches", "save_every", "num_workers", "seed"):
+            _positive_int(f, getattr(self, f), allow_zero=True)
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise TrainConfigError(f"train config: mixed_precision {self.mixed_precision!r} is not one of "
+                                   f"{', '.join(MIXED_PRECISION)}")
+        if self.tracker not in TRACKERS:
+            raise TrainConfigError(f"train config: tracker {self.tracker!r} is not one of "
+                                   f"{', '.join(str(t) for t in TRACKERS)}")
+        if self.init_format not in INIT_FORMATS:
+            raise TrainConfigError(f"train config: init_format {self.init_format!r} is not one of {', '.join(INIT_FORMATS)}")
+        if self.init_format == "ml4m" and (self.init_from is None or self.init_ml4m_config is None):
+            raise TrainConfigError("train config: init_format 'ml4m' needs init_from (the reference checkpoint) and "
+                                   "init_ml4m_config (its config.json)")
+        if self.loss_type not in ("mod", "mod_reference", "token_reference"):
+            raise TrainConfigError(f"train config: loss_type {self.loss_type!r} is not one of mod, mod_reference, "
+                                   f"token_reference")
+        if self.clip_grad is not None and not self.clip_grad > 0:
+            raise TrainConfigError(f"train config: clip_grad must be > 0 or null, got {self.clip_grad!r}")
+        if self.eval_every and not self.val_datasets:
+            raise TrainConfigError("train config: eval_every is set but val_datasets is empty; add val_datasets "
+                                   "or set eval_every: 0")
+        # the sub-configs owned by core are validated here too, so a bad config fails before any work
+        from fourm_core.masking import MaskingConfig
+        from fourm_core.model import ModelConfig
+
+        try:
+            ModelConfig.coerce(dict(self.model))
+        except (ValueError, TypeError) as exc:
+            raise TrainConfigError(f"train config: model: {exc}") from None
+        try:
+            MaskingConfig.from_dict(self.masking)
+        except ValueError as exc:
+            raise TrainConfigError(f"train config: masking: {exc}") from None
+
+    # -- construction --------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        """Build from a mapping (parsed YAML); unknown keys raise listing the valid ones."""
+        d = _strict(cls, data, "train config")
+        for key in ("datasets", "val_datasets"):
+            if key in d:
+                entries = d[key] or []
+                if isinstance(entries, (str, Mapping)) or not isinstance(entries, Sequence):
+                    raise TrainConfigError(f"train config: {key} must be a list of {{path, weight}} entries, got {entries!r}")
+                d[key] = tuple(e if isinstance(e, DatasetEntry)
+                               else DatasetEntry(path=e) if isinstance(e, str)
+                               else DatasetEntry(**_strict(DatasetEntry, e, f"train config: {key}[{i}]"))
+                               for i, e in enumerate(entries))
+        if "optimizer" in d and not isinstance(d["optimizer"], OptimizerConfig):
+            d["optimizer"] = OptimizerConfig(**_strict(OptimizerConfig, d["optimizer"], "train config: optimizer"))
+        if "schedule" in d and not isinstance(d["schedule"], ScheduleConfig):
+            d["schedule"] = ScheduleConfig(**_strict(ScheduleConfig, d["schedule"], "train config: schedule"))
+        for key in ("model", "masking", "vocab_sizes"):
+            if key in d and d[key] is None:
+                d[key] = {}
+            if key in d and not isinstance(d[key], Mapping):
+                raise TrainConfigError(f"train config: {key} must be a mapping, got {d[key]!r}")
+        if "out_dir" not in d:
+            raise TrainConfigError("train config: 'out_dir' is required (where checkpoints, metrics and the final "
+                                   "model go)")
+        if "datasets" not in d:
+            raise TrainConfigError("train config: 'datasets' is required (a list of {path, weight})")
+        try:
+            return cls(**d)
+        except TypeError as exc:
+            raise TrainConfigError(f"train config: {exc}") from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
+        """Read a YAML file; ``overrides`` are ``key=value`` strings (dotted keys, YAML values)."""
+        import yaml
+
+        p = Path(path)
+        if not p.is_file():
+            raise TrainConfigError(f"train config file {str(p)!r} does not exist")
+        with p.open() as fh:
+            data = yaml.safe_load(fh) or {}
+        if not isinstance(data, dict):
+            raise TrainConfigError(f"{p}: the top level must be a mapping of config keys")
+        data = apply_overrides(data, overrides)
+        try:
+            return cls.from_dict(data)
+        except TrainConfigError as exc:
+            raise TrainConfigError(f"{p}: {exc}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A YAML-friendly mapping :meth:`from_dict` reads back."""
+        d = attrs.asdict(self, recurse=True)
+        d["datasets"] = [dict(e) for e in d["datasets"]]
+        d["val_datasets"] = [dict(e) for e in d["val_datasets"]]
+        d["optimizer"]["betas"] = list(self.optimizer.betas)
+        d["modalities"] = None if self.modalities is None else list(self.modalities)
+        return d
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides (value parsed as YAML) to a nested dict; returns a new dict."""
+    import copy
+
+    import yaml
+
+    out = copy.deepcopy(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise TrainConfigError(f"--set {item!r}: expected key=value (e.g. --set optimizer.lr=3e-4)")
+        value = yaml.safe_load(raw)
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+            if not isinstance(nxt, dict):
+                raise TrainConfigError(f"--set {item!r}: {part!r} is not a section")
+            node = nxt
+        node[parts[-1]] = value
+    return out
