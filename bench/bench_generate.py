@@ -2,6 +2,10 @@
 
     python bench/bench_generate.py --reference-config --cases all --repeats 5 --threads 2
 
+``--baseline`` also times the reference's algorithms on the same model and machine, interleaved with ours
+(so that machine load affects both alike): autoregressive decoding without a KV cache (the whole prefix
+re-decoded every step, logits for every prefix position) and ``torch.multinomial`` sampling everywhere.
+
 Cases (rgb 224² pixels in): ``ar_caption_b1`` (32 caption tokens, temperature 1, no early stop),
 ``maskgit_depth_b1`` / ``maskgit_depth_b4`` (196 depth tokens, 8 cosine steps, temperature 1),
 ``roar_depth_b1`` (196 depth tokens, 8 linear steps). Reference figures on the 2-core dev machine
@@ -34,6 +38,60 @@ def _case(name: str):
     raise SystemExit(f"unknown case {name!r}; cases: {', '.join(CASES)}")
 
 
+def _baseline_ar(sampler, inputs, target, seed: int):
+    """The reference's autoregressive loop: encode once, then every step re-decode the whole prefix with a
+    causal mask, compute logits for every prefix position and sample the last with torch.multinomial."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    model, backend = sampler.backend.model, sampler.backend
+    mod_dict = sampler.prepare_inputs(inputs)
+    spec = sampler.spec(target.modality)
+    B = next(iter(mod_dict.values()))["tensor"].shape[0]
+    empty = torch.zeros((B, spec.max_length), dtype=torch.long)
+    empty[:, 0] = sampler.first_sentinel_id
+    mask = torch.ones_like(empty, dtype=torch.bool)
+    mask[:, 0] = False
+    mod_dict[spec.name] = {"tensor": empty, "input_mask": mask}
+    with torch.no_grad():
+        cache = backend.context(mod_dict)
+        out = torch.full((B, 1), sampler.first_sentinel_id, dtype=torch.long)
+        for _ in range(target.max_new_tokens):
+            pos = torch.arange(out.shape[1]).expand_as(out)
+            x, e = model.decoder_queries(spec.name, pos, out)
+            hidden = model.decode(x, e, cache, causal=True)
+            logits = model.logits(spec.name, hidden)[:, -1]  # all positions computed, last one used
+            probs = torch.softmax(logits / max(target.temperature, 1e-6), dim=-1)
+            out = torch.cat([out, torch.multinomial(probs, 1, generator=g)], dim=1)
+    return out
+
+
+def _multinomial_sample_tokens(logits, temperature=1.0, top_k=0, top_p=0.0, generator=None):
+    """The reference's sampling: softmax, then torch.multinomial per row."""
+    import torch
+
+    from fourm_core.generation.sampling import filter_logits
+
+    shape = logits.shape[:-1]
+    flat = filter_logits(logits.reshape(-1, logits.shape[-1]).float(), top_k, top_p)
+    probs = torch.softmax(flat / temperature, dim=-1)
+    ids = torch.multinomial(probs, 1, generator=generator)
+    return ids.squeeze(-1).reshape(shape), probs.gather(-1, ids).squeeze(-1).reshape(shape)
+
+
+def _run_baseline(sampler, inputs, target, seed: int):
+    from fourm_core.generation import sampler as sampler_mod
+
+    if target.modality == "caption":
+        return _baseline_ar(sampler, inputs, target, seed)
+    ours = sampler_mod.sample_tokens
+    sampler_mod.sample_tokens = _multinomial_sample_tokens
+    try:
+        return sampler.generate(inputs, [target], seed=seed)
+    finally:
+        sampler_mod.sample_tokens = ours
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--reference-config", action="store_true", help="the reference's model and modalities (default)")
@@ -42,6 +100,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--baseline", action="store_true", help="also time the reference's algorithms (interleaved)")
+    p.add_argument("--half-step-logits", action="store_true",
+                   help="opt-in float16 output table for autoregressive steps (Sampler(step_logits_dtype=...))")
     args = p.parse_args(argv)
 
     import torch
@@ -54,27 +115,39 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.manual_seed(args.seed)
     model = reference_model()
-    sampler = Sampler(model)
+    sampler = Sampler(model, step_logits_dtype=torch.float16 if args.half_step_logits else None)
     cases = CASES if args.cases == "all" else tuple(c.strip() for c in args.cases.split(",") if c.strip())
     for name in cases:
         batch, target = _case(name)
         pixels = torch.randn(batch, 3, 224, 224)
         inputs = {"rgb": {"tensor": pixels}}
-        times = []
+        times, base_times = [], []
         for i in range(args.warmup + args.repeats):
             t0 = time.perf_counter()
             result = sampler.generate(inputs, [target], seed=args.seed + i)
             dt = (time.perf_counter() - t0) * 1000.0
+            if args.baseline:
+                t0 = time.perf_counter()
+                _run_baseline(sampler, inputs, target, args.seed + i)
+                bt = (time.perf_counter() - t0) * 1000.0
             if i >= args.warmup:
                 times.append(dt)
+                if args.baseline:
+                    base_times.append(bt)
         tokens = result.tokens[target.modality]
         med = statistics.median(times)
-        print(json.dumps({
+        line = {
             "case": name, "ms_median": round(med, 1), "ms_min": round(min(times), 1), "repeats": args.repeats,
             "threads": args.threads, "batch": batch, "tokens_shape": list(tokens.shape),
-            "reference_ms": REFERENCE_MS.get(name), "speedup": round(REFERENCE_MS[name] / med, 2) if name in REFERENCE_MS else None,
+            "reference_ms": REFERENCE_MS.get(name),
+            "speedup_vs_reference": round(REFERENCE_MS[name] / med, 2) if name in REFERENCE_MS else None,
             "params": model.num_parameters(),
-        }), flush=True)
+            "step_logits": "float16" if args.half_step_logits else "float32",
+        }
+        if args.baseline:
+            bmed = statistics.median(base_times)
+            line.update(baseline_ms_median=round(bmed, 1), speedup_vs_baseline=round(bmed / med, 2))
+        print(json.dumps(line), flush=True)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ Example::
 
 Output keys: ``ms_per_step`` (median over the timed steps), ``tokens_per_s`` (batch × (input + target
 tokens) / median step), ``peak_rss_mib``, ``params``, plus the configuration and a per-phase breakdown
-(forward / backward / optimizer medians in ms). Masked batches are drawn before timing (the data loader's job
+(forward / backward / optimizer medians in ms) and a load indicator (``calib_mm512_ms``: a 512³ matmul timed
+between steps, 2.1 ms when the machine is quiet; ``quiet_estimate_ms`` scales the step time by it, a rough
+estimate only when other processes compete for the cores). Masked batches are drawn before timing (the data loader's job
 in training); ``masking_ms`` reports their cost per batch.
 """
 
@@ -24,6 +26,9 @@ import json
 import resource
 import statistics
 import time
+
+#: 512³ fp32 matmul with 2 threads on the quiet reference machine (NOTES.md)
+QUIET_MM512_MS = 2.1
 
 
 def _modalities(seq_len: int):
@@ -122,7 +127,16 @@ def main(argv: list[str] | None = None) -> None:
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=1e-4, betas=(0.9, 0.95), **impl)
 
-    fwd, bwd, ost, total = [], [], [], []
+    fwd, bwd, ost, total, calib = [], [], [], [], []
+    ca, cb = torch.randn(512, 512), torch.randn(512, 512)
+
+    def calibrate() -> None:
+        """512³ fp32 matmul time now: NOTES.md measured 2.1 ms on the quiet 2-core machine (load indicator)."""
+        ca @ cb
+        t = time.perf_counter()
+        for _ in range(3):
+            ca @ cb
+        calib.append((time.perf_counter() - t) / 3)
 
     def step(i: int) -> None:
         md = batches[i % n_batches]
@@ -140,7 +154,9 @@ def main(argv: list[str] | None = None) -> None:
         step(i)
     fwd.clear(), bwd.clear(), ost.clear(), total.clear()
     for i in range(args.steps):
+        calibrate()
         step(i)
+    calibrate()
     if args.profile:
         import sys
 
@@ -161,6 +177,9 @@ def main(argv: list[str] | None = None) -> None:
         "forward_ms": round(statistics.median(fwd) * 1000, 1), "backward_ms": round(statistics.median(bwd) * 1000, 1),
         "optimizer_ms": round(statistics.median(ost) * 1000, 1), "masking_ms": round(masking_ms, 1),
         "steps": args.steps, "reference_config": args.reference_config,
+        "calib_mm512_ms": round(statistics.median(calib) * 1000, 2),
+        # load-normalised estimate: step time scaled by how much slower a 512³ matmul ran than when quiet
+        "quiet_estimate_ms": round(med * 1000 * min(1.0, QUIET_MM512_MS / (statistics.median(calib) * 1000)), 1),
     }))
 
 

@@ -72,6 +72,12 @@ def _is_batch(value: Any) -> bool:
     return isinstance(value, (list, tuple)) and not (value and isinstance(value[0], (int, float)))
 
 
+def _looks_like_ids(value: Any) -> bool:
+    """Token ids: an int16/32/64 tensor of shape (N,) or (1, N) (uint8 tensors are images)."""
+    return (isinstance(value, torch.Tensor) and value.dtype in (torch.int16, torch.int32, torch.int64)
+            and (value.ndim == 1 or (value.ndim == 2 and value.shape[0] == 1)))
+
+
 def _to_numpy_image(value: Any, name: str) -> np.ndarray:
     """PIL / numpy / tensor → channels-last numpy array (H, W, C)."""
     try:
@@ -200,8 +206,7 @@ class AnyToAny:
 
     def _encode_one(self, spec: ModalitySpec, values: list[Any]) -> torch.Tensor:
         name = spec.name
-        if spec.kind in ("image", "vector") and all(isinstance(v, torch.Tensor) and not v.is_floating_point()
-                                                    for v in values):
+        if spec.kind in ("image", "vector") and all(_looks_like_ids(v) for v in values):
             ids = torch.stack([v.reshape(-1) for v in values])
             if ids.shape[1] != spec.num_tokens:
                 raise GenerationError(f"input {name!r}: token ids must have {spec.num_tokens} tokens, got {ids.shape[1]}")

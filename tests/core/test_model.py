@@ -284,3 +284,11 @@ def test_incremental_decoding_with_kv_cache(mods):
     torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=1e-5)
     doubled = model.decoder_context(enc).repeat_interleave(2)
     assert doubled.context.shape[0] == 4
+
+
+def test_gather_patches_matches_full_patchify(mods):
+    model = _model(mods)
+    emb = model.encoder_embeddings["rgb"]
+    img = torch.randn(2, 3, 32, 32)
+    bi, pi = torch.tensor([0, 1, 1, 0]), torch.tensor([5, 0, 15, 7])
+    torch.testing.assert_close(emb.gather_patches(img, bi, pi), emb.patches(img)[bi, pi], atol=0, rtol=0)

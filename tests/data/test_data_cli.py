@@ -11,7 +11,7 @@ import sys
 import pytest
 from conftest import RUNNER, copy_store
 
-from fourm_core.data import Store
+from fourm_core.data import Store, inspect_store, label
 
 
 def fourm(*args: str, env: dict[str, str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -38,12 +38,12 @@ def test_cli_ingest_and_inspect(photos, tmp_path):
     assert again.returncode == 2 and "already exists; pass overwrite=True (--overwrite)" in again.stderr
 
 
-def test_label_killed_then_resumed_matches_uninterrupted(ingested, tmp_path, tinynet_weights):
+def test_label_killed_then_resumed_matches_uninterrupted(ingested, tmp_path, tinynet_weights, registry):
     ref = copy_store(ingested, tmp_path / "ref.zarr")
     run = copy_store(ingested, tmp_path / "run.zarr")
     args = ["-m", "edges,feat", "--weights", f"feat={tinynet_weights}", "--batch-size", "1", "--no-progress"]
-    res = fourm("label", ref, *args)
-    assert res.returncode == 0, res.stderr
+    # the uninterrupted reference run, in-process (the same job the CLI calls)
+    label(ref, ["edges", "feat"], weights={"feat": tinynet_weights}, batch_size=1, registry=registry, progress=False)
     # one labeler call per sample; the 6th call SIGKILLs the process in the middle of shard 2 of edges
     killed = fourm("label", run, *args, env={"FOURM_DATATEST_KILL_AFTER": "5"})
     assert killed.returncode == -9, killed.stderr
@@ -51,7 +51,7 @@ def test_label_killed_then_resumed_matches_uninterrupted(ingested, tmp_path, tin
     resumed = fourm("label", run, *args)
     assert resumed.returncode == 0, resumed.stderr
     assert "edges: 2 shard(s) labeled, 2 already complete" in resumed.stdout
-    a, b = inspect_json(ref), inspect_json(run)
+    a, b = inspect_store(ref), inspect_json(run)
     assert a["modalities"] == b["modalities"]
     assert a["modalities"]["feat"]["complete"] == 8
 

@@ -35,6 +35,12 @@ def test_ingest_reports_and_skips_unreadable(photos, ingested, caplog, tmp_path,
     assert report.num_samples == NUM_PHOTOS
     assert [p for p, _ in report.skipped] == ["nested/broken.png"]
     assert "broken.png" in caplog.text
+    # decoding in a worker process gives the same store
+    pooled = ingest(photos, str(tmp_path / "pooled.zarr"), samples_per_shard=3, raw_size=32, registry=registry,
+                    progress=False, workers=1)
+    assert pooled.skipped == report.skipped
+    assert inspect_store(str(tmp_path / "pooled.zarr"))["modalities"] == \
+        inspect_store(str(tmp_path / "again.zarr"))["modalities"]
     store = Store.open(ingested)
     assert store.num_samples == NUM_PHOTOS and store.num_shards == 4
     imgs = store.read_raw("rgb", range(NUM_PHOTOS))
@@ -139,6 +145,14 @@ def test_tokenize_is_deterministic_and_resumable(full_store, tmp_path, tokenizer
     assert inspect_store(url)["modalities"] == inspect_store(full_store)["modalities"]
     with pytest.raises(StoreError, match="already has 2 crops per sample"):
         tokenize(url, ["edges"], crops=3, tokenizers_dir=tokenizer_dir, registry=registry, progress=False)
+    # new crops: every modality's tokens are dropped (they were cut with the old crops); crops 0..1 are kept
+    tokenize(url, ["edges"], crops=3, tokenizers_dir=tokenizer_dir, registry=registry, progress=False,
+             overwrite_crops=True)
+    store = Store.open(url)
+    assert store.num_crops == 3 and not store.has("stats", "tokens") and "tokens" not in store.modalities()["stats"]
+    assert np.array_equal(store.read_crops(range(NUM_PHOTOS))[:, :2], Store.open(full_store).read_crops(range(NUM_PHOTOS)))
+    assert np.array_equal(store.read_tokens("edges", range(NUM_PHOTOS))[:, :2],
+                          Store.open(full_store).read_tokens("edges", range(NUM_PHOTOS)))
 
 
 def test_dataset_samples_and_collate(full_store, registry):
@@ -224,7 +238,8 @@ def test_dataloader_workers(full_store, registry, context):
     mods = registry.subset(["rgb", "edges", "stats"])
     ds = FourMDataset([full_store], modalities=mods)
     sampler = FourMSampler(ds, seed=0)
-    loader = torch.utils.data.DataLoader(ds, batch_size=4, sampler=sampler, num_workers=2,
+    # spawn starts a fresh interpreter per worker (slow here): one worker is enough to prove the lazy re-open
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, sampler=sampler, num_workers=2 if context == "fork" else 1,
                                          multiprocessing_context=context, collate_fn=FourMCollate(None, modalities=mods))
     batches = list(loader)
     assert len(batches) == 2

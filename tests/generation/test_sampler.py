@@ -162,3 +162,16 @@ def test_errors_name_the_problem(sampler, pixels):
         sampler.generate({"rgb": pixels, "depth": torch.zeros(3, 16, dtype=torch.long)}, ["caption"])
     with pytest.raises(GenerationError, match="no targets"):
         sampler.generate({"rgb": pixels}, [])
+
+
+def test_half_precision_step_logits_are_close(tiny_model, pixels):
+    exact, half = Sampler(tiny_model), Sampler(tiny_model, step_logits_dtype=torch.float16)
+    inputs = exact.prepare_inputs({"rgb": pixels})
+    ids = torch.randint(10, 200, (2,))
+    a = exact.backend.next_logits(exact.backend.start_sequence(inputs, "caption"), ids, 0)
+    b = half.backend.next_logits(half.backend.start_sequence(inputs, "caption"), ids, 0)
+    assert b.dtype == torch.float32
+    torch.testing.assert_close(a, b, atol=0.05, rtol=0.01)
+    assert not torch.equal(a, b)  # it really used the half-precision table
+    with pytest.raises(GenerationError, match="step_logits_dtype"):
+        Sampler(tiny_model, step_logits_dtype=torch.int8)

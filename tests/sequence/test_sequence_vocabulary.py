@@ -88,3 +88,31 @@ def test_captions_encode_without_unk_for_known_words(shared_text):
     ids = shared_text.encode_ids([caption])[0]
     assert shared_text.unk_id not in ids
     assert codec.decode(codec.encode([caption]))[0] == caption.lower()
+
+
+def test_undeclared_class_names_survive_the_word_pieces(shared_text):
+    """An open-vocabulary detector's class that is no special token is split by WordPiece and parsed back whole."""
+    from fourm_core.tokenizers import ModalityCodec
+
+    spec = get_modalities()["det"]
+    ser = spec.serializer.build()
+    codec = ModalityCodec(spec, spec.tokenizer.build(text_tokenizer=shared_text), serializer=ser)
+    raw = {"boxes": [[0.1, 0.1, 0.5, 0.5], [0.2, 0.3, 0.4, 0.9]], "classes": ["red_sofa", "cat"], "scores": [0.9, 0.9]}
+    back = codec.decode(codec.encode([raw]))[0]
+    assert back["classes"] == ["red_sofa", "cat"]
+    assert ser.to_text(back) == ser.to_text(raw)
+
+
+def test_det_text_cut_at_max_length_decodes(shared_text):
+    """50 boxes with three-word undeclared classes do not fit 256 tokens: encoding truncates, decoding keeps the
+    complete boxes."""
+    from fourm_core.tokenizers import ModalityCodec
+
+    spec = get_modalities()["det"]
+    ser = spec.serializer.build()
+    codec = ModalityCodec(spec, spec.tokenizer.build(text_tokenizer=shared_text), serializer=ser)
+    boxes = [[0.01 * i, 0.01 * i, 0.5, 0.5] for i in range(50)]
+    raw = {"boxes": boxes, "classes": ["red_sofa_cat"] * 50, "scores": [0.9] * 50}
+    back = codec.decode(codec.encode([raw]))[0]
+    assert 0 < len(back["boxes"]) < 50 and set(back["classes"]) == {"red_sofa_cat"}
+    assert len(back["boxes"]) == (spec.max_length - 1) // 7

@@ -239,3 +239,17 @@ def test_debug_model_learns_on_real_photos(tmp_path, stores):
     print(f"\nvalidation loss {val[-1]['loss']:.3f} after 300 steps vs initial train loss {first_train:.3f}: "
           f"factor {factor:.2f}; {s['steps_per_s']:.2f} steps/s, {s['tokens_per_s']:.0f} tokens/s")
     assert factor > 1.5
+
+
+def test_shipped_configs_parse():
+    from fourm_core.masking import MaskingConfig
+
+    paths = sorted((REPO / "trainers" / "configs").glob("*.yaml"))
+    assert {p.name for p in paths} >= {"debug_cpu.yaml", "4m7_base_gpu.yaml", "4m21_base_gpu.yaml"}
+    for p in paths:
+        cfg = TrainConfig.from_yaml(p)
+        MaskingConfig.from_dict(cfg.masking)
+    c7 = TrainConfig.from_yaml(REPO / "trainers" / "configs" / "4m7_base_gpu.yaml")
+    assert MaskingConfig.from_dict(c7.masking).input_tokens == (128, 128) and c7.mixed_precision == "bf16"
+    c21 = TrainConfig.from_yaml(REPO / "trainers" / "configs" / "4m21_base_gpu.yaml", ["batch_size=2"])
+    assert MaskingConfig.from_dict(c21.masking).target_tokens == (256, 256) and c21.batch_size == 2

@@ -1,4 +1,4 @@
-"""Command-line entry points of this part (filled in by its issue). No torch import at module level."""
+"""``fourm quickstart``: the README's first command. No torch import at module level (``fourm --help``)."""
 
 from __future__ import annotations
 
@@ -6,4 +6,32 @@ import click
 
 
 def register_commands(cli: click.Group) -> None:
-    """Add this module's commands to ``cli``."""
+    """Add ``quickstart`` to ``cli``."""
+
+    @cli.command("quickstart")
+    @click.option("--out", default="quickstart-out", show_default=True, type=click.Path(file_okay=False),
+                  help="directory for the store, tokenizers, model, PNG grids and summary.json")
+    @click.option("--minutes", default=8.0, show_default=True, type=float,
+                  help="wall-time budget of the whole run (tokenizer and 4M training are time-boxed to fit)")
+    @click.option("--seed", default=0, show_default=True, type=int, help="seed of crops, training and sampling")
+    @click.option("--samples", default=384, type=int, hidden=True, help="training crops (tests use fewer)")
+    @click.option("--eval-crops", default=8, type=int, hidden=True, help="evaluation crops per held-out photo")
+    @click.option("--no-model-labelers", is_flag=True, help="skip model-based labelers even if their weights are cached")
+    def quickstart_cmd(out, minutes, seed, samples, eval_crops, no_model_labelers):
+        """Build a store from sample photos, label, train tokenizers and a small 4M, generate any-to-any.
+
+        Runs offline on a CPU in about MINUTES minutes; writes OUT/*.png and OUT/summary.json.
+        """
+        import logging
+
+        from fourm_registry import FourmError
+
+        from .quickstart import QuickstartConfig, run_quickstart
+
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        try:
+            cfg = QuickstartConfig(out=out, minutes=minutes, seed=seed, samples=samples, eval_crops=eval_crops,
+                                   use_model_labelers=not no_model_labelers)
+            run_quickstart(cfg, echo=click.echo)
+        except FourmError as exc:
+            raise click.ClickException(str(exc)) from exc

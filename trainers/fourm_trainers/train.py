@@ -243,7 +243,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
     """Train (or fine-tune) per ``cfg``. ``resume`` continues from ``out_dir/checkpoints/latest``;
     ``stop_after`` saves a checkpoint and returns after that many steps (as a kill would). Returns a summary."""
     from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration, set_seed
+    from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, set_seed
 
     from fourm_core.data import FourMDataset, FourMSampler
     from fourm_core.masking import Masker, MaskingConfig
@@ -254,7 +254,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
     mp = cfg.mixed_precision
     if mp == "auto":
         mp = "no" if cpu else ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
+    # a batch need not touch every modality's tables (no targets of it), so DDP must allow unused parameters
     acc = Accelerator(cpu=cpu, mixed_precision=mp, log_with=cfg.tracker,
+                      kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
                       project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")))
     set_seed(cfg.seed)
     rank, world = acc.process_index, acc.num_processes

@@ -88,15 +88,18 @@ def register_commands(cli: click.Group) -> None:
     @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1))
     @click.option("--device", default="cpu", show_default=True)
     @click.option("--overwrite", is_flag=True, help="re-tokenize these modalities from scratch")
+    @click.option("--overwrite-crops", is_flag=True,
+                  help="draw new crops (--crops/--seed); deletes every modality's tokens")
     @click.option("--no-progress", is_flag=True)
     def tokenize_cmd(store: str, modalities: str, crops: int, tokenizers_dir: str, seed: int, batch_size: int,
-                     device: str, overwrite: bool, no_progress: bool) -> None:
+                     device: str, overwrite: bool, overwrite_crops: bool, no_progress: bool) -> None:
         """Tokenize CROPS crops per sample of the modalities (resumable; distributed)."""
         _setup_logging()
         from .jobs import tokenize
 
         reports = tokenize(store, _split(modalities), crops=crops, tokenizers_dir=tokenizers_dir, seed=seed,
-                           overwrite=overwrite, batch_size=batch_size, device=device, progress=not no_progress)
+                           overwrite=overwrite, batch_size=batch_size, device=device, progress=not no_progress,
+                           overwrite_crops=overwrite_crops)
         for r in reports.values():
             click.echo(f"{r.modality}: {r.shards_done} shard(s) tokenized, {r.shards_skipped} already complete")
 

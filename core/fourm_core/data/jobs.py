@@ -32,7 +32,7 @@ import numpy as np
 from fourm_registry import ModalitySet, ModalitySpec, StorageSpec, get_modalities
 
 from .crops import crop_params, load_image
-from .store import DEFAULT_RAW_SIZE, DEFAULT_SAMPLES_PER_SHARD, Store, StoreError, storage_shape
+from .store import DEFAULT_RAW_SIZE, DEFAULT_SAMPLES_PER_SHARD, Store, StoreError, is_text_array, storage_shape
 
 log = logging.getLogger(__name__)
 
@@ -280,6 +280,7 @@ def label(url: str, modalities: Sequence[str], *, overwrite: bool = False, batch
     for spec in specs:
         if dist.is_main:
             store.ensure_raw(spec, overwrite=overwrite)
+            store._set_modality_meta(spec.name, weights=weights.get(spec.name, spec.default_weights))  # noqa: SLF001
         dist.barrier()
         store = Store.open(url, "r+")  # see the arrays process 0 created
         reports[spec.name] = _label_one(store, spec, dist, batch_size=batch_size, device=device,
@@ -362,7 +363,7 @@ def _crop_size(spec: ModalitySpec, codec: Any) -> tuple[int, int] | None:
 def tokenize(url: str, modalities: Sequence[str], *, crops: int = 1, tokenizers_dir: str | None = None,
              codecs: Mapping[str, Any] | None = None, seed: int = 0, overwrite: bool = False,
              batch_size: int = 16, device: str = "cpu", registry: ModalitySet | None = None,
-             progress: bool = True) -> dict[str, JobReport]:
+             progress: bool = True, overwrite_crops: bool = False) -> dict[str, JobReport]:
     """Tokenize ``crops`` crops per sample of each modality into ``<name>/tokens`` (resumable, distributed).
 
     Codecs come from ``codecs`` (name → object with ``encode(list[raw]) -> LongTensor (B, num_tokens)``) or
@@ -395,6 +396,10 @@ def tokenize(url: str, modalities: Sequence[str], *, crops: int = 1, tokenizers_
                 f"samples); run `fourm label {url} --modalities {src}` first"
             )
     if dist.is_main:
+        if overwrite_crops:
+            dropped = store.reset_crops()
+            if dropped:
+                log.warning("tokenize: new crops; deleted the tokens of %s, which must be tokenized again", dropped)
         store.ensure_crops(crops, seed=seed, overwrite=False)
         for spec in specs:
             store.ensure_tokens(spec, crops, overwrite=overwrite, tokenizer=os.fspath(tokenizers_dir) if tokenizers_dir else None)
@@ -479,8 +484,7 @@ def _tokenize_shard(store: Store, spec: ModalitySpec, codec: Any, transform: Any
 # inspect
 def _hash_array(store: Store, arr: Any, done: np.ndarray) -> str:
     h = hashlib.sha256()
-    is_text = arr.dtype.kind in "OUT" or arr.ndim == 1 and not np.issubdtype(np.dtype(arr.dtype), np.number) \
-        and np.dtype(arr.dtype) != np.bool_
+    is_text = is_text_array(arr)
     for s, rng in enumerate(store.shards()):
         if not done[s] or not len(rng):
             continue
@@ -500,7 +504,7 @@ def _hash_array(store: Store, arr: Any, done: np.ndarray) -> str:
 
 def _array_info(store: Store, name: str, what: str, arr: Any) -> dict[str, Any]:
     done = store.done(name, what) if what != "crops" else store.crops_done()
-    text = arr.dtype.kind in "OUT" or (arr.ndim == 1 and "str" in str(arr.dtype).lower())
+    text = is_text_array(arr)
     complete = int(sum(len(r) for r, d in zip(store.shards(), done) if d))
     return {
         "complete": complete,

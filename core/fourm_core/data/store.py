@@ -55,6 +55,8 @@ DEFAULT_SAMPLES_PER_SHARD = 64
 #: Crop parameter columns of ``_crops/params``.
 CROP_FIELDS = ("top", "left", "height", "width", "flip")
 _WHATS = ("raw", "tokens")
+#: per-sample size up to which batched reads use one orthogonal selection (see Store._read)
+_OINDEX_MAX_ITEM_BYTES = 32 * 1024
 
 
 class StoreError(FourmError):
@@ -158,6 +160,11 @@ def _conform(spec: ModalitySpec, shape: tuple[int, ...], raw: Any, index: int) -
     if dtype.kind == "f" and not np.all(np.isfinite(arr)):
         raise StoreError(f"modality {spec.name!r}: raw sample {index} contains NaN or inf")
     return arr.astype(dtype)
+
+
+def is_text_array(arr: Any) -> bool:
+    """Whether a zarr array holds strings (the JSON documents of ``json`` modalities)."""
+    return np.dtype(arr.dtype).kind in "OUT"
 
 
 def _runs(indices: np.ndarray) -> list[tuple[int, int]]:
@@ -393,7 +400,7 @@ class Store:
     def _check_raw_array(self, spec: ModalitySpec, arr: zarr.Array, shape: tuple[int, ...]) -> None:
         storage = _storage_of(spec)
         if storage.is_json:
-            ok = arr.ndim == 1 and arr.dtype.kind in "OUT"
+            ok = arr.ndim == 1 and is_text_array(arr)
             want = "JSON strings"
         else:
             ok = tuple(arr.shape[1:]) == shape and np.dtype(arr.dtype) == np.dtype(storage.dtype)
@@ -452,7 +459,11 @@ class Store:
         """Read ``arr[indices, *extra]`` as consecutive runs; a decode failure names array and samples."""
         try:
             runs = _runs(indices)
-            if len(runs) > 2:  # one orthogonal selection: zarr fetches every chunk in one concurrent call
+            itemsize = 64 if is_text_array(arr) else np.dtype(arr.dtype).itemsize
+            item_bytes = int(np.prod(arr.shape[1 + len(extra):], dtype=np.int64)) * itemsize
+            # small items (tokens, crops, vectors): one orthogonal selection fetches every chunk concurrently;
+            # zarr 3.1 is slow on orthogonal selections of large sharded chunks (images), so slice those per run
+            if len(runs) > 2 and item_bytes <= _OINDEX_MAX_ITEM_BYTES:
                 parts = [np.asarray(arr.get_orthogonal_selection((indices, *extra)))]
             else:
                 parts = [np.asarray(arr[(slice(a, b), *extra)]) for a, b in runs]
@@ -537,7 +548,7 @@ class Store:
             self._check_complete(name, "raw", idx)
         arr = self.array(name, "raw")
         data = self._read(arr, idx)
-        if arr.dtype.kind in "OUT" or str(arr.dtype).startswith("<U") or arr.ndim == 1 and data.dtype == object:
+        if is_text_array(arr):
             out = []
             for i, text in zip(idx.tolist(), data.tolist()):
                 if text == "" or text is None:
@@ -582,9 +593,29 @@ class Store:
                 raise StoreError(
                     f"store {self.url} already has {have_c} crops per sample (seed {have_seed}); every modality of "
                     f"a sample must use the same crops: pass --crops {have_c} --seed {have_seed}, or --overwrite-crops "
-                    f"to start again (this re-tokenizes every modality)"
+                    f"to draw new crops (this deletes the tokens of every modality, which must be tokenized again)"
                 )
         return arr
+
+    def reset_crops(self) -> list[str]:
+        """Delete the crop parameters and every modality's tokens (they were cut with those crops)."""
+        self._require_writable("delete crops and tokens")
+        dropped = []
+        for gname, sub in list(self._group.groups()):
+            if gname.startswith("_"):
+                continue
+            if "tokens" in sub:
+                self._delete(f"{gname}/tokens")
+                self._delete(f"{gname}/tokens_done")
+                self._done_cache.pop((gname, "tokens"), None)
+                dropped.append(gname)
+                mods = self.modalities()
+                if gname in mods:
+                    mods[gname].pop("tokens", None)
+                    self._group.attrs["modalities"] = mods
+        self._delete("_crops/params")
+        self._delete("_crops/done")
+        return dropped
 
     @property
     def num_crops(self) -> int:

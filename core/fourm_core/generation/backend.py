@@ -25,13 +25,37 @@ class SequenceState:
 
 class ModelBackend:
     """Wraps a FourM model: parallel (mask-token) queries for MaskGIT / ROAR, incremental decoding for
-    autoregressive targets. Every method runs without gradients."""
+    autoregressive targets. Every method runs without gradients.
 
-    def __init__(self, model: Any):
+    ``step_logits_dtype=torch.float16`` (opt-in) computes the one-token logits of autoregressive steps
+    against a half-precision copy of the output table. At batch 1 that product only streams the table from
+    memory (30000 × 256 floats = 31 MB per token for a text vocabulary), so halving its size roughly
+    triples its speed on CPU; accumulation stays float32 and the logits differ from float32 ones by about
+    1e-3 relative, which is immaterial for sampling but can flip exact ties under greedy decoding. The
+    copy is refreshed whenever the weights change.
+    """
+
+    def __init__(self, model: Any, *, step_logits_dtype: torch.dtype | None = None):
         for attr in ("encode", "decoder_context", "decoder_queries", "decode", "logits", "modalities"):
             if not hasattr(model, attr):
                 raise GenerationError(f"{type(model).__name__} lacks `{attr}`: generation needs a fourm_core.model.FourM")
+        if step_logits_dtype not in (None, torch.float32, torch.float16, torch.bfloat16):
+            raise GenerationError(f"step_logits_dtype must be None, float32, float16 or bfloat16, got {step_logits_dtype}")
         self.model = model
+        self.step_logits_dtype = None if step_logits_dtype == torch.float32 else step_logits_dtype
+        self._low: dict[str, tuple[tuple[int, int], torch.Tensor]] = {}
+
+    def _step_logits(self, name: str, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits (B, V) of one decoding step, optionally against a low-precision table copy."""
+        if self.step_logits_dtype is None:
+            return self.model.logits(name, hidden)
+        weight = self.model.decoder_embeddings[name].output_weight  # (V, D)
+        key = (weight.data_ptr(), weight._version)
+        cached = self._low.get(name)
+        if cached is None or cached[0] != key:
+            cached = (key, weight.detach().to(self.step_logits_dtype).contiguous())
+            self._low[name] = cached
+        return torch.nn.functional.linear(hidden.to(self.step_logits_dtype), cached[1]).float()
 
     @property
     def modalities(self) -> ModalitySet:
@@ -79,7 +103,7 @@ class ModelBackend:
         pos = torch.full((ids.shape[0], 1), position, dtype=torch.long, device=ids.device)
         x, e = self.model.decoder_queries(state.modality, pos, ids[:, None])
         hidden = self.model.decode(x, e, state.cache, use_cache=True)  # (B, 1, D)
-        return self.model.logits(state.modality, hidden[:, 0])
+        return self._step_logits(state.modality, hidden[:, 0])
 
     @torch.no_grad()
     def sequence_logits_uncached(self, mod_dict: Mapping[str, Mapping[str, torch.Tensor]], name: str,

@@ -35,10 +35,12 @@ from .targets import TargetConfig, resolve_target
 
 log = logging.getLogger(__name__)
 
-# Fixed layout of the shared text vocabulary (docs: fourm_core.tokenizers.TextTokenizer).
+# Fixed layout of the shared text vocabulary (fourm_core.tokenizers.TextTokenizer): [PAD] 0, [EOS] 3,
+# [S_0]..[S_199] = 4..203. Span masking (fourm_core.masking, as the reference) numbers spans from [S_1]: a fully
+# masked sequence is the encoder input "[S_1]" and the decoder target "[S_1] tokens... [S_2]".
 PAD_ID = 0
 EOS_ID = 3
-FIRST_SENTINEL_ID = 4
+FIRST_SENTINEL_ID = 5  # [S_1], the sentinel that opens the first masked span
 NUM_SENTINELS = 200
 
 
@@ -82,14 +84,17 @@ class Sampler:
     """Generates target modalities from a :class:`fourm_core.model.FourM` (or any model the
     :class:`ModelBackend` wraps).
 
-    ``text``: the ids of the shared text vocabulary's specials (defaults: the fixed layout, ``[PAD]`` 0,
-    ``[EOS]`` 3, ``[S_0]`` 4 ...).
+    ``pad_id`` / ``eos_id`` / ``first_sentinel_id``: ids of ``[PAD]`` (0), ``[EOS]`` (3) and of the sentinel
+    that opens the first masked span (``[S_1]`` = 5, as the masking writes it); decoding a sequence starts
+    from that sentinel and stops at ``[EOS]`` or at the next sentinel. ``step_logits_dtype``: opt-in
+    ``torch.float16`` for the one-token logits of autoregressive steps (see :class:`ModelBackend`); the
+    default computes them in the model's precision.
     """
 
     def __init__(self, model: Any, *, modalities: ModalitySet | None = None, pad_id: int = PAD_ID,
                  eos_id: int = EOS_ID, first_sentinel_id: int = FIRST_SENTINEL_ID,
-                 num_sentinels: int = NUM_SENTINELS):
-        self.backend = model if isinstance(model, ModelBackend) else ModelBackend(model)
+                 num_sentinels: int = NUM_SENTINELS, step_logits_dtype: torch.dtype | None = None):
+        self.backend = model if isinstance(model, ModelBackend) else ModelBackend(model, step_logits_dtype=step_logits_dtype)
         self.modalities = modalities if modalities is not None else self.backend.modalities
         self.pad_id, self.eos_id = pad_id, eos_id
         self.first_sentinel_id, self.num_sentinels = first_sentinel_id, num_sentinels

@@ -55,7 +55,7 @@ def sample_tokens(
         ids = logits.argmax(dim=-1)
         return ids, torch.ones(shape, dtype=torch.float32, device=logits.device)
     flat = filter_logits(logits.reshape(-1, logits.shape[-1]).float(), top_k, top_p)
-    probs = torch.softmax(flat / temperature, dim=-1)  # (R, V)
+    probs = torch.softmax(flat if temperature == 1.0 else flat / temperature, dim=-1)  # (R, V)
     ids = sample_categorical(probs, generator)  # (R,)
     chosen = probs.gather(-1, ids[:, None]).squeeze(-1)
     return ids.reshape(shape), chosen.reshape(shape)

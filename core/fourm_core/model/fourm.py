@@ -332,7 +332,7 @@ class FourM(nn.Module):
             pos = kpos[bi, si]
             t = entry["tensor"]
             if isinstance(emb, PatchEncoderEmbedding):
-                values = emb.patches(t)[bi, pos]
+                values = emb.gather_patches(t, bi, pos)
             else:
                 values = t[bi, pos]
             if emb.kind in ("sequence", "embedding_sequence"):

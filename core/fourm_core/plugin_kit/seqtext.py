@@ -27,6 +27,11 @@ class SerializationError(ValueError):
     """A string could not be parsed back into a modality's raw data (or raw data could not be serialized)."""
 
 
+class TruncatedTextError(SerializationError):
+    """The text ended in the middle of an item (e.g. cut at ``max_length``); parsers of item lists may drop the
+    incomplete last item instead of failing."""
+
+
 def value_token(axis: int, value: int) -> str:
     """The base-vocabulary token ``v{axis}={value}``; raises if the value does not fit."""
     if not 0 <= axis < VALUE_AXES or not 0 <= int(value) < VALUE_BINS:
@@ -74,7 +79,7 @@ class TokenReader:
 
     def next(self, expected: str) -> str:
         if self.done():
-            raise SerializationError(
+            raise TruncatedTextError(
                 f"modality {self.modality!r}: the text ends after {len(self.tokens)} tokens but {expected} was expected"
             )
         tok = self.tokens[self.pos]
@@ -125,9 +130,10 @@ def content_seed(raw: Any) -> int:
 
 
 def normalize_class_name(name: str) -> str:
-    """A class name as one vocabulary token: lower case, runs of spaces/hyphens/slashes → ``_``.
+    """A class name as one vocabulary token: lower case, runs of spaces/hyphens/slashes/underscores → ``_``.
 
-    ``"Traffic Light"`` → ``"traffic_light"``; ``"hair drier"`` → ``"hair_drier"``.
+    ``"Traffic Light"`` → ``"traffic_light"``; ``"hair drier"`` → ``"hair_drier"``; the word pieces a text
+    tokenizer decodes an undeclared name into (``"hair _ dryer"``) normalise back to ``"hair_dryer"``.
     """
-    return re.sub(r"[\s\-/]+", "_", str(name).strip().lower())
+    return re.sub(r"[\s\-/_]+", "_", str(name).strip().lower()).strip("_")
 

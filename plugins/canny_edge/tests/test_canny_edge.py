@@ -94,3 +94,24 @@ def test_visualizer_is_grey():
     vis = get_modalities()["canny_edge"].visualizer.load()
     arr = np.asarray(vis(CannyLabeler()({"rgb": [square_image()]})[0]))
     assert arr.shape == (256, 256, 3) and np.array_equal(arr[..., 0], arr[..., 1]) and arr[TOP - 1 : TOP + 2, LEFT + 50, 0].max() == 255
+
+
+def test_fourm_label_job_on_a_store_of_real_photos(tmp_path):
+    """`fourm label` (the data job) runs this labeler over an ingested store of real photos."""
+    from PIL import Image
+
+    from fourm_core.data.jobs import ingest, label
+    from fourm_core.data.store import Store
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, photo in enumerate(sample_photos(3)):
+        Image.fromarray(photo).save(folder / f"photo{i}.png")
+    url = str(tmp_path / "store.zarr")
+    ingest(folder, url, samples_per_shard=2, progress=False)
+    label(url, ["canny_edge"], progress=False)
+    raws = Store.open(url, "r").read_raw("canny_edge", range(3))
+    spec = get_modalities()["canny_edge"]
+    assert len(raws) == 3
+    for raw in raws:
+        check_raw(spec, raw)

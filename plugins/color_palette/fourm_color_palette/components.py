@@ -95,7 +95,8 @@ class PaletteLabeler:
         if max(img.shape[:2]) > self.work_size:
             img = cv2.resize(img, (self.work_size, self.work_size), interpolation=cv2.INTER_AREA)
         pixels = img.reshape(-1, 3)
-        unique = np.unique(pixels, axis=0)
+        packed = np.unique((pixels[:, 0].astype(np.uint32) << 16) | (pixels[:, 1].astype(np.uint32) << 8) | pixels[:, 2])
+        unique = np.stack([(packed >> 16) & 255, (packed >> 8) & 255, packed & 255], axis=1).astype(np.uint8)
         k = min(self.k, len(unique))
         if k == len(unique):
             centers = unique.astype(np.float32)

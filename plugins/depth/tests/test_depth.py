@@ -154,3 +154,25 @@ def test_visualizer_colours_near_warm_and_far_cold():
     img = np.asarray(vis(ramp()))
     near, far = img[128, 2].astype(int), img[128, -3].astype(int)
     assert near[0] > near[2] and far[2] > far[0]
+
+
+def test_fourm_label_job_on_a_store_of_real_photos(tmp_path):
+    """`fourm label` (the data job) runs this labeler over an ingested store of real photos."""
+    from PIL import Image
+
+    from fourm_core.data.jobs import ingest, label
+    from fourm_core.data.store import Store
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, photo in enumerate(sample_photos(3)):
+        Image.fromarray(photo).save(folder / f"photo{i}.png")
+    url = str(tmp_path / "store.zarr")
+    ingest(folder, url, samples_per_shard=2, progress=False)
+    weights = save_tiny_depth_anything(tmp_path / "w")
+    label(url, ["depth"], weights={"depth": weights}, progress=False)
+    raws = Store.open(url, "r").read_raw("depth", range(3))
+    spec = get_modalities()["depth"]
+    assert len(raws) == 3
+    for raw in raws:
+        check_raw(spec, raw)

@@ -4,14 +4,17 @@ Raw form (JSON)::
 
     {"boxes": [[x0, y0, x1, y1], ...],   # xyxy, normalised to [0, 1] of the raw image
      "classes": ["person", "traffic_light", ...],   # class names as vocabulary tokens (see classes.py)
-     "scores": [0.97, ...]}
+     "scores": [0.97, ...],
+     "image_size": [H, W]}   # optional: pixel size of the labeled image, so crops work at any raw size
 
 Serialization (4M-21): boxes with a score below ``threshold`` (0.6) are dropped; at most ``max_boxes`` (50)
 are kept (highest scores); then, per box, ``v0=x0 v1=y0 v2=x1 v3=y1 <class>`` with coordinates binned to
 1000 values (``floor(x·1000)``, parsed back to bin centres, error ≤ 0.0005), boxes ordered by the squared
 distance of their binned (x0, y0) to the origin. A class name is one token (``traffic_light``); a name the
-vocabulary does not know is split by the text tokenizer into sub-words and parsed back whole. Parsed boxes
-get score 1.0. An image without boxes serializes to the empty string. Worst case with COCO classes:
+vocabulary does not declare is written as its words (``red_sofa`` → ``red sofa``) and parsed back joined
+with ``_``. Parsed boxes
+get score 1.0. An image without boxes serializes to the empty string. A text cut inside its last box (at
+max_length) parses without that box (logged); any other malformed text raises ``ValueError``. Worst case with COCO classes:
 50 × 5 = 250 tokens ≤ max_length 256.
 """
 
@@ -25,6 +28,7 @@ import numpy as np
 from fourm_core.plugin_kit.seqtext import (
     SerializationError,
     TokenReader,
+    TruncatedTextError,
     dequantize_coords,
     normalize_class_name,
     parse_value_token,
@@ -32,9 +36,18 @@ from fourm_core.plugin_kit.seqtext import (
     value_token,
 )
 
+from .classes import COCO_CLASS_TOKENS
+
 log = logging.getLogger(__name__)
 MODALITY = "det"
+_DECLARED = frozenset(COCO_CLASS_TOKENS)
 DEFAULT_WEIGHTS = "facebook/detr-resnet-50"
+
+
+def class_text(name: str) -> str:
+    """A declared class token as is (``traffic_light``); any other name as its words (``red sofa``), which the
+    text tokenizer knows as ordinary words, and which the parser joins back with ``_``."""
+    return name if name in _DECLARED else name.replace("_", " ")
 
 
 def empty_det() -> dict[str, list]:
@@ -75,30 +88,50 @@ class DetectionSerializer:
         order = sorted(range(len(keep)), key=lambda j: (int(q[j, 0]) ** 2 + int(q[j, 1]) ** 2, *q[j].tolist(), names[j]))
         tokens = []
         for j in order:
-            tokens += [value_token(a, q[j, a]) for a in range(4)] + [names[j]]
+            tokens += [value_token(a, q[j, a]) for a in range(4)] + [class_text(names[j])]
         return " ".join(tokens)
 
     def from_text(self, text: str) -> dict[str, list]:
         r = TokenReader(text, MODALITY)
         out = empty_det()
         while not r.done():
-            coords = [r.value(axis=a)[1] for a in range(4)]
+            try:
+                coords = [r.value(axis=a)[1] for a in range(4)]
+            except TruncatedTextError:
+                log.warning("det: dropped an incomplete last box (text cut at max_length?): %r", " ".join(r.tokens[-4:]))
+                break
             words = []
             while not r.done() and parse_value_token(r.peek() or "") is None:
                 words.append(r.next("a class name"))
             if not words:
+                if r.done():
+                    log.warning("det: dropped the last box, which has no class (text cut at max_length?)")
+                    break
                 raise r.fail("a class name after the box 'v0= v1= v2= v3='")
             c = np.asarray(coords)
             c = np.concatenate([np.minimum(c[:2], c[2:]), np.maximum(c[:2], c[2:])])
             out["boxes"].append([float(v) for v in dequantize_coords(c, self.bins)])
-            out["classes"].append(normalize_class_name("_".join(words)))
+            name = normalize_class_name("_".join(words))
+            if not name:
+                raise r.fail(f"a class name, got only {' '.join(words)!r}")
+            out["classes"].append(name)
             out["scores"].append(1.0)
         return out
 
 
+def image_size_of(raw: dict[str, Any], raw_size: int | tuple[int, int] | None, default: int) -> tuple[int, int]:
+    """(H, W) the crop box refers to: the raw's ``image_size`` when recorded, else ``raw_size``, else ``default``."""
+    size = raw.get("image_size") or raw_size or default
+    size = (size, size) if isinstance(size, int) else tuple(int(v) for v in size)
+    if len(size) != 2 or min(size) <= 0:
+        raise SerializationError(f"image size {size!r} must be (height, width) > 0")
+    return size
+
+
 class DetectionTransform:
-    """Boxes follow the sample's crop (in raw rgb pixels of a ``raw_size`` square image) and flip; boxes that
-    lose their area are dropped; the others are clipped to the crop."""
+    """Boxes follow the sample's crop (in raw rgb pixels) and flip; boxes that lose their area are dropped; the
+    others are clipped to the crop. The pixel size the box refers to is the raw's ``image_size`` (written by
+    the labeler), else the ``raw_size`` argument, else the transform's ``raw_size`` (the store default 256)."""
 
     def __init__(self, raw_size: int = 256):
         self.raw_size = raw_size
@@ -108,14 +141,16 @@ class DetectionTransform:
         from fourm_core.plugin_kit.boxes import crop_boxes
 
         boxes, classes, scores = validate_det(raw)
-        rs = raw_size or self.raw_size
-        rs = (rs, rs) if isinstance(rs, int) else tuple(rs)
+        rs = image_size_of(raw, raw_size, self.raw_size)
+        out = empty_det()
+        out["image_size"] = [int(v) for v in (size or box[2:])]
         if not len(boxes):
-            return empty_det()
+            return out
         new, keep = crop_boxes(boxes, box, rs, flip=flip)
-        return {"boxes": [[float(v) for v in b] for b in new[keep]],
-                "classes": [c for c, k in zip(classes, keep) if k],
-                "scores": [float(s) for s in scores[keep]]}
+        out.update({"boxes": [[float(v) for v in b] for b in new[keep]],
+                    "classes": [c for c, k in zip(classes, keep) if k],
+                    "scores": [float(s) for s in scores[keep]]})
+        return out
 
 
 class DetectionLabeler:
@@ -165,6 +200,7 @@ class DetectionLabeler:
                     "boxes": [[round(float(v), 5) for v in b] for b in boxes],
                     "classes": [self.id2name.get(int(l), f"class_{int(l)}") for l in labels],
                     "scores": [round(float(s), 4) for s in scores[order]],
+                    "image_size": [int(h), int(w)],
                 })
         return results
 

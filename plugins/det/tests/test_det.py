@@ -52,7 +52,8 @@ def test_max_boxes_keeps_the_best_and_fits_max_length():
 
 
 box01 = st.tuples(st.floats(0, 1), st.floats(0, 1)).map(sorted)
-det_raw = st.lists(st.tuples(box01, box01, st.sampled_from(COCO_CLASS_TOKENS), st.floats(0.6, 1.0)), max_size=50).map(
+class_name = st.one_of(st.sampled_from(COCO_CLASS_TOKENS), st.from_regex(r"[a-z]{1,6}(_[a-z]{1,6}){0,2}", fullmatch=True))
+det_raw = st.lists(st.tuples(box01, box01, class_name, st.floats(0.6, 1.0)), max_size=50).map(
     lambda items: {"boxes": [[x[0], y[0], x[1], y[1]] for x, y, _, _ in items], "classes": [c for *_, c, _ in items],
                    "scores": [s for *_, s in items]})
 
@@ -73,7 +74,7 @@ def test_round_trip_up_to_binning(raw):
     for b in back["boxes"]:
         assert min(np.abs(np.asarray(raw["boxes"]) - b).max(1)) <= 5e-4 + 1e-9
     assert ser.to_text(back) == text
-    assert len(text.split()) <= 250
+    assert len(text.split()) <= 250 or any(c not in COCO_CLASS_TOKENS for c in raw["classes"])
 
 
 @settings(max_examples=300, deadline=None)
@@ -93,7 +94,14 @@ def test_parse_errors_name_the_token():
     with pytest.raises(ValueError, match=r"'det'.*'person'.*position 2"):
         DetectionSerializer().from_text("v0=1 v1=2 person")
     with pytest.raises(ValueError, match=r"'det'.*class name"):
-        DetectionSerializer().from_text("v0=1 v1=2 v2=3 v3=4")
+        DetectionSerializer().from_text("v0=1 v1=2 v2=3 v3=4 v0=5 v1=2 v2=3 v3=4 cat")
+
+
+def test_a_text_cut_at_max_length_drops_only_the_last_box(caplog):
+    text = "v0=1 v1=2 v2=3 v3=4 cat v0=5 v1=6 v2=7"
+    assert DetectionSerializer().from_text(text)["classes"] == ["cat"]
+    assert DetectionSerializer().from_text("v0=1 v1=2 v2=3 v3=4 cat v0=5 v1=6 v2=7 v3=8")["classes"] == ["cat"]
+    assert "incomplete last box" in caplog.text or "no class" in caplog.text
 
 
 def test_crop_and_flip_move_boxes():
@@ -128,3 +136,13 @@ def test_missing_weights_say_how_to_get_them(tmp_path):
 def test_visualizer_draws_on_an_image():
     img = visualize(EXAMPLES[0], image=sample_photos(1)[0])
     assert img.size == (256, 256) and img.mode == "RGB"
+
+
+def test_crop_uses_the_recorded_image_size():
+    raw = {"boxes": [[0.25, 0.25, 0.5, 0.5]], "classes": ["cat"], "scores": [0.9], "image_size": [64, 64]}
+    out = DetectionTransform(raw_size=256).crop(raw, box=(0, 0, 32, 32), flip=False, size=(224, 224))
+    assert np.allclose(out["boxes"][0], [0.5, 0.5, 1.0, 1.0]) and out["image_size"] == [224, 224]
+    # the crop's output can be cropped again (its own image_size)
+    assert DetectionTransform().crop(out, box=(0, 0, 112, 112), flip=False)["boxes"] == []
+    again = DetectionTransform().crop(out, box=(112, 112, 112, 112), flip=False)
+    assert np.allclose(again["boxes"][0], [0.0, 0.0, 1.0, 1.0])

@@ -7,12 +7,14 @@ Raw form (JSON)::
                   "score": 0.98,                      # person detection score
                   "keypoints": [[x, y, v], ...]}]}    # 17 COCO keypoints, normalised; v = COCO visibility
                                                       # (0 absent, 1 occluded, 2 visible); absent = [0, 0, 0]
+     "image_size": [H, W]}                              # optional: pixel size of the labeled image (for crops)
 
 Serialization (this plugin's choice; 4M-21 serialized HMR2 SMPL parameters instead): at most
 ``max_persons`` (6) persons with the highest scores, ordered by the distance of their binned (x0, y0) to the
 origin; per person ``human v0=x0 v1=y0 v2=x1 v3=y1`` followed by the 17 keypoints in COCO order, each
 ``v0=x v1=y`` (1000 bins, as boxes) when v > 0 or ``none`` when absent. No person: ``none``. Parsed
-persons get score 1.0 and visible keypoints v = 2. Worst case 6 × 39 = 234 tokens ≤ max_length 263.
+persons get score 1.0 and visible keypoints v = 2. A text cut inside its last person (at max_length) parses
+without that person (logged); any other malformed text raises ``ValueError``. Worst case 6 × 39 = 234 tokens ≤ max_length 263.
 
 The representation is open for SMPL poses: ``"format"`` names the per-person schema; an HMR2 labeler would
 write ``"format": "smpl"`` persons (box + global orientation / body pose / betas / camera) and this
@@ -33,6 +35,7 @@ import numpy as np
 from fourm_core.plugin_kit.seqtext import (
     SerializationError,
     TokenReader,
+    TruncatedTextError,
     dequantize_coords,
     quantize_coords,
     value_token,
@@ -120,22 +123,27 @@ class HumanPoseSerializer:
             return out
         while not r.done():
             r.literal("human")
-            qb = np.asarray([r.value(axis=a)[1] for a in range(4)])
-            qb = np.concatenate([np.minimum(qb[:2], qb[2:]), np.maximum(qb[:2], qb[2:])])
-            kps = np.zeros((NUM_KEYPOINTS, 3))
-            for j in range(NUM_KEYPOINTS):
-                if r.peek() == "none":
-                    r.next("none")
-                    continue
-                x = r.value(axis=0)[1]
-                y = r.value(axis=1)[1]
-                kps[j] = [*dequantize_coords([x, y], self.bins), 2]
+            try:
+                qb = np.asarray([r.value(axis=a)[1] for a in range(4)])
+                qb = np.concatenate([np.minimum(qb[:2], qb[2:]), np.maximum(qb[:2], qb[2:])])
+                kps = np.zeros((NUM_KEYPOINTS, 3))
+                for j in range(NUM_KEYPOINTS):
+                    if r.peek() == "none":
+                        r.next("none")
+                        continue
+                    x = r.value(axis=0)[1]
+                    y = r.value(axis=1)[1]
+                    kps[j] = [*dequantize_coords([x, y], self.bins), 2]
+            except TruncatedTextError:
+                log.warning("human_pose: dropped an incomplete last person (text cut at max_length?)")
+                break
             out["persons"].append(_person(dequantize_coords(qb, self.bins), 1.0, kps))
         return out
 
 
 class HumanPoseTransform:
-    """Boxes and keypoints follow the crop (raw rgb pixels of a ``raw_size`` square) and the flip."""
+    """Boxes and keypoints follow the crop (raw rgb pixels of the raw's ``image_size``, else ``raw_size``) and
+    the flip."""
 
     def __init__(self, raw_size: int = 256):
         self.raw_size = raw_size
@@ -143,11 +151,11 @@ class HumanPoseTransform:
     def crop(self, raw: Any, box: tuple[int, int, int, int], flip: bool = False, size: tuple[int, int] | None = None,
              raw_size: int | tuple[int, int] | None = None) -> dict[str, Any]:
         from fourm_core.plugin_kit.boxes import crop_boxes, crop_points
+        from fourm_det.components import image_size_of
 
         persons = validate_pose(raw)
-        rs = raw_size or self.raw_size
-        rs = (rs, rs) if isinstance(rs, int) else tuple(rs)
-        out = {"format": raw.get("format", FORMAT), "persons": []}
+        rs = image_size_of(raw, raw_size, self.raw_size)
+        out = {"format": raw.get("format", FORMAT), "persons": [], "image_size": [int(v) for v in (size or box[2:])]}
         for pbox, score, kps in persons:
             nb, keep = crop_boxes(pbox[None], box, rs, flip=flip)
             if not keep[0]:
@@ -193,7 +201,7 @@ class HumanPoseLabeler:
 
         images = [np.asarray(im) for im in inputs["rgb"]]
         dets = self.detector.detect(images)
-        results = [empty_pose() for _ in images]
+        results = [{**empty_pose(), "image_size": [int(v) for v in im.shape[:2]]} for im in images]
         # person boxes (normalised xyxy) per image, highest scores first
         people = []
         for det in dets:

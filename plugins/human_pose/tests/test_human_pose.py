@@ -132,6 +132,15 @@ def test_labeler_with_tiny_models(tmp_path):
         HumanPoseSerializer().to_text(raw)
 
 
+def test_a_text_cut_at_max_length_drops_only_the_last_person():
+    ser = HumanPoseSerializer()
+    text = ser.to_text({"format": "coco17", "persons": [person(), person(0.5, 0.5, 0.9, 0.9)]})
+    cut = " ".join(text.split()[:-10])
+    assert len(ser.from_text(cut)["persons"]) == 1
+    with pytest.raises(ValueError, match="'human'"):
+        ser.from_text(cut + " v0=1 human")
+
+
 def test_errors_and_visualizer():
     with pytest.raises(ValueError, match="format 'smpl'"):
         HumanPoseSerializer().to_text({"format": "smpl", "persons": []})

@@ -134,13 +134,15 @@ class NormalLabeler:
         with torch.inference_mode():
             normals = self.model(pixel_values=pixel_values).normals.float()  # (B, 3, h, w), unnormalised
         normals = F.normalize(normals, dim=1)
-        results = []
-        for n, img in zip(normals, rgbs):
-            # bilinear upsampling of unit vectors shortens them between pixels: renormalise afterwards
-            up = F.interpolate(n[None], size=img.shape[:2], mode="bilinear", align_corners=False)[0]
-            up = F.normalize(up, dim=0).permute(1, 2, 0).cpu().numpy()  # (H, W, 3)
-            results.append(encode_normals(up))
-        return results
+        sizes = {img.shape[:2] for img in rgbs}
+        # bilinear upsampling of unit vectors shortens them between pixels: renormalise afterwards
+        if len(sizes) == 1:
+            up = F.interpolate(normals, size=next(iter(sizes)), mode="bilinear", align_corners=False)
+            ups = list(F.normalize(up, dim=1).permute(0, 2, 3, 1).cpu().numpy())  # B x (H, W, 3)
+        else:
+            ups = [F.normalize(F.interpolate(n[None], size=img.shape[:2], mode="bilinear", align_corners=False),
+                               dim=1)[0].permute(1, 2, 0).cpu().numpy() for n, img in zip(normals, rgbs)]
+        return [encode_normals(u) for u in ups]
 
 
 class NormalFromDepthLabeler:

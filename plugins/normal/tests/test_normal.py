@@ -128,3 +128,25 @@ def test_crop_keeps_unit_length_and_tensor_range():
 def test_missing_weights_raise_a_clear_error(tmp_path):
     with pytest.raises(WeightsNotAvailableError, match="normal"):
         NormalLabeler(weights=str(tmp_path / "nope"))
+
+
+def test_fourm_label_job_on_a_store_of_real_photos(tmp_path):
+    """`fourm label` (the data job) runs this labeler over an ingested store of real photos."""
+    from PIL import Image
+
+    from fourm_core.data.jobs import ingest, label
+    from fourm_core.data.store import Store
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, photo in enumerate(sample_photos(3)):
+        Image.fromarray(photo).save(folder / f"photo{i}.png")
+    url = str(tmp_path / "store.zarr")
+    ingest(folder, url, samples_per_shard=2, progress=False)
+    weights = save_tiny_tipsv2_normal(tmp_path / "w")
+    label(url, ["normal"], weights={"normal": weights}, progress=False)
+    raws = Store.open(url, "r").read_raw("normal", range(3))
+    spec = get_modalities()["normal"]
+    assert len(raws) == 3
+    for raw in raws:
+        check_raw(spec, raw)

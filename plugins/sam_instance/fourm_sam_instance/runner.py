@@ -8,10 +8,12 @@ Algorithm (the one of the SAM paper's automatic mask generator, single crop leve
 2. a regular ``points_per_side`` × ``points_per_side`` grid of single-point prompts is decoded in batches of
    ``points_per_batch`` prompts, three candidate masks each (``multimask_output``);
 3. candidates are kept when the predicted IoU ≥ ``pred_iou_thresh`` and the stability score (IoU of the mask
-   logits thresholded at ``+offset`` and ``-offset``) ≥ ``stability_score_thresh``;
-4. low-resolution logits are upsampled (bilinear) to the raw image size and thresholded at 0;
-5. duplicates are removed by box non-maximum suppression (``box_nms_thresh``) ranked by predicted IoU, and
-   masks smaller than ``min_mask_area`` pixels are dropped.
+   logits thresholded at ``+offset`` and ``-offset``) ≥ ``stability_score_thresh``, both computed on the
+   decoder's low-resolution logits (256 × 256 for the released models: the raw size of a default store);
+4. duplicates are removed by box non-maximum suppression (``box_nms_thresh``, boxes scaled to raw pixels)
+   ranked by predicted IoU;
+5. only the survivors' logits are upsampled (bilinear) to the raw image size and thresholded at 0, and masks
+   of at most ``min_mask_area`` pixels are dropped.
 """
 
 from __future__ import annotations
@@ -100,36 +102,40 @@ class SamRunner:
         from torchvision.ops import batched_nms
 
         points = torch.from_numpy(self.grid_points()).to(embedding.device)
-        masks_all, scores_all = [], []
+        logits_all, scores_all = [], []
         for start in range(0, len(points), self.points_per_batch):
             pts = points[start : start + self.points_per_batch]  # (P, 2)
             p = pts.shape[0]
             res = self.model(image_embeddings=embedding, input_points=pts.view(1, p, 1, 2),
                              input_labels=torch.ones(1, p, 1, dtype=torch.long, device=pts.device),
                              multimask_output=True)
-            logits = res.pred_masks[0].flatten(0, 1)  # (P*3, h', w') low-resolution logits
-            iou = res.iou_scores[0].flatten()  # (P*3,)
-            keep = iou >= self.pred_iou_thresh
-            if not bool(keep.any()):
-                continue
-            logits, iou = logits[keep], iou[keep]
-            logits = F.interpolate(logits[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
+            logits = res.pred_masks[0].flatten(0, 1).float()  # (P*3, h', w') low-resolution logits
+            iou = res.iou_scores[0].flatten().float()  # (P*3,)
+            # Filter on the low-resolution logits (256 x 256 for the released models, the raw size here):
+            # predicted IoU, stability (IoU of the masks thresholded at +offset and -offset), non-empty.
             off = self.stability_score_offset
             inter = (logits > off).flatten(1).sum(1).float()
             union = (logits > -off).flatten(1).sum(1).float().clamp_min(1)
-            stable = (inter / union) >= self.stability_score_thresh
-            masks = logits > 0  # (K, H, W)
-            areas = masks.flatten(1).sum(1)
-            keep = stable & (areas > max(self.min_mask_area, 0))
-            masks_all.append(masks[keep].cpu())
-            scores_all.append(iou[keep].float().cpu())
-        if not masks_all or sum(len(m) for m in masks_all) == 0:
-            return {"size": [int(size[0]), int(size[1])], "instances": []}
-        masks = torch.cat(masks_all)  # (K, H, W) bool
+            keep = (iou >= self.pred_iou_thresh) & (inter / union >= self.stability_score_thresh)
+            keep &= (logits > 0).flatten(1).any(1)
+            logits_all.append(logits[keep])
+            scores_all.append(iou[keep])
+        logits = torch.cat(logits_all) if logits_all else torch.zeros(0)
+        empty = {"size": [int(size[0]), int(size[1])], "instances": []}
+        if len(logits) == 0:
+            return empty
         scores = torch.cat(scores_all)
-        boxes = _boxes_of(masks)  # (K, 4) xyxy pixels
-        kept = batched_nms(boxes, scores, torch.zeros(len(boxes), dtype=torch.long), self.box_nms_thresh)
-        return encode_instances(masks[kept].numpy(), scores=scores[kept].tolist())
+        lh, lw = logits.shape[-2:]
+        boxes = _boxes_of(logits > 0) * torch.tensor([size[1] / lw, size[0] / lh] * 2, device=logits.device)
+        kept = batched_nms(boxes, scores, torch.zeros(len(boxes), dtype=torch.long, device=boxes.device),
+                           self.box_nms_thresh)
+        # only the survivors are upsampled to the raw size
+        masks = F.interpolate(logits[kept][:, None], size=size, mode="bilinear", align_corners=False)[:, 0] > 0
+        scores = scores[kept]
+        big = masks.flatten(1).sum(1) > max(self.min_mask_area, 0)
+        if not bool(big.any()):
+            return empty
+        return encode_instances(masks[big].cpu().numpy(), scores=scores[big].cpu().tolist())
 
 
 def _boxes_of(masks: Any) -> Any:

@@ -15,18 +15,9 @@ from hypothesis import strategies as st
 from fourm_registry.testing import ModalityPluginTests, sample_photos
 from fourm_sam_instance import masks as M
 from fourm_sam_instance.serializer import ENV_MASK_TOKENIZER, MASK_TOKENS, SamInstanceSerializer
+from fourm_sam_instance.testing import photo_instances, save_tiny_sam
 
 TINY_MASK_TOK = {"dim": 32, "depth": 1, "num_heads": 2, "codebook_size": 64}
-
-
-def photo_instances(photo: np.ndarray, max_instances: int = 8) -> dict:
-    from skimage.segmentation import felzenszwalb
-
-    seg = felzenszwalb(photo, scale=400, sigma=0.8, min_size=200)
-    ids, counts = np.unique(seg, return_counts=True)
-    keep = ids[np.argsort(-counts)][:max_instances]
-    masks = np.stack([seg == i for i in keep])
-    return M.encode_instances(masks, scores=np.linspace(0.99, 0.9, len(keep)))
 
 
 @pytest.fixture(scope="session")
@@ -45,22 +36,6 @@ def mask_tokenizer_dir(tmp_path_factory):
 def _mask_tokenizer_env(monkeypatch, mask_tokenizer_dir):
     """The serializer finds the (tiny) mask tokenizer through the documented environment variable."""
     monkeypatch.setenv(ENV_MASK_TOKENIZER, mask_tokenizer_dir)
-
-
-def save_tiny_sam(path) -> str:
-    import torch
-    from transformers import SamConfig, SamModel
-
-    torch.manual_seed(0)
-    config = SamConfig(
-        vision_config=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=64, patch_size=8,
-                           output_channels=32, num_pos_feats=16, window_size=4, global_attn_indexes=[0], mlp_dim=64),
-        prompt_encoder_config=dict(hidden_size=32, image_size=64, patch_size=8, mask_input_channels=4),
-        mask_decoder_config=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, mlp_dim=64,
-                                 iou_head_hidden_dim=32),
-    )
-    SamModel(config).save_pretrained(path)
-    return str(path)
 
 
 class TestSamInstance(ModalityPluginTests):

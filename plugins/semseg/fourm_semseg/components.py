@@ -159,9 +159,27 @@ def semantic_maps(class_logits, mask_logits, pixel_mask, target_sizes: list[tupl
             valid_w = int(pixel_mask[i].any(dim=0).sum())
             m = m[:, : max(1, round(valid_h * h / hp)), : max(1, round(valid_w * w / wp))]
         scores = torch.einsum("qk,qhw->khw", probs[i], m)  # (K, h', w')
-        scores = F.interpolate(scores[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
-        out.append(scores.argmax(dim=0))  # (H, W)
+        keep = _candidate_classes(scores)  # (K',) ids that can win somewhere, ascending
+        up = F.interpolate(scores[keep][None], size=tuple(size), mode="bilinear", align_corners=False)[0]
+        out.append(keep[up.argmax(dim=0)])  # (H, W)
     return out
+
+
+def _candidate_classes(scores):
+    """Classes that can be the argmax somewhere after bilinear upsampling of ``scores`` (K, h, w).
+
+    An upsampled pixel is a convex combination of the scores of one 2 x 2 window of cells, so class j can win
+    there only if its window maximum reaches the best window minimum of any class. Upsampling only these
+    classes gives exactly the same argmax, for a fraction of the cost (most of the 133 classes score ~0).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    padded = F.pad(scores[None], (0, 1, 0, 1), mode="replicate")  # windows also cover 1-cell-wide maps
+    upper = F.max_pool2d(padded, kernel_size=2, stride=1)[0]  # (K, h, w) window maxima
+    lower = -F.max_pool2d(-padded, kernel_size=2, stride=1)[0]  # (K, h, w) window minima
+    best_lower = lower.max(dim=0).values  # (h, w)
+    return torch.nonzero((upper >= best_lower[None]).flatten(1).any(dim=1)).flatten()
 
 
 class SemsegTransform:

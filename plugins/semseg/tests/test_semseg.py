@@ -163,3 +163,55 @@ def test_oneformer_weights_are_supported(tmp_path):
     for m in out:
         check_raw(get_modalities()["semseg"], m)
         assert int(m.max()) < 3
+
+
+def test_semantic_maps_pruning_is_exact():
+    import torch.nn.functional as F
+
+    from fourm_semseg.components import semantic_maps
+
+    g = torch.Generator().manual_seed(0)
+    for q, k, h, w in ((8, 133, 16, 16), (5, 20, 1, 7), (12, 50, 9, 13)):
+        cls = torch.randn(2, q, k + 1, generator=g) * 3
+        masks = torch.randn(2, q, h, w, generator=g) * 4
+        got = semantic_maps(cls, masks, None, [(64, 48), (37, 91)])
+        probs, mprobs = cls.softmax(-1)[..., :-1], masks.sigmoid()
+        for i, size in enumerate([(64, 48), (37, 91)]):
+            scores = torch.einsum("qk,qhw->khw", probs[i], mprobs[i])
+            full = F.interpolate(scores[None], size=size, mode="bilinear", align_corners=False)[0].argmax(0)
+            assert torch.equal(got[i], full)
+
+
+def test_semantic_maps_agree_with_the_processor(tmp_path):
+    labeler = SemsegLabeler(weights=save_tiny_mask2former(tmp_path / "w"), batch_size=2)
+    photos = sample_photos(2)
+    enc = labeler.processor(images=photos, return_tensors="pt")
+    with torch.inference_mode():
+        outputs = labeler.model(**enc)
+    reference = labeler.processor.post_process_semantic_segmentation(outputs, target_sizes=[(256, 256)] * 2)
+    ours = labeler({"rgb": photos})
+    for ref, m in zip(reference, ours):
+        agree = (ref.numpy() == m[..., 0]).mean()
+        assert agree > 0.9, f"only {agree:.1%} of pixels agree with Mask2FormerImageProcessor"
+
+
+def test_fourm_label_job_on_a_store_of_real_photos(tmp_path):
+    """`fourm label` (the data job) runs this labeler over an ingested store of real photos."""
+    from PIL import Image
+
+    from fourm_core.data.jobs import ingest, label
+    from fourm_core.data.store import Store
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, photo in enumerate(sample_photos(3)):
+        Image.fromarray(photo).save(folder / f"photo{i}.png")
+    url = str(tmp_path / "store.zarr")
+    ingest(folder, url, samples_per_shard=2, progress=False)
+    weights = save_tiny_mask2former(tmp_path / "w")
+    label(url, ["semseg"], weights={"semseg": weights}, progress=False)
+    raws = Store.open(url, "r").read_raw("semseg", range(3))
+    spec = get_modalities()["semseg"]
+    assert len(raws) == 3
+    for raw in raws:
+        check_raw(spec, raw)

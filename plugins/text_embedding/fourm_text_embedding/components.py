@@ -104,7 +104,9 @@ class TextEmbeddingTransform:
         return torch.from_numpy(np.stack([check_embedding(r) for r in raws]).astype(np.float32))
 
     def from_tensor(self, tensor) -> list[np.ndarray]:
-        return [t.to(dtype=__import__("torch").float16).cpu().numpy() for t in tensor]
+        import torch
+
+        return [t.to(dtype=torch.float16).cpu().numpy() for t in tensor]
 
 
 def visualize(raw: Any, *, columns: int = 256, row_height: int = 4):

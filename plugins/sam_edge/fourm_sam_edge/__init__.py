@@ -1,0 +1,3 @@
+"""fourm-sam-edge: boundaries of SAM instance masks (``sam_edge``)."""
+
+__version__ = "0.1.0"

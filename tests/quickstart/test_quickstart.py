@@ -1,0 +1,131 @@
+"""``fourm quickstart`` end to end: a fast variant in the default run, the full default run as a slow test.
+
+The fast variant runs the real stages (ingest, labelers, tokenizer job, tokenize job, trainer, AnyToAny) on a
+few dozen crops with a tiny time budget; it checks the artefacts are there and sane, not the quality. The
+slow test runs the default (the README's command) and checks the time budget and the quality figure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[2]
+FOURM = str(Path(sys.executable).parent / "fourm")
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"), MKL_NUM_THREADS=env.get("MKL_NUM_THREADS", "1"),
+               HF_HUB_OFFLINE="1")
+    env.pop("FOURM_PLUGINS", None)  # every installed plugin, as a user would have
+    return env
+
+
+def _check_pngs(out: Path, summary: dict) -> None:
+    pngs = [Path(p) for p in summary["generation"]["pngs"]]
+    assert {p.name for p in pngs} == {"rgb_to_edges_palette_metadata.png", "edges_palette_to_rgb.png"}
+    for p in pngs:
+        assert p.parent == out and p.is_file()
+        img = np.asarray(Image.open(p).convert("RGB")).astype(np.float32)
+        assert img.shape[0] >= 160 and img.shape[1] >= 4 * 160, (p, img.shape)
+        # not blank: real photos, edges and swatches give many distinct values and contrast
+        assert img.std() > 20, (p, img.std())
+        assert len(np.unique(img.reshape(-1, 3), axis=0)) > 500, p
+
+
+def _check_summary(out: Path, summary: dict, budget_s: float) -> None:
+    assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(summary, default=str))
+    t = summary["timings_s"]
+    assert set(t) >= {"data", "label", "tokenizers", "tokenize", "train", "generate", "total"}
+    assert all(v >= 0 for v in t.values())
+    # every model-based labeler without local weights is reported as skipped with a way to enable it
+    skipped = {s["modality"]: s for s in summary["skipped"] if s["stage"] == "label"}
+    assert "depth" in skipped and "huggingface-cli download" in skipped["depth"]["enable"]
+    ran = next(r for r in summary["ran"] if r["stage"] == "label")["modalities"]
+    assert {"canny_edge", "color_palette", "metadata"} <= set(ran)
+    for name in ("tok_rgb", "canny_edge"):
+        tok = summary["tokenizers"][name]
+        assert tok["steps"] >= 8 and tok["recon_loss"]["first"] is not None
+        assert Path(tok["recon_png"]).is_file()
+    assert summary["tokenizers"]["text"]["vocab_size"] > 100
+    tr = summary["train"]
+    assert tr["steps"] >= 8 and np.isfinite(tr["loss"]["first"]) and np.isfinite(tr["loss"]["last"])
+    assert set(tr["loss_per_modality"]) >= {"canny_edge", "tok_rgb", "color_palette", "metadata"}
+    assert Path(tr["final"], "tokenizers", "text", "tokenizer.json").is_file()
+    g = summary["generation"]
+    ea = g["edge_token_accuracy"]
+    assert 0.0 <= ea["model"] <= 1.0 and 0.0 < ea["baseline_most_frequent_token"] <= 1.0
+    assert g["palette_distance"]["baseline_fixed_medoid_palette"] > 0
+    held = set(summary["data"]["held_out_photos"])
+    assert held and not held & set(summary["data"]["train_photos"])
+
+
+def test_quickstart_fast_end_to_end(tmp_path):
+    out = tmp_path / "qs"
+    t0 = time.perf_counter()
+    res = subprocess.run([FOURM, "quickstart", "--out", str(out), "--minutes", "1", "--samples", "40",
+                          "--eval-crops", "2", "--seed", "1"],
+                         capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=600)
+    wall = time.perf_counter() - t0
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    for stage in ("[1/5] data", "[2/5] label", "[3/5] tokenizers", "[4/5] train", "[5/5] generate"):
+        assert stage in res.stdout, res.stdout
+    assert "skip label depth" in res.stdout and "huggingface-cli download" in res.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["data"]["num_samples"] == 40
+    _check_summary(out, summary, 60)
+    _check_pngs(out, summary)
+    print(f"fast quickstart: {wall:.0f} s wall, timings {summary['timings_s']}")
+
+
+def test_quickstart_rejects_bad_options(tmp_path):
+    res = subprocess.run([FOURM, "quickstart", "--out", str(tmp_path / "x"), "--minutes", "0"],
+                         capture_output=True, text=True, env=_env(), timeout=120)
+    assert res.returncode != 0 and "--minutes must be > 0" in res.stderr
+    env = {**_env(), "FOURM_PLUGINS": "rgb,color_palette"}
+    res = subprocess.run([FOURM, "quickstart", "--out", str(tmp_path / "y"), "--minutes", "1"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode != 0 and "missing canny_edge" in res.stderr, res.stderr
+
+
+def test_labeler_plan_and_weights_lookup(tmp_path):
+    from fourm_registry import get_modalities
+    from fourm_trainers.quickstart import plan_labelers, weights_available
+
+    mods = get_modalities()
+    runnable, skipped = plan_labelers(mods)
+    assert {"canny_edge", "color_palette", "metadata"} <= set(runnable)
+    by = {s["modality"]: s for s in skipped}
+    assert "text_embedding" in by  # needs caption (not runnable offline) or its own weights
+    assert weights_available(str(tmp_path))  # a local directory counts
+    assert not weights_available("nobody/not-a-cached-model")
+    none, all_skipped = plan_labelers(mods, use_models=False)
+    assert not any(mods[n].default_weights for n in none)
+
+
+@pytest.mark.slow
+def test_quickstart_default_run(tmp_path):
+    """The README's command with its defaults: within 10 minutes and better than the trivial baseline."""
+    out = tmp_path / "qs"
+    t0 = time.perf_counter()
+    res = subprocess.run([FOURM, "quickstart", "--out", str(out)], capture_output=True, text=True, env=_env(),
+                         cwd=tmp_path, timeout=900)
+    wall = time.perf_counter() - t0
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    _check_summary(out, summary, 600)
+    _check_pngs(out, summary)
+    assert wall < 600, f"quickstart took {wall:.0f} s"
+    ea = summary["generation"]["edge_token_accuracy"]
+    assert ea["model"] > ea["baseline_most_frequent_token"], ea
+    print(f"default quickstart: {wall:.0f} s wall; edge-token accuracy {ea}; "
+          f"palette {summary['generation'].get('palette_distance')}")
