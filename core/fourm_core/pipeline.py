@@ -107,17 +107,19 @@ class AnyToAny:
     """A FourM model with its tokenizers: raw inputs → generated, decoded raw outputs.
 
     ``codecs``: ``{modality: ModalityCodec}`` (``fourm_core.tokenizers``), at least for every token modality
-    you give as a raw input or ask as a target. ``defaults``: per-modality :class:`TargetConfig` overrides.
+    you give as a raw input or ask as a target. ``defaults``: per-modality :class:`TargetConfig` overrides
+    (e.g. ``{"caption": {"temperature": 0.7, "top_p": 0.9}}``). ``step_logits_dtype``: see :class:`Sampler`.
     """
 
     def __init__(self, model: Any, codecs: Mapping[str, Any] | None = None, *,
                  modalities: ModalitySet | None = None, device: str | torch.device | None = None,
-                 defaults: Mapping[str, Mapping[str, Any]] | None = None):
+                 defaults: Mapping[str, Mapping[str, Any]] | None = None,
+                 step_logits_dtype: torch.dtype | None = None):
         if device is not None:
             model = model.to(device)
         model.eval()
         self.model = model
-        self.sampler = Sampler(model, modalities=modalities)
+        self.sampler = Sampler(model, modalities=modalities, step_logits_dtype=step_logits_dtype)
         self.modalities = self.sampler.modalities
         self.codecs = dict(codecs or {})
         self.defaults = {k: dict(v) for k, v in (defaults or {}).items()}
@@ -126,26 +128,31 @@ class AnyToAny:
     # -- loading ---------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, path_or_hub_id: str | os.PathLike, *, device: str | torch.device = "cpu",
-                        tokenizers: str | os.PathLike | None = None) -> AnyToAny:
-        """Load ``FourM.from_pretrained(path)`` and the codecs of ``path/tokenizers/`` (or ``tokenizers``)."""
+                        tokenizers: str | os.PathLike | None = None, modalities: ModalitySet | None = None,
+                        step_logits_dtype: torch.dtype | None = None) -> AnyToAny:
+        """Load ``FourM.from_pretrained(path)`` and the codecs of ``path/tokenizers/`` (or ``tokenizers``).
+
+        ``modalities``: where the checkpoint's modalities are looked up (default: the installed plugins).
+        Modalities without a tokenizer directory load fine; using them as raw inputs or decoded outputs then
+        raises :class:`TokenizerMissingError` naming them.
+        """
+        from . import checkpoint
         from .model import FourM
 
-        model = FourM.from_pretrained(path_or_hub_id)
-        root = Path(path_or_hub_id)
-        if not root.is_dir():  # a hub id: the model loader downloaded it; find its snapshot the same way
-            root = Path(getattr(model, "pretrained_dir", root))
-        tok_dir = Path(tokenizers) if tokenizers is not None else root / "tokenizers"
-        modalities = _model_modalities(model)
+        root = checkpoint._resolve_dir(path_or_hub_id)  # a local dir, or the hub snapshot it downloads
+        model = FourM.from_pretrained(str(root), modalities=modalities)
+        tok_dir = Path(tokenizers) if tokenizers is not None else Path(root) / "tokenizers"
+        specs = _model_modalities(model)
         codecs: dict[str, Any] = {}
         if tok_dir.is_dir():
             from .tokenizers import load_codecs
 
-            wanted = ModalitySet(s for s in modalities.specs if (tok_dir / s.name).is_dir()
+            wanted = ModalitySet(s for s in specs.specs if (tok_dir / s.name).is_dir()
                                  or (s.kind == "sequence" and (tok_dir / "text").is_dir()))
             codecs = dict(load_codecs(tok_dir, wanted))
         else:
             log.warning("%s has no tokenizers/ directory: only token-id inputs and token outputs will work", root)
-        return cls(model, codecs, modalities=modalities, device=device)
+        return cls(model, codecs, modalities=specs, device=device, step_logits_dtype=step_logits_dtype)
 
     # -- naming ----------------------------------------------------------------------------------
     def resolve(self, name: str, *, as_target: bool = False) -> str:

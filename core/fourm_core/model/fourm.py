@@ -46,6 +46,7 @@ sequence targets, FORMAT.md §5.4).
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -542,15 +543,18 @@ class FourM(nn.Module):
                            decoder_rows=details if return_details else None)
 
     # ------------------------------------------------------------------ checkpoints
-    def save_pretrained(self, directory: str, **kwargs: Any) -> None:
-        """Write ``model.safetensors`` + ``config.json`` into ``directory`` (see :mod:`fourm_core.checkpoint`)."""
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write ``model.safetensors`` + ``config.json`` into ``directory`` (see :mod:`fourm_core.checkpoint`);
+        other files there (e.g. ``tokenizers/``) are left alone."""
         from ..checkpoint import save_pretrained
 
-        save_pretrained(self, directory, **kwargs)
+        save_pretrained(self, directory)
 
     @classmethod
-    def from_pretrained(cls, dir_or_hub_id: str, **kwargs: Any) -> FourM:
-        """Load a model saved by :meth:`save_pretrained` from a local directory or a hub id."""
+    def from_pretrained(cls, dir_or_hub_id: str | os.PathLike, **kwargs: Any) -> FourM:
+        """Load a model saved by :meth:`save_pretrained` from a local directory or a hub id.
+
+        Keyword arguments go to :func:`fourm_core.checkpoint.from_pretrained` (``modalities=``, ``map_location=``)."""
         from ..checkpoint import from_pretrained
 
         return from_pretrained(dir_or_hub_id, **kwargs)
