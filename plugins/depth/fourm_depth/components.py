@@ -115,27 +115,35 @@ class DepthLabeler:
         return out
 
     def _label_batch(self, rgbs: list[np.ndarray]) -> list[np.ndarray]:
+        import inspect
+
         import torch
-        import torch.nn.functional as F
 
         enc = self.processor(images=rgbs, return_tensors="pt")
         pixel_values = enc["pixel_values"].to(device=self.device, dtype=self.dtype)
         with torch.inference_mode():
-            pred = self.model(pixel_values=pixel_values).predicted_depth.float()  # (B, h, w)
-        if pred.ndim == 4:
-            pred = pred[:, 0]
-        sizes = {img.shape[:2] for img in rgbs}
-        if len(sizes) == 1:
-            maps = [F.interpolate(pred[:, None], size=next(iter(sizes)), mode="bicubic", align_corners=False)[:, 0]]
-        else:  # mixed sizes: resize each to its own image
-            maps = [F.interpolate(p[None, None], size=img.shape[:2], mode="bicubic", align_corners=False)[0]
-                    for p, img in zip(pred, rgbs)]
-        results: list[np.ndarray] = []
-        for m in maps:
-            norm = normalize_depth(m, prediction=self.prediction, percentiles=self.percentiles)  # (b, H, W)
-            arr = norm.to(torch.float16).cpu().numpy()
-            results.extend(a[..., None] for a in arr)
-        return results
+            outputs = self.model(pixel_values=pixel_values)
+        sizes = [img.shape[:2] for img in rgbs]
+        post = getattr(self.processor, "post_process_depth_estimation", None)
+        if post is not None:
+            # the processor knows model-specific details (ZoeDepth's padding, Depth Pro's field of view)
+            kwargs = {"target_sizes": sizes}
+            if "source_sizes" in inspect.signature(post).parameters:
+                kwargs["source_sizes"] = sizes
+            outputs.predicted_depth = outputs.predicted_depth.float()
+            maps = [r["predicted_depth"].float() for r in post(outputs, **kwargs)]  # B x (H, W)
+        else:
+            import torch.nn.functional as F
+
+            pred = outputs.predicted_depth.float()
+            pred = pred[:, 0] if pred.ndim == 4 else pred  # (B, h, w)
+            maps = [F.interpolate(p[None, None], size=size, mode="bicubic", align_corners=False)[0, 0]
+                    for p, size in zip(pred, sizes)]
+        if len(set(sizes)) == 1:  # one batched normalisation
+            norm = normalize_depth(torch.stack(maps), prediction=self.prediction, percentiles=self.percentiles)
+            return [a[..., None] for a in norm.to(torch.float16).cpu().numpy()]
+        return [normalize_depth(m[None], prediction=self.prediction, percentiles=self.percentiles)[0]
+                .to(torch.float16).cpu().numpy()[..., None] for m in maps]
 
 
 class DepthTransform:
