@@ -18,11 +18,21 @@ REFERENCE_MODEL = dict(dim=256, encoder_depth=4, decoder_depth=4, num_heads=4, m
 
 
 def reference_modalities() -> ModalitySet:
-    """The 4M-7 modalities with the reference's token layouts and vocabulary sizes."""
+    """The 4M-7 modalities with the reference's token layouts and vocabulary sizes.
+
+    Shared with ``bench_train.py`` (its ``_modalities(256)``) when that module is importable, so that the
+    training and generation benchmarks measure the same model; the specs below are the same set.
+    """
+    try:
+        from bench_train import _modalities  # same directory (the benchmarks put it on sys.path)
+
+        return _modalities(256)
+    except ImportError:
+        pass
     grid = (14, 14)
     return ModalitySet([
         ModalitySpec(name="rgb", kind="pixels", grid=grid, patch_size=16, channels=3, decoder=False),
-        ModalitySpec(name="tok_rgb", kind="image", grid=grid, vocab_size=16384, source="rgb"),
+        ModalitySpec(name="tok_rgb", kind="image", grid=grid, vocab_size=16384),
         ModalitySpec(name="depth", kind="image", grid=grid, vocab_size=8192),
         ModalitySpec(name="normal", kind="image", grid=grid, vocab_size=8192),
         ModalitySpec(name="clip", kind="image", grid=grid, vocab_size=8192),

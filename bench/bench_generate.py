@@ -2,6 +2,10 @@
 
     python bench/bench_generate.py --reference-config --cases all --repeats 5 --threads 2
 
+Each line carries a load indicator (``calib_mm512_ms``: a 512³ matmul timed between runs, 2.1 ms on the
+quiet machine with 2 threads) and, with ``--threads 2``, ``quiet_estimate_ms`` (the median scaled by it: a
+rough estimate only, when other processes compete for the cores).
+
 ``--baseline`` also times the reference's algorithms on the same model and machine, interleaved with ours
 (so that machine load affects both alike): autoregressive decoding without a KV cache (the whole prefix
 re-decoded every step, logits for every prefix position) and ``torch.multinomial`` sampling everywhere.
@@ -21,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+#: 512³ fp32 matmul with 2 threads on the quiet machine (NOTES.md): the load indicator's reference
+QUIET_MM512_MS = 2.1
 REFERENCE_MS = {"ar_caption_b1": 659.0, "maskgit_depth_b1": 557.0, "maskgit_depth_b4": 2042.0, "roar_depth_b1": 389.0}
 CASES = tuple(REFERENCE_MS)
 
@@ -92,6 +98,19 @@ def _run_baseline(sampler, inputs, target, seed: int):
         sampler_mod.sample_tokens = ours
 
 
+def _calibrate(threads: int) -> float:
+    """Median time (ms) of a 512³ fp32 matmul: how busy the machine is right now (2.1 ms quiet, 2 threads)."""
+    import torch
+
+    a, b = torch.randn(512, 512), torch.randn(512, 512)
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        a @ b
+        times.append((time.perf_counter() - t0) * 1000.0)
+    return statistics.median(times)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--reference-config", action="store_true", help="the reference's model and modalities (default)")
@@ -121,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
         batch, target = _case(name)
         pixels = torch.randn(batch, 3, 224, 224)
         inputs = {"rgb": {"tensor": pixels}}
-        times, base_times = [], []
+        times, base_times, calib = [], [], []
         for i in range(args.warmup + args.repeats):
             t0 = time.perf_counter()
             result = sampler.generate(inputs, [target], seed=args.seed + i)
@@ -131,6 +150,7 @@ def main(argv: list[str] | None = None) -> None:
                 _run_baseline(sampler, inputs, target, args.seed + i)
                 bt = (time.perf_counter() - t0) * 1000.0
             if i >= args.warmup:
+                calib.append(_calibrate(args.threads))
                 times.append(dt)
                 if args.baseline:
                     base_times.append(bt)
@@ -143,7 +163,10 @@ def main(argv: list[str] | None = None) -> None:
             "speedup_vs_reference": round(REFERENCE_MS[name] / med, 2) if name in REFERENCE_MS else None,
             "params": model.num_parameters(),
             "step_logits": "float16" if args.half_step_logits else "float32",
+            "calib_mm512_ms": round(statistics.median(calib), 2),
         }
+        if args.threads == 2:  # rough: scales by how much slower a plain matmul is than on the quiet machine
+            line["quiet_estimate_ms"] = round(med * QUIET_MM512_MS / max(line["calib_mm512_ms"], QUIET_MM512_MS), 1)
         if args.baseline:
             bmed = statistics.median(base_times)
             line.update(baseline_ms_median=round(bmed, 1), speedup_vs_baseline=round(bmed / med, 2))

@@ -27,7 +27,7 @@ import resource
 import statistics
 import time
 
-#: 512³ fp32 matmul with 2 threads on the quiet reference machine (NOTES.md)
+#: 512³ fp32 matmul with 2 threads on the quiet reference machine (NOTES.md); the estimate needs --threads 2
 QUIET_MM512_MS = 2.1
 
 
@@ -179,7 +179,8 @@ def main(argv: list[str] | None = None) -> None:
         "steps": args.steps, "reference_config": args.reference_config,
         "calib_mm512_ms": round(statistics.median(calib) * 1000, 2),
         # load-normalised estimate: step time scaled by how much slower a 512³ matmul ran than when quiet
-        "quiet_estimate_ms": round(med * 1000 * min(1.0, QUIET_MM512_MS / (statistics.median(calib) * 1000)), 1),
+        "quiet_estimate_ms": (round(med * 1000 * min(1.0, QUIET_MM512_MS / (statistics.median(calib) * 1000)), 1)
+                              if args.threads == 2 else None),
     }))
 
 

@@ -69,9 +69,24 @@ class ComponentRef:
                 raise ComponentError(f"component {self.target!r}: {module_name!r} has no attribute {part!r}") from exc
         return obj
 
-    def build(self, **overrides: Any) -> Any:
-        """Call the referenced factory with ``kwargs`` updated by ``overrides``."""
-        return self.load()(**{**self.kwargs, **overrides})
+    def build(self, *, optional: Mapping[str, Any] | None = None, **overrides: Any) -> Any:
+        """Call the referenced factory with ``kwargs`` updated by ``overrides``.
+
+        ``optional`` holds context the host can offer (e.g. ``raw_size`` of the store, the tokenizer
+        directory); each entry is passed only if the factory's signature accepts it.
+        """
+        factory = self.load()
+        extra: dict[str, Any] = {}
+        if optional:
+            import inspect
+
+            try:
+                params = inspect.signature(factory).parameters
+            except (TypeError, ValueError):
+                params = {}
+            takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+            extra = {k: v for k, v in optional.items() if takes_any or k in params}
+        return factory(**{**extra, **self.kwargs, **overrides})
 
 
 def _to_ref(value: Any) -> ComponentRef | None:

@@ -114,17 +114,7 @@ def register_commands(cli: click.Group) -> None:
                      "scheme": scheme}
         if top_k is not None:
             overrides["top_k"] = int(top_k) if top_k >= 1 else float(top_k)
-        resolved = [pipe.resolve(t, as_target=True) for t in tgt]
-        if scheme is not None:
-            # the scheme applies to image/vector targets only
-            from .generation import TargetConfig
-
-            tgt_cfgs = [TargetConfig(modality=t, scheme=scheme) if pipe.modalities[t].kind != "sequence"
-                        else TargetConfig(modality=t) for t in resolved]
-            overrides.pop("scheme")
-        else:
-            tgt_cfgs = resolved
-        out = pipe(raw_inputs, tgt_cfgs, seed=seed, **{k: v for k, v in overrides.items() if v is not None})
+        out = pipe(raw_inputs, tgt, seed=seed, **{k: v for k, v in overrides.items() if v is not None})
         save = Path(save_dir)
         save.mkdir(parents=True, exist_ok=True)
         for name in out:

@@ -42,6 +42,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 #: per-call overrides that apply to every target (TargetConfig fields)
 _OVERRIDES = ("scheme", "steps", "token_schedule", "temperature", "temperature_schedule", "top_k", "top_p",
               "guidance", "max_new_tokens", "stop_at_eos")
+#: call-wide options that only make sense for some kinds (skipped for the other targets)
+_SEQUENCE_ONLY = ("max_new_tokens", "stop_at_eos")
+_ITERATIVE_ONLY = ("scheme", "steps", "token_schedule", "temperature_schedule")
 
 
 class AnyToAnyOutput(Mapping[str, Any]):
@@ -313,7 +316,10 @@ class AnyToAny:
         for t in targets:
             cfg = t if isinstance(t, TargetConfig) else TargetConfig(modality=t)
             name = self.resolve(cfg.modality, as_target=True)
-            merged = {**self.defaults.get(name, {}), **{k: v for k, v in overrides.items() if v is not None}}
+            is_seq = self.modalities[name].kind == "sequence"
+            call = {k: v for k, v in overrides.items() if v is not None
+                    and not (is_seq and k in _ITERATIVE_ONLY) and not (not is_seq and k in _SEQUENCE_ONLY)}
+            merged = {**self.defaults.get(name, {}), **call}
             fields = attrs.fields(TargetConfig)
             unset = {k: v for k, v in merged.items() if getattr(cfg, k) == getattr(fields, k).default}
             out.append(cfg.replace(modality=name, **unset))
@@ -324,7 +330,9 @@ class AnyToAny:
         """Generate ``targets`` (in order; each finished one conditions the next) from raw ``inputs``.
 
         ``overrides`` (``steps``, ``temperature``, ``guidance``, ``top_k``, ``top_p``, ``scheme``, ...) apply to
-        every target that does not set them itself (pass :class:`TargetConfig` objects for per-target settings).
+        every target that does not set them itself and to which they apply (``scheme`` / ``steps`` to
+        image and vector targets, ``max_new_tokens`` / ``stop_at_eos`` to sequences); pass
+        :class:`TargetConfig` objects for per-target settings.
         ``decode=False`` skips the codecs (outputs are token ids).
         """
         result, raws, batched = self._run(inputs, targets, seed, overrides)

@@ -107,3 +107,11 @@ def test_retrieval_index_and_search(pipe, photo, tmp_path):
         pipe.embed({"rgb": photo}, "depth")
     with pytest.raises(GenerationError, match="fourm index STORE"):
         Index.load(tmp_path / "missing.npz")
+
+
+def test_call_wide_options_apply_to_the_kinds_they_fit(pipe, photo):
+    steps = list(pipe.iterate({"rgb": photo}, ["depth", "caption"], seed=0, scheme="roar", steps=2,
+                              max_new_tokens=3, stop_at_eos=False))
+    assert [s.modality for s in steps] == ["depth"] * 2 + ["caption"] * 3
+    pipe2 = type(pipe)(pipe.model, pipe.codecs, defaults={"depth": {"steps": 3}})
+    assert len(list(pipe2.iterate({"rgb": photo}, ["depth"], seed=0))) == 3

@@ -307,7 +307,10 @@ def _label_one(store: Store, spec: ModalitySpec, dist: _Dist, *, batch_size: int
             kwargs["batch_size"] = batch_size
         labeler = spec.labeler.build(**kwargs)
         bs = int(batch_size or getattr(labeler, "batch_size", 8) or 8)
-        inputs_needed = list(dict.fromkeys(("rgb", *spec.requires)))
+        # optional inputs (e.g. metadata counts instances when sam_instance is there) are fed when complete
+        optional = [m for m in getattr(labeler, "optional_inputs", ())
+                    if m not in spec.requires and store.has(m, "raw") and store.is_complete(m, "raw")]
+        inputs_needed = list(dict.fromkeys(("rgb", *spec.requires, *optional)))
         bar = _progress(sum(len(shards[s]) for s in todo), f"label {spec.name}", progress and dist.is_main)
         try:
             for s in todo:
@@ -405,7 +408,7 @@ def tokenize(url: str, modalities: Sequence[str], *, crops: int = 1, tokenizers_
             store.ensure_tokens(spec, crops, overwrite=overwrite, tokenizer=os.fspath(tokenizers_dir) if tokenizers_dir else None)
     dist.barrier()
     store = Store.open(url, "r+")
-    transforms = {s.name: _transform_for(s, codecs[s.name]) for s in specs}
+    transforms = {s.name: _transform_for(s, codecs[s.name], raw_size=store.raw_size) for s in specs}
     for codec in codecs.values():
         if hasattr(codec, "to") and callable(codec.to):
             codec.to(device)
@@ -444,10 +447,11 @@ def tokenize(url: str, modalities: Sequence[str], *, crops: int = 1, tokenizers_
             for n, c in counts.items()}
 
 
-def _transform_for(spec: ModalitySpec, codec: Any) -> Any:
-    """The plugin's transform, else the codec's default transform when it can crop, else None (no crop)."""
+def _transform_for(spec: ModalitySpec, codec: Any, *, raw_size: int) -> Any:
+    """The plugin's transform (told the store's raw size when it asks for it), else the codec's default
+    transform when it can crop, else None (no crop)."""
     if spec.transform is not None:
-        return spec.transform.build()
+        return spec.transform.build(optional={"raw_size": raw_size})
     t = getattr(codec, "transform", None)
     return t if t is not None and callable(getattr(t, "crop", None)) and spec.kind != "vector" else None
 

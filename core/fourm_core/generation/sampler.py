@@ -155,7 +155,8 @@ class Sampler:
         out_tokens: dict[str, torch.Tensor] = {}
         for cfg in resolved:
             name = cfg.modality
-            conditions = tuple(cfg.guidance_conditions) if cfg.guidance_conditions is not None else tuple(guided)
+            given = cfg.guidance_conditions if cfg.guidance_conditions is not None else guided
+            conditions = tuple(c for c in given if c != name)  # never "remove" the target being generated
             for c in conditions:
                 if c not in mod_dict:
                     raise GenerationError(
@@ -173,7 +174,7 @@ class Sampler:
             else:
                 tokens = yield from self._iterative(mod_dict, spec, cfg, conditions, generator, B)
             out_tokens[name] = tokens
-            if grow_conditioning:
+            if grow_conditioning and name in mod_dict:
                 guided.append(name)
         return GenerationResult(tokens=out_tokens, mod_dict=mod_dict)
 
@@ -284,17 +285,15 @@ class Sampler:
                         "decoding all %d tokens in one step", name, N)
             counts = [N]
         temps = temperature_schedule(cfg.temperature, counts, cfg.temperature_schedule)
-        arange = torch.arange(N, device=dev).expand(B, N)
         for step, (n_commit, temp) in enumerate(zip(counts, temps)):
-            remaining = N - int(committed[0].sum())
-            # Positions still masked, per row (same count in every row): stable sort puts them first.
-            order = torch.sort(committed.to(torch.uint8), dim=1, stable=True).indices  # (B, N)
             if cfg.scheme == "roar":
-                # random subset of the remaining positions: random keys, committed ones pushed last
+                # a random subset of the still-masked positions: random keys, committed ones pushed last
                 keys = torch.rand((B, N), generator=generator, device=dev) + committed.float() * 2.0
-                order = keys.argsort(dim=1)
-                query_pos = order[:, :n_commit]  # (B, n)
+                query_pos = keys.argsort(dim=1)[:, :n_commit]  # (B, n)
             else:
+                # every still-masked position (same count in every row); a stable sort puts them first
+                remaining = N - int(committed[0].sum())
+                order = torch.sort(committed.to(torch.uint8), dim=1, stable=True).indices  # (B, N)
                 query_pos = order[:, :remaining]  # (B, M)
             if spec.encoder:
                 mod_dict[name] = {"tensor": tokens, "input_mask": ~committed}
@@ -314,7 +313,6 @@ class Sampler:
             done = step == len(counts) - 1
             yield GenerationStep(modality=name, step=step, num_steps=len(counts), tokens=tokens,
                                  committed=committed, done=done)
-        del arange
         mod_dict[name] = {"tensor": tokens, "input_mask": torch.zeros_like(committed)}
         if not spec.encoder:
             mod_dict.pop(name)

@@ -1,10 +1,11 @@
 """Components of the ``depth`` modality.
 
 Raw form: float16 ``(H, W, 1)`` relative depth in [0, 1], **0 = nearest, 1 = farthest**, normalised per image:
-the model's prediction is resized (bicubic) to the rgb raw size, its 1st..99th percentile range is mapped
-linearly onto [0, 1] (values outside are clipped) and, for models predicting relative *inverse* depth
-(disparity: Depth-Anything relative, DPT/MiDaS), the result is reversed (``1 - v``) so that larger means
-farther for every model. The values are therefore an affine-normalised disparity (or depth, for metric models),
+the model's prediction is resized to the rgb raw size by the image processor's
+``post_process_depth_estimation`` (bicubic for DPT / Depth-Anything; it also removes ZoeDepth's padding), its
+1st..99th percentile range is mapped linearly onto [0, 1] (values outside are clipped) and, for models predicting
+relative *inverse* depth (disparity: Depth-Anything relative, DPT/MiDaS), the result is reversed (``1 - v``) so
+that larger means farther for every model. The values are therefore an affine-normalised disparity (or depth, for metric models),
 monotone in true depth but not metric.
 
 Augmentation: crops resample bilinearly; a horizontal flip mirrors the map (depth values do not change).

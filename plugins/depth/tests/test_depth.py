@@ -176,3 +176,14 @@ def test_fourm_label_job_on_a_store_of_real_photos(tmp_path):
     assert len(raws) == 3
     for raw in raws:
         check_raw(spec, raw)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_labeler_matches_cpu(tmp_path):
+    weights = save_tiny_depth_anything(tmp_path / "w")
+    photos = sample_photos(2)
+    cpu = DepthLabeler(weights=weights)({"rgb": photos})
+    gpu = DepthLabeler(weights=weights, device="cuda")({"rgb": photos})
+    for a, b in zip(cpu, gpu):
+        check_raw(get_modalities()["depth"], b)
+        assert np.abs(a.astype(np.float32) - b.astype(np.float32)).mean() < 1e-2

@@ -215,3 +215,14 @@ def test_fourm_label_job_on_a_store_of_real_photos(tmp_path):
     assert len(raws) == 3
     for raw in raws:
         check_raw(spec, raw)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_labeler_matches_cpu(tmp_path):
+    weights = save_tiny_mask2former(tmp_path / "w")
+    photos = sample_photos(2)
+    cpu = SemsegLabeler(weights=weights)({"rgb": photos})
+    gpu = SemsegLabeler(weights=weights, device="cuda")({"rgb": photos})
+    for a, b in zip(cpu, gpu):
+        check_raw(get_modalities()["semseg"], b)
+        assert (a == b).mean() > 0.99
