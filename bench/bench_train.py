@@ -15,7 +15,8 @@ Output keys: ``ms_per_step`` (median over the timed steps), ``tokens_per_s`` (ba
 tokens) / median step), ``peak_rss_mib``, ``params``, plus the configuration and a per-phase breakdown
 (forward / backward / optimizer medians in ms) and a load indicator (``calib_mm512_ms``: a 512³ matmul timed
 between steps, 2.1 ms when the machine is quiet; ``quiet_estimate_ms`` scales the step time by it, a rough
-estimate only when other processes compete for the cores). Masked batches are drawn before timing (the data loader's job
+estimate only when other processes compete for the cores; ``cpu_ms_per_step`` is the process CPU time per step,
+which with ``--threads 1`` approximates the quiet single-thread step time). Masked batches are drawn before timing (the data loader's job
 in training); ``masking_ms`` reports their cost per batch.
 """
 
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=1e-4, betas=(0.9, 0.95), **impl)
 
-    fwd, bwd, ost, total, calib = [], [], [], [], []
+    fwd, bwd, ost, total, calib, cpu = [], [], [], [], [], []
     ca, cb = torch.randn(512, 512), torch.randn(512, 512)
 
     def calibrate() -> None:
@@ -140,6 +141,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def step(i: int) -> None:
         md = batches[i % n_batches]
+        cpu0 = time.process_time()
         a = time.perf_counter()
         out = model(md, num_encoder_tokens=n_enc, num_decoder_tokens=n_dec)
         b = time.perf_counter()
@@ -149,10 +151,11 @@ def main(argv: list[str] | None = None) -> None:
         opt.zero_grad(set_to_none=True)
         d = time.perf_counter()
         fwd.append(b - a), bwd.append(c - b), ost.append(d - c), total.append(d - a)
+        cpu.append(time.process_time() - cpu0)
 
     for i in range(args.warmup):
         step(i)
-    fwd.clear(), bwd.clear(), ost.clear(), total.clear()
+    fwd.clear(), bwd.clear(), ost.clear(), total.clear(), cpu.clear()
     for i in range(args.steps):
         calibrate()
         step(i)
@@ -177,6 +180,8 @@ def main(argv: list[str] | None = None) -> None:
         "forward_ms": round(statistics.median(fwd) * 1000, 1), "backward_ms": round(statistics.median(bwd) * 1000, 1),
         "optimizer_ms": round(statistics.median(ost) * 1000, 1), "masking_ms": round(masking_ms, 1),
         "steps": args.steps, "reference_config": args.reference_config,
+        # CPU time of this process per step (all threads): with --threads 1 close to the quiet step time
+        "cpu_ms_per_step": round(statistics.median(cpu) * 1000, 1),
         "calib_mm512_ms": round(statistics.median(calib) * 1000, 2),
         # load-normalised estimate: step time scaled by how much slower a 512³ matmul ran than when quiet
         "quiet_estimate_ms": (round(med * 1000 * min(1.0, QUIET_MM512_MS / (statistics.median(calib) * 1000)), 1)

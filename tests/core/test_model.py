@@ -292,3 +292,11 @@ def test_gather_patches_matches_full_patchify(mods):
     img = torch.randn(2, 3, 32, 32)
     bi, pi = torch.tensor([0, 1, 1, 0]), torch.tensor([5, 0, 15, 7])
     torch.testing.assert_close(emb.gather_patches(img, bi, pi), emb.patches(img)[bi, pi], atol=0, rtol=0)
+
+
+def test_token_counts_larger_than_the_batch_holds(mods):
+    model = _model(mods)
+    md = random_mod_dict(mods, batch=2, seed=12)
+    a = model(md)
+    b = model(md, num_encoder_tokens=10_000, num_decoder_tokens=10_000)
+    torch.testing.assert_close(a.loss, b.loss, atol=1e-5, rtol=1e-5)

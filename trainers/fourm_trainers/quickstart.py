@@ -502,11 +502,16 @@ def generate_and_evaluate(model_dir: str, data: dict[str, Any], url: str, names:
         results["metadata_parsed"] = f"{ok}/{len(rgb)}"
 
     sub = _subset(pred, show)
+    # a briefly trained MSE edge tokenizer decodes to faint strokes that the plugin's 0.5 threshold erases:
+    # draw the decoder's soft output (strength x2, clipped) so the predicted structure is visible
+    soft = pipe.codec("canny_edge").tokenizer.decode(sub.tokens["canny_edge"].cpu()).detach().float()
+    sub.raw["canny_edge"] = [np.clip(a.permute(1, 2, 0).numpy() * 2.0 * 255.0, 0, 255).astype(np.uint8)
+                             for a in soft]
     with _quiet("fourm_core.pipeline"):  # unparseable rows are drawn as their text on purpose
         grid = pipe.render(sub, tile=160)
     gt_cols = [(n, truth[n][:show]) for n in ("canny_edge", "color_palette", "metadata") if n in truth]
     png = out / "rgb_to_edges_palette_metadata.png"
-    side_by_side([("held-out input -> 4M predictions (AnyToAny)", grid),
+    side_by_side([("held-out input -> 4M predictions (AnyToAny; edges: soft decoder output)", grid),
                   ("labelers' ground truth", render_grid(gt_cols, mods, tile=160))]).save(png)
     results["pngs"].append(str(png))
 

@@ -314,6 +314,7 @@ class FourM(nn.Module):
         b = mask_all.shape[0]
         if num_encoder_tokens is None:
             num_encoder_tokens = max(int((~mask_all).sum(1).max()), 1)
+        num_encoder_tokens = min(num_encoder_tokens, mask_all.shape[1])  # never more slots than exist
         keep = _select_slots(mask_all, num_encoder_tokens)  # (B, N)
         padding = mask_all.gather(1, keep)  # (B, N)
         kmod = torch.cat(slot_mod)[keep]
@@ -468,6 +469,7 @@ class FourM(nn.Module):
         mask_all = torch.cat([s["slot_mask"] for s in slots], dim=1)  # (B, S)
         if num_decoder_tokens is None:
             num_decoder_tokens = max(int((~mask_all).sum(1).max()), 1)
+        num_decoder_tokens = min(num_decoder_tokens, mask_all.shape[1])
         keep = _select_slots(mask_all, num_decoder_tokens)  # (B, M)
         padding = mask_all.gather(1, keep)
         dev = mask_all.device
