@@ -450,8 +450,6 @@ def side_by_side(panels: Sequence[tuple[str, Any]], gap: int = 12) -> Any:
 def generate_and_evaluate(model_dir: str, data: dict[str, Any], url: str, names: Sequence[str], out: Path,
                           cfg: QuickstartConfig) -> dict[str, Any]:
     """Run the any-to-any pipeline on the held-out crops, write the PNG grids, measure quality."""
-    import torch
-
     from fourm_core.data import Store
     from fourm_core.generation import TargetConfig
     from fourm_core.pipeline import AnyToAny, render_grid
@@ -532,7 +530,6 @@ def generate_and_evaluate(model_dir: str, data: dict[str, Any], url: str, names:
     rgb_mae = float(np.mean([np.abs(p.astype(np.float32) - _resize(r, p.shape[:2]).astype(np.float32)).mean()
                              for p, r in zip(pred2.raw["tok_rgb"], rgb)]))
     results["edges_palette_to_rgb_mae"] = round(rgb_mae, 2)
-    del torch
     return results
 
 
@@ -593,7 +590,7 @@ def run_quickstart(cfg: QuickstartConfig, *, echo: Callable[[str], None] | None 
     from fourm_registry import get_modalities
 
     say = echo or (lambda s: log.info("%s", s))
-    clock = _clock = _Clock(cfg.minutes)
+    clock = _Clock(cfg.minutes)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob("*.png"):
@@ -683,7 +680,6 @@ def run_quickstart(cfg: QuickstartConfig, *, echo: Callable[[str], None] | None 
     summary["budget_s"] = clock.budget
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     say(f"done in {clock.elapsed():.0f} s: {', '.join(Path(p).name for p in gen['pngs'])} and summary.json in {out}")
-    del _clock
     return summary
 
 
