@@ -432,8 +432,11 @@ def _dirichlet(alpha: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor
     pos = alpha > 0
     logg = _log_gamma(torch.where(pos, alpha, torch.ones_like(alpha)), gen)
     logg = torch.where(pos, logg, torch.full_like(logg, -math.inf))
-    p = torch.softmax(logg, dim=-1)
-    return torch.where(pos.any(-1, keepdim=True), p, torch.zeros_like(p)).float()
+    p = torch.softmax(logg, dim=-1).float()
+    # tiny alphas underflow most shares to exactly 0 in float32; keep every eligible modality strictly positive so
+    # that budget the dominant modality cannot hold still flows to the others (alpha-0 entries stay exactly 0)
+    p = torch.where(pos, p.clamp_min(1e-30), torch.zeros_like(p))
+    return torch.where(pos.any(-1, keepdim=True), p, torch.zeros_like(p))
 
 
 def _randint(lo: int, hi: int, n: int, gen: torch.Generator | None, device: torch.device) -> torch.Tensor:
