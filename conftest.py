@@ -28,3 +28,25 @@ def pytest_configure(config):
         settings.load_profile("fourm")
     except ImportError:
         pass
+
+
+import pytest  # noqa: E402
+
+_PLUGIN_ENV = ("FOURM_PLUGINS", "FOURM_DISABLE_PLUGINS")
+
+
+@pytest.fixture(autouse=True)
+def _plugin_env_is_restored():
+    """A test that changes which plugins load must not leak that into the tests after it."""
+    before = {k: os.environ.get(k) for k in _PLUGIN_ENV}
+    yield
+    after = {k: os.environ.get(k) for k in _PLUGIN_ENV}
+    if after != before:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        from fourm_registry import reset_manager
+
+        reset_manager()

@@ -326,17 +326,23 @@ class AnyToAny:
         return out
 
     def __call__(self, inputs: Mapping[str, Any], targets: Sequence[str | TargetConfig] | str, *,
-                 seed: int | None = None, decode: bool = True, **overrides: Any) -> AnyToAnyOutput:
+                 seed: int | None = None, decode: bool = True, decode_errors: str = "raise",
+                 **overrides: Any) -> AnyToAnyOutput:
         """Generate ``targets`` (in order; each finished one conditions the next) from raw ``inputs``.
 
         ``overrides`` (``steps``, ``temperature``, ``guidance``, ``top_k``, ``top_p``, ``scheme``, ...) apply to
         every target that does not set them itself and to which they apply (``scheme`` / ``steps`` to
         image and vector targets, ``max_new_tokens`` / ``stop_at_eos`` to sequences); pass
         :class:`TargetConfig` objects for per-target settings.
-        ``decode=False`` skips the codecs (outputs are token ids).
+        ``decode=False`` skips the codecs (outputs are token ids). ``decode_errors``: ``"raise"`` (default), or
+        ``"text"``: a generated row its codec cannot decode (e.g. a sequence a briefly trained model got wrong,
+        that its serializer cannot parse) becomes the string ``"unparseable: <reason>"`` and the other rows
+        are kept.
         """
+        if decode_errors not in ("raise", "text"):
+            raise GenerationError(f"decode_errors must be 'raise' or 'text', got {decode_errors!r}")
         result, raws, batched = self._run(inputs, targets, seed, overrides)
-        return self._decode(result, raws, batched, decode)
+        return self._decode(result, raws, batched, decode, decode_errors)
 
     def iterate(self, inputs: Mapping[str, Any], targets: Sequence[str | TargetConfig] | str, *,
                 seed: int | None = None, **overrides: Any) -> Iterator[GenerationStep]:
@@ -349,15 +355,31 @@ class AnyToAny:
         cfgs = self._targets(targets, overrides)
         return self.sampler.generate(mod_dict, cfgs, seed=seed), raws, batched
 
-    def _decode(self, result: GenerationResult, raws: dict[str, list], batched: bool, decode: bool) -> AnyToAnyOutput:
+    def _decode(self, result: GenerationResult, raws: dict[str, list], batched: bool, decode: bool,
+                errors: str = "raise") -> AnyToAnyOutput:
         out: dict[str, list[Any]] = {}
         for name, tokens in result.tokens.items():
             if not decode:
                 out[name] = list(tokens.cpu())
                 continue
+            codec = self.codec(name)
             with torch.no_grad():
-                out[name] = list(self.codec(name).decode(tokens.cpu()))
+                try:
+                    out[name] = list(codec.decode(tokens.cpu()))
+                except ValueError as exc:
+                    if errors == "raise":
+                        raise GenerationError(f"generated {name!r} tokens could not be decoded: {exc} "
+                                              f"(pass decode_errors='text' to keep the other rows)") from exc
+                    out[name] = [self._decode_row(codec, name, tokens[i : i + 1]) for i in range(tokens.shape[0])]
         return AnyToAnyOutput(out, dict(result.tokens), raws, batched)
+
+    @staticmethod
+    def _decode_row(codec: Any, name: str, tokens: torch.Tensor) -> Any:
+        try:
+            return codec.decode(tokens.cpu())[0]
+        except ValueError as exc:
+            log.warning("generated %r row could not be decoded: %s", name, exc)
+            return f"unparseable: {str(exc)[:200]}"
 
     # -- retrieval -------------------------------------------------------------------------------
     def embed(self, inputs: Mapping[str, Any], modality: str, *, seed: int | None = 0, **overrides: Any) -> np.ndarray:

