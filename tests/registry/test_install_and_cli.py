@@ -6,10 +6,8 @@ import inspect
 import json
 import os
 import re
-import site
 import subprocess
 import sys
-import venv
 from pathlib import Path
 
 import pytest
@@ -23,21 +21,8 @@ FIXTURE = ROOT / "tests" / "fixtures" / "fourm-hello"
 def _run(cmd, **kw):
     env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "HF_HUB_OFFLINE": "1"}
     env.pop("FOURM_PLUGINS", None)
+    env.pop("FOURM_DISABLE_PLUGINS", None)
     return subprocess.run(cmd, capture_output=True, text=True, env=env, **kw)
-
-
-@pytest.fixture(scope="module")
-def fresh_venv(tmp_path_factory):
-    """A new virtualenv that sees this environment's packages (through a .pth that adds our site dirs)."""
-    root = tmp_path_factory.mktemp("venv")
-    venv.EnvBuilder(with_pip=True).create(root)
-    py = root / "bin" / "python"
-    purelib = _run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], check=True).stdout.strip()
-    ours = [p for p in site.getsitepackages() if Path(p).is_dir()]
-    (Path(purelib) / "_fourm_parent_env.pth").write_text(
-        "".join(f"import site; site.addsitedir({p!r})\n" for p in ours)
-    )
-    return py
 
 
 def _modalities(py) -> list[dict]:

@@ -46,27 +46,29 @@ class ModelBackend:
         self._tables: dict[str, tuple[tuple, torch.Tensor]] = {}
 
     def _output_table(self, name: str) -> torch.Tensor:
-        """The output table of ``name`` transposed to a contiguous ``(D, V)`` matrix (in ``step_logits_dtype``
-        when one is set), cached and rebuilt whenever the weights change.
+        """The output table of ``name`` for one-token steps, cached and rebuilt whenever the weights change.
 
-        ``hidden (B, D) @ table (D, V)`` computes exactly the float32 logits (up to summation order) but
-        streams the table row by row: on CPU this matrix-vector product runs about 3.5x faster than against
-        the ``(V, D)`` layout of the embedding, and it dominates a one-token decoding step."""
+        float32 (default): the table transposed to a contiguous ``(D, V)`` matrix. ``hidden (B, D) @ table``
+        gives exactly the float32 logits (up to summation order) but streams the table row by row: on CPU
+        that matrix-vector product runs about 3.5x faster than against the ``(V, D)`` layout of the
+        embedding, and it dominates a one-token decoding step. ``step_logits_dtype`` set: a ``(V, D)`` copy
+        in that dtype (the layout its CPU kernels stream fastest)."""
         weight = self.model.decoder_embeddings[name].output_weight  # (V, D)
         key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
         cached = self._tables.get(name)
         if cached is None or cached[0] != key:
-            dtype = self.step_logits_dtype or weight.dtype
-            cached = (key, weight.detach().t().to(dtype).contiguous())
+            w = weight.detach()
+            table = w.t().contiguous() if self.step_logits_dtype is None else w.to(self.step_logits_dtype).contiguous()
+            cached = (key, table)
             self._tables[name] = cached
         return cached[1]
 
     def _step_logits(self, name: str, hidden: torch.Tensor) -> torch.Tensor:
-        """Logits (B, V) of one decoding step against the cached transposed table."""
+        """Logits (B, V) of one decoding step against the cached table (see :meth:`_output_table`)."""
         table = self._output_table(name)
-        if table.dtype == hidden.dtype:
-            return hidden @ table
-        return (hidden.to(table.dtype) @ table).float()
+        if self.step_logits_dtype is None:
+            return hidden @ table.to(hidden.dtype)
+        return torch.nn.functional.linear(hidden.to(table.dtype), table).float()
 
     @property
     def modalities(self) -> ModalitySet:
