@@ -160,3 +160,62 @@ def visualize_vector(raw: np.ndarray, *, size: int = 224):
     grid = v.reshape(rows, v.size // rows)
     lim = float(np.abs(grid).max()) or 1.0
     return to_pil(colormap(grid, cmap="coolwarm", vmin=-lim, vmax=lim), size=size)
+
+
+class FeatureModalityComponents:
+    """The transform, visualizer and tokenizer factories of a feature-map modality (``dinov2``, ``clip``,
+    ``imagebind``) and of its optional global-vector sibling (``dinov2_global``), for a plugin's
+    ``components`` module to expose as its entry points::
+
+        _FEATURES = FeatureModalityComponents(modality="dinov2", global_modality="dinov2_global",
+                                              channels=768, grid=(16, 16), patch_size=14)
+        make_feature_transform = _FEATURES.make_feature_transform
+
+    :param modality: the feature-map modality (named in error messages and given to its tokenizer).
+    :param channels: feature dimension ``D`` of both the map ``(h, w, D)`` and the global vector ``(D,)``.
+    :param grid: the stored grid ``(h, w)``; :param patch_size: input pixels per feature cell.
+    :param global_modality: the global-vector modality, or None when the plugin has none.
+    :param vocab_size: codebook size of both tokenizers; :param global_tokens: tokens per global vector.
+    """
+
+    def __init__(self, *, modality: str, channels: int, grid: tuple[int, int], patch_size: int,
+                 global_modality: str | None = None, vocab_size: int = 8192, global_tokens: int = 16):
+        self.modality, self.global_modality = modality, global_modality
+        self.channels, self.grid, self.patch_size = int(channels), (int(grid[0]), int(grid[1])), int(patch_size)
+        self.vocab_size, self.global_tokens = int(vocab_size), int(global_tokens)
+
+    def _global(self) -> str:
+        if self.global_modality is None:
+            raise ValueError(f"modality {self.modality!r} has no global-vector sibling modality")
+        return self.global_modality
+
+    def make_feature_transform(self, raw_size: int = 256) -> FeatureMapTransform:
+        """:class:`FeatureMapTransform` of the ``(h, w, D)`` map over a ``raw_size`` raw rgb image."""
+        return FeatureMapTransform(grid=self.grid, channels=self.channels, patch_size=self.patch_size,
+                                   raw_size=raw_size, modality=self.modality)
+
+    def make_global_transform(self) -> VectorTransform:
+        """:class:`VectorTransform` of the ``(D,)`` global vector."""
+        return VectorTransform(channels=self.channels, modality=self._global())
+
+    def visualize_features(self, raw: np.ndarray):
+        """PCA of the patch features to RGB (PIL image)."""
+        return visualize_feature_map(raw)
+
+    def visualize_global(self, raw: np.ndarray):
+        """The global embedding as a colour-mapped near-square grid of its values (PIL image)."""
+        return visualize_vector(raw)
+
+    def make_feature_tokenizer(self, **overrides: Any):
+        """Untrained cosine-loss ViT VQ-VAE over the ``(D, h, w)`` map: patch 1 → ``h × w`` tokens."""
+        from .feature_tokenizers import feature_map_tokenizer
+
+        return feature_map_tokenizer(channels=self.channels, grid=self.grid, vocab_size=self.vocab_size,
+                                     modality=self.modality, **overrides)
+
+    def make_global_tokenizer(self, **overrides: Any):
+        """Untrained cosine-loss MLP VQ: the ``D`` vector → ``global_tokens`` tokens."""
+        from .feature_tokenizers import vector_tokenizer
+
+        return vector_tokenizer(dim=self.channels, num_tokens=self.global_tokens, vocab_size=self.vocab_size,
+                                modality=self._global(), **overrides)

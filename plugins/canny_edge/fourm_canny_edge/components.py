@@ -144,7 +144,7 @@ def _register_soft_edge_decoder() -> None:
         """
 
         def __init__(self, code_dim: int, out_channels: int, grid: tuple[int, int], patch_size: int, *,
-                     dilate: int = 1, blur_sigma: float = 1.0, pos_weight: float = 2.0, **vit: Any) -> None:
+                     dilate: int = 1, blur_sigma: float = 1.0, pos_weight: float = 1.0, **vit: Any) -> None:
             super().__init__(code_dim, out_channels, grid, patch_size, **vit)
             if dilate < 0 or blur_sigma < 0 or pos_weight <= 0:
                 raise ValueError(f"modality 'canny_edge' soft edge decoder: need dilate >= 0, blur_sigma >= 0, "

@@ -10,8 +10,6 @@ import logging
 import textwrap
 from typing import Any
 
-import numpy as np
-
 from fourm_core.plugin_kit.seqtext import SerializationError
 
 log = logging.getLogger(__name__)
@@ -54,25 +52,24 @@ class CaptionLabeler:
                  max_new_tokens: int = 40, num_beams: int = 3, prompt: str | None = None):
         from transformers import AutoProcessor, BlipForConditionalGeneration
 
-        from fourm_core.plugin_kit.hub import load_pretrained, resolve_device
+        from fourm_core.plugin_kit.hub import resolve_device
+        from fourm_core.plugin_kit.labelers import load_processor_and_model
 
         self.weights = weights or DEFAULT_WEIGHTS
         self.device = resolve_device(device)
         self.batch_size, self.max_new_tokens, self.num_beams, self.prompt = batch_size, max_new_tokens, num_beams, prompt
-        self.processor = load_pretrained(AutoProcessor.from_pretrained, self.weights, modality=MODALITY)
-        self.model = load_pretrained(BlipForConditionalGeneration.from_pretrained, self.weights, modality=MODALITY)
-        self.model.to(self.device).eval()
+        self.processor, self.model = load_processor_and_model(
+            AutoProcessor.from_pretrained, BlipForConditionalGeneration.from_pretrained, self.weights,
+            modality=MODALITY, device=self.device)
 
     def __call__(self, inputs: dict[str, list[Any]]) -> list[str]:
         import torch
 
-        images = inputs["rgb"]
+        from fourm_core.plugin_kit.labelers import batches, check_rgb_image
+
         out: list[str] = []
-        for start in range(0, len(images), self.batch_size):
-            batch = [np.asarray(im) for im in images[start:start + self.batch_size]]
-            for im in batch:
-                if im.ndim != 3 or im.shape[2] != 3 or im.dtype != np.uint8:
-                    raise ValueError(f"modality {MODALITY!r}: labeler input must be uint8 (H, W, 3), got {im.dtype} {im.shape}")
+        for chunk in batches(inputs["rgb"], self.batch_size):
+            batch = [check_rgb_image(im, MODALITY) for im in chunk]
             kw: dict[str, Any] = {"images": batch, "return_tensors": "pt"}
             if self.prompt:
                 kw["text"] = [self.prompt] * len(batch)

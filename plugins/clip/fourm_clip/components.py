@@ -8,11 +8,10 @@ projection (512-d for ViT-B-16): the reference's ``CLIP-B16`` 512-channel featur
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
-from fourm_core.plugin_kit.features import FeatureMapTransform, visualize_feature_map
+from fourm_core.plugin_kit.features import FeatureModalityComponents
+from fourm_core.plugin_kit.labelers import map_batches, require_rgb
 
 from .openclip import get_extractor
 from .plugin import DEFAULT_WEIGHTS, FEATURE_DIM, GRID, PATCH_SIZE
@@ -43,29 +42,18 @@ class ClipLabeler:
         self.extractor = get_extractor(self.weights, device, modality=self.modality)
 
     def __call__(self, inputs: dict[str, list[np.ndarray]]) -> list[np.ndarray]:
-        images = inputs.get("rgb")
-        if images is None:
-            raise ValueError(f"labeler for {self.modality!r} needs inputs['rgb'] (uint8 (H, W, 3) images)")
-        out: list[np.ndarray] = []
-        for start in range(0, len(images), self.batch_size):
-            _, tokens = self.extractor.run(images[start : start + self.batch_size])  # (B, h, w, width)
-            if self.project:
-                tokens = self.extractor.project(tokens)  # (B, h, w, embed_dim)
-            out.extend(tokens.cpu().numpy().astype(np.float16))
-        return out
+        return map_batches(self._label_batch, require_rgb(inputs, self.modality), self.batch_size)
+
+    def _label_batch(self, chunk: list[np.ndarray]) -> np.ndarray:
+        _, tokens = self.extractor.run(chunk)  # (B, h, w, width)
+        if self.project:
+            tokens = self.extractor.project(tokens)  # (B, h, w, embed_dim)
+        return tokens.cpu().numpy().astype(np.float16)
 
 
-def make_feature_transform(raw_size: int = 256) -> FeatureMapTransform:
-    return FeatureMapTransform(grid=GRID, channels=FEATURE_DIM, patch_size=PATCH_SIZE, raw_size=raw_size, modality="clip")
-
-
-def visualize_features(raw: np.ndarray):
-    """PCA of the patch features to RGB (PIL image)."""
-    return visualize_feature_map(raw)
-
-
-def make_feature_tokenizer(**overrides: Any):
-    """Untrained cosine-loss ViT VQ-VAE over the (512, 14, 14) feature map: patch 1 → 14 × 14 tokens, 8192 codes."""
-    from fourm_core.plugin_kit.feature_tokenizers import feature_map_tokenizer
-
-    return feature_map_tokenizer(channels=FEATURE_DIM, grid=GRID, vocab_size=8192, modality="clip", **overrides)
+#: the transform, visualizer and tokenizer factories of ``clip`` (512, 14, 14): a cosine-loss ViT VQ-VAE with
+#: 14 × 14 tokens of 8192 codes
+_FEATURES = FeatureModalityComponents(modality="clip", channels=FEATURE_DIM, grid=GRID, patch_size=PATCH_SIZE)
+make_feature_transform = _FEATURES.make_feature_transform
+visualize_features = _FEATURES.visualize_features
+make_feature_tokenizer = _FEATURES.make_feature_tokenizer

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,10 +17,10 @@ import numpy as np
 
 from fourm_core.plugin_kit.features import preprocess_uint8
 from fourm_core.plugin_kit.hub import WeightsNotAvailableError, resolve_device
+from fourm_core.plugin_kit.labelers import ModelCache
 
 log = logging.getLogger(__name__)
-_CACHE: dict[tuple[str, str], OpenClipExtractor] = {}
-_CACHE_LOCK = threading.Lock()
+_CACHE: ModelCache[OpenClipExtractor] = ModelCache()
 
 
 def parse_weights(weights: str, modality: str) -> tuple[str, str | None]:
@@ -138,8 +137,4 @@ class OpenClipExtractor:
 def get_extractor(weights: str, device: str, *, modality: str) -> OpenClipExtractor:
     """A cached extractor per (weights, device): ``imagebind`` and ``imagebind_global`` load ViT-H once."""
     device = resolve_device(device)
-    key = (weights, device)
-    with _CACHE_LOCK:
-        if key not in _CACHE:
-            _CACHE[key] = OpenClipExtractor(weights, device, modality=modality)
-        return _CACHE[key]
+    return _CACHE.get((weights, device), lambda: OpenClipExtractor(weights, device, modality=modality))

@@ -89,9 +89,9 @@ class PaletteLabeler:
     def palette(self, image: np.ndarray) -> dict[str, list[list[int]]]:
         import cv2
 
-        img = np.asarray(image)
-        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-            raise ValueError(f"modality {MODALITY!r}: labeler input must be uint8 (H, W, 3), got {img.dtype} {img.shape}")
+        from fourm_core.plugin_kit.labelers import check_rgb_image
+
+        img = check_rgb_image(image, MODALITY)
         if max(img.shape[:2]) > self.work_size:
             img = cv2.resize(img, (self.work_size, self.work_size), interpolation=cv2.INTER_AREA)
         pixels = img.reshape(-1, 3)

@@ -19,14 +19,19 @@ from typing import Any
 
 import numpy as np
 
-from fourm_core.plugin_kit.hub import load_pretrained, resolve_device
-from fourm_core.plugin_kit.images import colormap, crop_resize, rgb_inputs, stack_hwc, to_pil
+from fourm_core.plugin_kit.hub import resolve_device
+from fourm_core.plugin_kit.images import colormap, crop_resize, stack_hwc, to_pil
+from fourm_core.plugin_kit.labelers import (
+    check_batch_size,
+    compute_dtype,
+    label_rgb_batches,
+    load_processor_and_model,
+)
 
 log = logging.getLogger(__name__)
 MODALITY = "depth"
 #: model types whose prediction is metric depth (larger = farther); others predict relative inverse depth
 _METRIC_MODEL_TYPES = ("zoedepth", "glpn", "depth_pro")
-_DTYPES = ("float32", "float16", "bfloat16")
 
 
 def _check_depth(raw: Any, where: str) -> np.ndarray:
@@ -76,23 +81,18 @@ class DepthLabeler:
     def __init__(self, weights: str | None = None, device: str = "cpu", batch_size: int = 8, *,
                  prediction: str = "auto", percentiles: tuple[float, float] = (1.0, 99.0),
                  dtype: str = "float32") -> None:
-        import torch
         from transformers import AutoImageProcessor, AutoModelForDepthEstimation
 
         from .plugin import DEFAULT_WEIGHTS
 
-        if batch_size < 1:
-            raise ValueError(f"labeler of modality 'depth': batch_size must be >= 1, got {batch_size}")
-        if dtype not in _DTYPES:
-            raise ValueError(f"labeler of modality 'depth': dtype must be one of {_DTYPES}, got {dtype!r}")
+        self.batch_size = check_batch_size(batch_size, MODALITY)
+        self.dtype = compute_dtype(dtype, MODALITY)
         self.weights = weights or DEFAULT_WEIGHTS
         self.device = resolve_device(device)
-        self.batch_size = int(batch_size)
         self.percentiles = tuple(float(p) for p in percentiles)
-        self.dtype = getattr(torch, dtype)
-        self.processor = load_pretrained(AutoImageProcessor.from_pretrained, self.weights, modality=MODALITY)
-        model = load_pretrained(AutoModelForDepthEstimation.from_pretrained, self.weights, modality=MODALITY)
-        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        self.processor, self.model = load_processor_and_model(
+            AutoImageProcessor.from_pretrained, AutoModelForDepthEstimation.from_pretrained, self.weights,
+            modality=MODALITY, device=self.device, dtype=self.dtype)
         self.prediction = self._prediction_kind(prediction)
         log.info("depth labeler: %s (%s output) on %s", self.weights, self.prediction, self.device)
 
@@ -109,11 +109,7 @@ class DepthLabeler:
 
     def __call__(self, inputs: dict[str, list]) -> list[np.ndarray]:
         """``inputs["rgb"]``: uint8 (H, W, 3) arrays → float16 (H, W, 1) relative depth maps."""
-        rgbs = rgb_inputs(inputs, MODALITY)
-        out: list[np.ndarray] = []
-        for start in range(0, len(rgbs), self.batch_size):
-            out.extend(self._label_batch(rgbs[start : start + self.batch_size]))
-        return out
+        return label_rgb_batches(self._label_batch, inputs, MODALITY, self.batch_size)
 
     def _label_batch(self, rgbs: list[np.ndarray]) -> list[np.ndarray]:
         import inspect

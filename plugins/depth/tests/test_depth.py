@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from fourm_core.plugin_kit.hub import WeightsNotAvailableError
+from fourm_core.plugin_kit.testing import label_on_cpu_and_cuda, label_photo_store
 from fourm_core.plugin_kit.images import resize_short_side_center_crop
 from fourm_registry import get_modalities
 from fourm_registry.testing import ModalityPluginTests, check_raw, sample_photos
@@ -158,32 +159,13 @@ def test_visualizer_colours_near_warm_and_far_cold():
 
 def test_fourm_label_job_on_a_store_of_real_photos(tmp_path):
     """`fourm label` (the data job) runs this labeler over an ingested store of real photos."""
-    from PIL import Image
-
-    from fourm_core.data.jobs import ingest, label
-    from fourm_core.data.store import Store
-
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for i, photo in enumerate(sample_photos(3)):
-        Image.fromarray(photo).save(folder / f"photo{i}.png")
-    url = str(tmp_path / "store.zarr")
-    ingest(folder, url, samples_per_shard=2, progress=False)
-    weights = save_tiny_depth_anything(tmp_path / "w")
-    label(url, ["depth"], weights={"depth": weights}, progress=False)
-    raws = Store.open(url, "r").read_raw("depth", range(3))
-    spec = get_modalities()["depth"]
+    raws = label_photo_store(tmp_path, "depth", save_tiny_depth_anything(tmp_path / "w"))
     assert len(raws) == 3
-    for raw in raws:
-        check_raw(spec, raw)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_labeler_matches_cpu(tmp_path):
-    weights = save_tiny_depth_anything(tmp_path / "w")
-    photos = sample_photos(2)
-    cpu = DepthLabeler(weights=weights)({"rgb": photos})
-    gpu = DepthLabeler(weights=weights, device="cuda")({"rgb": photos})
+    cpu, gpu = label_on_cpu_and_cuda(DepthLabeler, save_tiny_depth_anything(tmp_path / "w"))
     for a, b in zip(cpu, gpu):
         check_raw(get_modalities()["depth"], b)
         assert np.abs(a.astype(np.float32) - b.astype(np.float32)).mean() < 1e-2

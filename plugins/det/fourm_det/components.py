@@ -165,26 +165,26 @@ class DetectionLabeler:
                  threshold: float = 0.3, max_detections: int = 100, modality: str = MODALITY):
         from transformers import AutoImageProcessor, AutoModelForObjectDetection
 
-        from fourm_core.plugin_kit.hub import load_pretrained, resolve_device
+        from fourm_core.plugin_kit.hub import resolve_device
+        from fourm_core.plugin_kit.labelers import load_processor_and_model
 
         self.weights = weights or DEFAULT_WEIGHTS
         self.device = resolve_device(device)
         self.batch_size, self.threshold, self.max_detections = batch_size, threshold, max_detections
-        self.processor = load_pretrained(AutoImageProcessor.from_pretrained, self.weights, modality=modality)
-        self.model = load_pretrained(AutoModelForObjectDetection.from_pretrained, self.weights, modality=modality)
-        self.model.to(self.device).eval()
+        self.processor, self.model = load_processor_and_model(
+            AutoImageProcessor.from_pretrained, AutoModelForObjectDetection.from_pretrained, self.weights,
+            modality=modality, device=self.device)
         self.id2name = {int(i): normalize_class_name(n) for i, n in self.model.config.id2label.items()}
 
     def detect(self, images: list[np.ndarray]) -> list[dict[str, list]]:
         """Detections per image: boxes normalised xyxy, class names, scores (sorted by score)."""
         import torch
 
+        from fourm_core.plugin_kit.labelers import batches, check_rgb_image
+
         results: list[dict[str, list]] = []
-        for start in range(0, len(images), self.batch_size):
-            batch = [np.asarray(im) for im in images[start:start + self.batch_size]]
-            for im in batch:
-                if im.ndim != 3 or im.shape[2] != 3 or im.dtype != np.uint8:
-                    raise ValueError(f"modality {MODALITY!r}: detector input must be uint8 (H, W, 3), got {im.dtype} {im.shape}")
+        for chunk in batches(images, self.batch_size):
+            batch = [check_rgb_image(im, MODALITY, "detector input") for im in chunk]
             enc = self.processor(images=batch, return_tensors="pt").to(self.device)
             with torch.inference_mode():
                 outputs = self.model(**enc)

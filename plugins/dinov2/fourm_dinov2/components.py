@@ -8,48 +8,37 @@ of a 256 px raw image. Crops rescale the box onto this grid (``fourm_core.plugin
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from fourm_core.plugin_kit.features import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    FeatureMapTransform,
-    VectorTransform,
-    preprocess_uint8,
-    visualize_feature_map,
-    visualize_vector,
-)
-from fourm_core.plugin_kit.hub import load_pretrained, resolve_device
+from fourm_core.plugin_kit.features import IMAGENET_MEAN, IMAGENET_STD, FeatureModalityComponents, preprocess_uint8
+from fourm_core.plugin_kit.hub import resolve_device
+from fourm_core.plugin_kit.labelers import ModelCache, load_model, map_batches, require_rgb
 
 from .plugin import DEFAULT_WEIGHTS, FEATURE_DIM, GRID, PATCH_SIZE
 
 log = logging.getLogger(__name__)
-_CACHE: dict[tuple[str, str], tuple[Any, tuple, tuple]] = {}
-_CACHE_LOCK = threading.Lock()
+_CACHE: ModelCache[tuple[Any, tuple, tuple]] = ModelCache()
 
 
 def _load_model(weights: str, device: str, modality: str) -> tuple[Any, tuple, tuple]:
     """(model, mean, std), cached per (weights, device) so ``dinov2`` and ``dinov2_global`` share one model."""
-    key = (weights, device)
-    with _CACHE_LOCK:
-        if key in _CACHE:
-            return _CACHE[key]
-        from transformers import AutoImageProcessor, Dinov2Model
+    return _CACHE.get((weights, device), lambda: _load_uncached(weights, device, modality))
 
-        model = load_pretrained(Dinov2Model.from_pretrained, weights, modality=modality)
-        model = model.to(device).eval()
-        mean, std = IMAGENET_MEAN, IMAGENET_STD
-        try:
-            proc = AutoImageProcessor.from_pretrained(weights)
-            mean, std = tuple(proc.image_mean), tuple(proc.image_std)
-        except (OSError, ValueError):  # no preprocessor_config.json next to the weights: DINOv2 uses ImageNet stats
-            log.info("no image processor config for %s; using ImageNet mean/std", weights)
-        _CACHE[key] = (model, mean, std)
-        return _CACHE[key]
+
+def _load_uncached(weights: str, device: str, modality: str) -> tuple[Any, tuple, tuple]:
+    from transformers import AutoImageProcessor, Dinov2Model
+
+    model = load_model(Dinov2Model.from_pretrained, weights, modality=modality, device=device)
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    try:
+        proc = AutoImageProcessor.from_pretrained(weights)
+        mean, std = tuple(proc.image_mean), tuple(proc.image_std)
+    except (OSError, ValueError):  # no preprocessor_config.json next to the weights: DINOv2 uses ImageNet stats
+        log.info("no image processor config for %s; using ImageNet mean/std", weights)
+    return model, mean, std
 
 
 class Dinov2Labeler:
@@ -80,57 +69,32 @@ class Dinov2Labeler:
         self.num_registers = int(getattr(self.model.config, "num_register_tokens", 0) or 0)
 
     def __call__(self, inputs: dict[str, list[np.ndarray]]) -> list[np.ndarray]:
+        return map_batches(self._label_batch, require_rgb(inputs, self.modality), self.batch_size)
+
+    def _label_batch(self, chunk: Sequence[np.ndarray]) -> np.ndarray:
         import torch
 
-        images = inputs.get("rgb")
-        if images is None:
-            raise ValueError(f"labeler for {self.modality!r} needs inputs['rgb'] (uint8 (H, W, 3) images)")
-        out: list[np.ndarray] = []
-        for start in range(0, len(images), self.batch_size):
-            chunk = images[start : start + self.batch_size]
-            x = preprocess_uint8(chunk, self.image_size, self.mean, self.std, device=self.device,
-                                 what=f"labeler for {self.modality!r}")
-            with torch.inference_mode():
-                hidden = self.model(pixel_values=x).last_hidden_state  # (B, 1 + R + h*w, D), layer-normed
-            if self.output == "global":
-                feats = hidden[:, 0]  # (B, D)
-            else:
-                feats = hidden[:, 1 + self.num_registers :].reshape(len(chunk), *self.grid, -1)  # (B, h, w, D)
-            out.extend(feats.float().cpu().numpy().astype(np.float16))
-        return out
+        x = preprocess_uint8(chunk, self.image_size, self.mean, self.std, device=self.device,
+                             what=f"labeler for {self.modality!r}")
+        with torch.inference_mode():
+            hidden = self.model(pixel_values=x).last_hidden_state  # (B, 1 + R + h*w, D), layer-normed
+        if self.output == "global":
+            feats = hidden[:, 0]  # (B, D)
+        else:
+            feats = hidden[:, 1 + self.num_registers :].reshape(len(chunk), *self.grid, -1)  # (B, h, w, D)
+        return feats.float().cpu().numpy().astype(np.float16)
 
 
-def make_feature_transform(raw_size: int = 256) -> FeatureMapTransform:
-    return FeatureMapTransform(grid=GRID, channels=FEATURE_DIM, patch_size=PATCH_SIZE, raw_size=raw_size,
-                               modality="dinov2")
-
-
-def make_global_transform() -> VectorTransform:
-    return VectorTransform(channels=FEATURE_DIM, modality="dinov2_global")
-
-
-def visualize_features(raw: np.ndarray):
-    """PCA of the patch features to RGB (PIL image)."""
-    return visualize_feature_map(raw)
-
-
-def visualize_global(raw: np.ndarray):
-    """The 768-d global embedding as a colour-mapped 24 × 32 grid (PIL image)."""
-    return visualize_vector(raw)
-
-
-def make_feature_tokenizer(**overrides: Any):
-    """Untrained cosine-loss ViT VQ-VAE over the (768, 16, 16) feature map: patch 1 → 16 × 16 tokens, 8192 codes."""
-    from fourm_core.plugin_kit.feature_tokenizers import feature_map_tokenizer
-
-    return feature_map_tokenizer(channels=FEATURE_DIM, grid=GRID, vocab_size=8192, modality="dinov2", **overrides)
-
-
-def make_global_tokenizer(**overrides: Any):
-    """Untrained MLP VQ: 768-d vector → 16 tokens of 8192 codes, cosine loss."""
-    from fourm_core.plugin_kit.feature_tokenizers import vector_tokenizer
-
-    return vector_tokenizer(dim=FEATURE_DIM, num_tokens=16, vocab_size=8192, modality="dinov2_global", **overrides)
+#: the transform, visualizer and tokenizer factories of ``dinov2`` (768, 16, 16) and ``dinov2_global`` (768,):
+#: cosine-loss ViT VQ-VAE with 16 × 16 tokens and an MLP VQ with 16 tokens, both of 8192 codes
+_FEATURES = FeatureModalityComponents(modality="dinov2", global_modality="dinov2_global", channels=FEATURE_DIM,
+                                      grid=GRID, patch_size=PATCH_SIZE)
+make_feature_transform = _FEATURES.make_feature_transform
+make_global_transform = _FEATURES.make_global_transform
+visualize_features = _FEATURES.visualize_features
+visualize_global = _FEATURES.visualize_global
+make_feature_tokenizer = _FEATURES.make_feature_tokenizer
+make_global_tokenizer = _FEATURES.make_global_tokenizer
 
 
 __all__: Sequence[str] = (

@@ -184,7 +184,8 @@ class HumanPoseLabeler:
                  max_persons: int = 20):
         from transformers import VitPoseForPoseEstimation, VitPoseImageProcessor
 
-        from fourm_core.plugin_kit.hub import load_pretrained, resolve_device
+        from fourm_core.plugin_kit.hub import resolve_device
+        from fourm_core.plugin_kit.labelers import load_processor_and_model
         from fourm_det.components import DetectionLabeler
 
         self.weights = weights or DEFAULT_WEIGHTS
@@ -192,9 +193,9 @@ class HumanPoseLabeler:
         self.batch_size, self.keypoint_threshold, self.max_persons = batch_size, keypoint_threshold, max_persons
         self.detector = DetectionLabeler(weights=detector_weights or DEFAULT_DETECTOR, device=self.device,
                                          batch_size=batch_size, threshold=person_threshold, modality=MODALITY)
-        self.processor = load_pretrained(VitPoseImageProcessor.from_pretrained, self.weights, modality=MODALITY)
-        self.model = load_pretrained(VitPoseForPoseEstimation.from_pretrained, self.weights, modality=MODALITY)
-        self.model.to(self.device).eval()
+        self.processor, self.model = load_processor_and_model(
+            VitPoseImageProcessor.from_pretrained, VitPoseForPoseEstimation.from_pretrained, self.weights,
+            modality=MODALITY, device=self.device)
 
     def __call__(self, inputs: dict[str, list[Any]]) -> list[dict[str, Any]]:
         import torch

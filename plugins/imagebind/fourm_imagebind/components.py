@@ -7,12 +7,11 @@ Grid: the raw rgb image is resized as a whole to 224 px (no centre crop): 16 × 
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from fourm_clip.openclip import get_extractor
-from fourm_core.plugin_kit.features import FeatureMapTransform, VectorTransform, visualize_feature_map, visualize_vector
+from fourm_core.plugin_kit.features import FeatureModalityComponents
+from fourm_core.plugin_kit.labelers import map_batches, require_rgb
 
 from .plugin import DEFAULT_WEIGHTS, FEATURE_DIM, GRID, PATCH_SIZE
 
@@ -41,47 +40,23 @@ class ImageBindLabeler:
         self.extractor = get_extractor(self.weights, device, modality=self.modality)
 
     def __call__(self, inputs: dict[str, list[np.ndarray]]) -> list[np.ndarray]:
-        images = inputs.get("rgb")
-        if images is None:
-            raise ValueError(f"labeler for {self.modality!r} needs inputs['rgb'] (uint8 (H, W, 3) images)")
-        out: list[np.ndarray] = []
-        for start in range(0, len(images), self.batch_size):
-            pooled, tokens = self.extractor.run(images[start : start + self.batch_size])
-            feats = pooled if self.output == "global" else tokens  # (B, width) | (B, h, w, width)
-            if self.project:
-                feats = self.extractor.project(feats)
-            out.extend(feats.cpu().numpy().astype(np.float16))
-        return out
+        return map_batches(self._label_batch, require_rgb(inputs, self.modality), self.batch_size)
+
+    def _label_batch(self, chunk: list[np.ndarray]) -> np.ndarray:
+        pooled, tokens = self.extractor.run(chunk)
+        feats = pooled if self.output == "global" else tokens  # (B, width) | (B, h, w, width)
+        if self.project:
+            feats = self.extractor.project(feats)
+        return feats.cpu().numpy().astype(np.float16)
 
 
-def make_feature_transform(raw_size: int = 256) -> FeatureMapTransform:
-    return FeatureMapTransform(grid=GRID, channels=FEATURE_DIM, patch_size=PATCH_SIZE, raw_size=raw_size,
-                               modality="imagebind")
-
-
-def make_global_transform() -> VectorTransform:
-    return VectorTransform(channels=FEATURE_DIM, modality="imagebind_global")
-
-
-def visualize_features(raw: np.ndarray):
-    """PCA of the patch features to RGB (PIL image)."""
-    return visualize_feature_map(raw)
-
-
-def visualize_global(raw: np.ndarray):
-    """The 1280-d global embedding as a colour-mapped 32 × 40 grid (PIL image)."""
-    return visualize_vector(raw)
-
-
-def make_feature_tokenizer(**overrides: Any):
-    """Untrained cosine-loss ViT VQ-VAE over the (1280, 16, 16) feature map: 16 × 16 tokens, 8192 codes."""
-    from fourm_core.plugin_kit.feature_tokenizers import feature_map_tokenizer
-
-    return feature_map_tokenizer(channels=FEATURE_DIM, grid=GRID, vocab_size=8192, modality="imagebind", **overrides)
-
-
-def make_global_tokenizer(**overrides: Any):
-    """Untrained MLP VQ: 1280-d vector → 16 tokens of 8192 codes, cosine loss."""
-    from fourm_core.plugin_kit.feature_tokenizers import vector_tokenizer
-
-    return vector_tokenizer(dim=FEATURE_DIM, num_tokens=16, vocab_size=8192, modality="imagebind_global", **overrides)
+#: the transform, visualizer and tokenizer factories of ``imagebind`` (1280, 16, 16) and ``imagebind_global``
+#: (1280,): cosine-loss ViT VQ-VAE with 16 × 16 tokens and an MLP VQ with 16 tokens, both of 8192 codes
+_FEATURES = FeatureModalityComponents(modality="imagebind", global_modality="imagebind_global",
+                                      channels=FEATURE_DIM, grid=GRID, patch_size=PATCH_SIZE)
+make_feature_transform = _FEATURES.make_feature_transform
+make_global_transform = _FEATURES.make_global_transform
+visualize_features = _FEATURES.visualize_features
+visualize_global = _FEATURES.visualize_global
+make_feature_tokenizer = _FEATURES.make_feature_tokenizer
+make_global_tokenizer = _FEATURES.make_global_tokenizer

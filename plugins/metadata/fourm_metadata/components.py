@@ -149,9 +149,9 @@ def image_statistics(image: np.ndarray) -> dict[str, float]:
     """Brightness, contrast, saturation, colourfulness, entropy, sharpness, edge density of a uint8 RGB image."""
     import cv2
 
-    img = np.asarray(image)
-    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-        raise ValueError(f"modality {MODALITY!r}: labeler input must be uint8 (H, W, 3), got {img.dtype} {img.shape}")
+    from fourm_core.plugin_kit.labelers import check_rgb_image
+
+    img = check_rgb_image(image, MODALITY)
     grey = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
     g = grey.astype(np.float64)
     rgb = img.astype(np.float64)

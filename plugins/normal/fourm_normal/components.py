@@ -25,12 +25,17 @@ from typing import Any
 
 import numpy as np
 
-from fourm_core.plugin_kit.hub import load_pretrained, resolve_device
-from fourm_core.plugin_kit.images import crop_resize, rgb_inputs, stack_hwc, to_pil
+from fourm_core.plugin_kit.hub import resolve_device
+from fourm_core.plugin_kit.images import crop_resize, stack_hwc, to_pil
+from fourm_core.plugin_kit.labelers import (
+    check_batch_size,
+    compute_dtype,
+    label_rgb_batches,
+    load_processor_and_model,
+)
 
 log = logging.getLogger(__name__)
 MODALITY = "normal"
-_DTYPES = ("float32", "float16", "bfloat16")
 
 
 def _check_normal(raw: Any, where: str) -> np.ndarray:
@@ -99,31 +104,22 @@ class NormalLabeler:
 
     def __init__(self, weights: str | None = None, device: str = "cpu", batch_size: int = 8, *,
                  dtype: str = "float32") -> None:
-        import torch
         from transformers import AutoImageProcessor, AutoModelForNormalEstimation
 
         from .plugin import DEFAULT_WEIGHTS
 
-        if batch_size < 1:
-            raise ValueError(f"labeler of modality 'normal': batch_size must be >= 1, got {batch_size}")
-        if dtype not in _DTYPES:
-            raise ValueError(f"labeler of modality 'normal': dtype must be one of {_DTYPES}, got {dtype!r}")
+        self.batch_size = check_batch_size(batch_size, MODALITY)
+        self.dtype = compute_dtype(dtype, MODALITY)
         self.weights = weights or DEFAULT_WEIGHTS
         self.device = resolve_device(device)
-        self.batch_size = int(batch_size)
-        self.dtype = getattr(torch, dtype)
-        self.processor = load_pretrained(AutoImageProcessor.from_pretrained, self.weights, modality=MODALITY)
-        model = load_pretrained(AutoModelForNormalEstimation.from_pretrained, self.weights, modality=MODALITY)
-        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        self.processor, self.model = load_processor_and_model(
+            AutoImageProcessor.from_pretrained, AutoModelForNormalEstimation.from_pretrained, self.weights,
+            modality=MODALITY, device=self.device, dtype=self.dtype)
         log.info("normal labeler: %s on %s", self.weights, self.device)
 
     def __call__(self, inputs: dict[str, list]) -> list[np.ndarray]:
         """``inputs["rgb"]``: uint8 (H, W, 3) arrays → uint8 (H, W, 3) encoded unit normals."""
-        rgbs = rgb_inputs(inputs, MODALITY)
-        out: list[np.ndarray] = []
-        for start in range(0, len(rgbs), self.batch_size):
-            out.extend(self._label_batch(rgbs[start : start + self.batch_size]))
-        return out
+        return label_rgb_batches(self._label_batch, inputs, MODALITY, self.batch_size)
 
     def _label_batch(self, rgbs: list[np.ndarray]) -> list[np.ndarray]:
         import torch

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from fourm_core.plugin_kit.hub import WeightsNotAvailableError
+from fourm_core.plugin_kit.testing import label_photo_store
 from fourm_core.plugin_kit.images import resize_short_side_center_crop
 from fourm_registry import get_modalities
 from fourm_registry.testing import ModalityPluginTests, check_raw, sample_photos
@@ -132,21 +133,5 @@ def test_missing_weights_raise_a_clear_error(tmp_path):
 
 def test_fourm_label_job_on_a_store_of_real_photos(tmp_path):
     """`fourm label` (the data job) runs this labeler over an ingested store of real photos."""
-    from PIL import Image
-
-    from fourm_core.data.jobs import ingest, label
-    from fourm_core.data.store import Store
-
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for i, photo in enumerate(sample_photos(3)):
-        Image.fromarray(photo).save(folder / f"photo{i}.png")
-    url = str(tmp_path / "store.zarr")
-    ingest(folder, url, samples_per_shard=2, progress=False)
-    weights = save_tiny_tipsv2_normal(tmp_path / "w")
-    label(url, ["normal"], weights={"normal": weights}, progress=False)
-    raws = Store.open(url, "r").read_raw("normal", range(3))
-    spec = get_modalities()["normal"]
+    raws = label_photo_store(tmp_path, "normal", save_tiny_tipsv2_normal(tmp_path / "w"))
     assert len(raws) == 3
-    for raw in raws:
-        check_raw(spec, raw)

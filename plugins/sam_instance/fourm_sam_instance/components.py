@@ -37,10 +37,9 @@ class SamInstanceLabeler:
         self.batch_size = self.runner.batch_size
 
     def __call__(self, inputs: dict[str, list[np.ndarray]]) -> list[dict[str, Any]]:
-        images = inputs.get("rgb")
-        if images is None:
-            raise ValueError("labeler for 'sam_instance' needs inputs['rgb'] (uint8 (H, W, 3) images)")
-        return self.runner(images)
+        from fourm_core.plugin_kit.labelers import require_rgb
+
+        return self.runner(require_rgb(inputs, "sam_instance"))
 
 
 class SamInstanceTransform:

@@ -19,32 +19,28 @@ Algorithm (the one of the SAM paper's automatic mask generator, single crop leve
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from fourm_core.plugin_kit.features import IMAGENET_MEAN, IMAGENET_STD, preprocess_uint8
-from fourm_core.plugin_kit.hub import load_pretrained, resolve_device
+from fourm_core.plugin_kit.hub import resolve_device
+from fourm_core.plugin_kit.labelers import ModelCache, load_model
 
 from .masks import encode_instances
 from .plugin import DEFAULT_WEIGHTS
 
 log = logging.getLogger(__name__)
-_CACHE: dict[tuple[str, str], Any] = {}
-_CACHE_LOCK = threading.Lock()
+_CACHE: ModelCache[Any] = ModelCache()
 
 
 def load_sam(weights: str, device: str, modality: str = "sam_instance") -> Any:
     """A ``SamModel`` in eval mode, cached per (weights, device)."""
-    key = (weights, device)
-    with _CACHE_LOCK:
-        if key not in _CACHE:
-            from transformers import SamModel
+    from transformers import SamModel
 
-            _CACHE[key] = load_pretrained(SamModel.from_pretrained, weights, modality=modality).to(device).eval()
-        return _CACHE[key]
+    return _CACHE.get((weights, device),
+                      lambda: load_model(SamModel.from_pretrained, weights, modality=modality, device=device))
 
 
 class SamRunner:

@@ -17,33 +17,20 @@ from typing import Any
 
 import numpy as np
 
+from fourm_core.plugin_kit.coco import COCO_PANOPTIC_CLASSES
 from fourm_core.plugin_kit.hub import load_pretrained, resolve_device
-from fourm_core.plugin_kit.images import crop_resize, fixed_palette, rgb_inputs, stack_hwc, to_pil
+from fourm_core.plugin_kit.images import crop_resize, fixed_palette, stack_hwc, to_pil
+from fourm_core.plugin_kit.labelers import (
+    check_batch_size,
+    compute_dtype,
+    label_rgb_batches,
+    load_processor_and_model,
+)
 
 log = logging.getLogger(__name__)
 MODALITY = "semseg"
 IGNORE_INDEX = 255
-_DTYPES = ("float32", "float16", "bfloat16")
 
-#: COCO panoptic classes in the contiguous order of the Mask2Former / OneFormer COCO-panoptic checkpoints.
-COCO_PANOPTIC_CLASSES: tuple[str, ...] = (
-    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
-    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
-    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
-    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
-    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
-    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
-    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
-    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors", "teddy bear",
-    "hair drier", "toothbrush",
-    "banner", "blanket", "bridge", "cardboard", "counter", "curtain", "door-stuff", "floor-wood", "flower",
-    "fruit", "gravel", "house", "light", "mirror-stuff", "net", "pillow", "platform", "playingfield", "railroad",
-    "river", "road", "roof", "sand", "sea", "shelf", "snow", "stairs", "tent", "towel", "wall-brick",
-    "wall-stone", "wall-tile", "wall-wood", "water-other", "window-blind", "window-other", "tree-merged",
-    "fence-merged", "ceiling-merged", "sky-other-merged", "cabinet-merged", "table-merged", "floor-other-merged",
-    "pavement-merged", "mountain-merged", "grass-merged", "dirt-merged", "paper-merged", "food-other-merged",
-    "building-other-merged", "rock-merged", "wall-other-merged", "rug-merged",
-)
 NUM_CLASSES = len(COCO_PANOPTIC_CLASSES)
 
 
@@ -73,26 +60,21 @@ class SemsegLabeler:
 
     def __init__(self, weights: str | None = None, device: str = "cpu", batch_size: int = 4, *,
                  dtype: str = "float32") -> None:
-        import torch
         from transformers import AutoConfig, AutoImageProcessor, AutoModelForUniversalSegmentation, AutoProcessor
 
         from .plugin import DEFAULT_WEIGHTS
 
-        if batch_size < 1:
-            raise ValueError(f"labeler of modality 'semseg': batch_size must be >= 1, got {batch_size}")
-        if dtype not in _DTYPES:
-            raise ValueError(f"labeler of modality 'semseg': dtype must be one of {_DTYPES}, got {dtype!r}")
+        self.batch_size = check_batch_size(batch_size, MODALITY)
+        self.dtype = compute_dtype(dtype, MODALITY)
         self.weights = weights or DEFAULT_WEIGHTS
         self.device = resolve_device(device)
-        self.batch_size = int(batch_size)
-        self.dtype = getattr(torch, dtype)
         config = load_pretrained(AutoConfig.from_pretrained, self.weights, modality=MODALITY)
         self.is_oneformer = config.model_type == "oneformer"
         # OneFormer conditions on a task prompt, so it needs the full processor (image processor + tokenizer)
         loader = AutoProcessor.from_pretrained if self.is_oneformer else AutoImageProcessor.from_pretrained
-        self.processor = load_pretrained(loader, self.weights, modality=MODALITY)
-        model = load_pretrained(AutoModelForUniversalSegmentation.from_pretrained, self.weights, modality=MODALITY)
-        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        self.processor, self.model = load_processor_and_model(
+            loader, AutoModelForUniversalSegmentation.from_pretrained, self.weights, modality=MODALITY,
+            device=self.device, dtype=self.dtype)
         self.id2label = {int(k): v for k, v in (self.model.config.id2label or {}).items()}
         if self.id2label and max(self.id2label) >= IGNORE_INDEX:
             raise ValueError(
@@ -107,11 +89,7 @@ class SemsegLabeler:
 
     def __call__(self, inputs: dict[str, list]) -> list[np.ndarray]:
         """``inputs["rgb"]``: uint8 (H, W, 3) arrays → uint8 (H, W, 1) class-id maps."""
-        rgbs = rgb_inputs(inputs, MODALITY)
-        out: list[np.ndarray] = []
-        for start in range(0, len(rgbs), self.batch_size):
-            out.extend(self._label_batch(rgbs[start : start + self.batch_size]))
-        return out
+        return label_rgb_batches(self._label_batch, inputs, MODALITY, self.batch_size)
 
     def _label_batch(self, rgbs: list[np.ndarray]) -> list[np.ndarray]:
         import torch

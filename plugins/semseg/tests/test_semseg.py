@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from fourm_core.plugin_kit.hub import WeightsNotAvailableError
+from fourm_core.plugin_kit.testing import label_on_cpu_and_cuda, label_photo_store
 from fourm_registry import get_modalities
 from fourm_registry.testing import ModalityPluginTests, check_raw, sample_photos
 from fourm_semseg.components import COCO_PANOPTIC_CLASSES, SemsegLabeler, class_name, palette
@@ -197,32 +198,13 @@ def test_semantic_maps_agree_with_the_processor(tmp_path):
 
 def test_fourm_label_job_on_a_store_of_real_photos(tmp_path):
     """`fourm label` (the data job) runs this labeler over an ingested store of real photos."""
-    from PIL import Image
-
-    from fourm_core.data.jobs import ingest, label
-    from fourm_core.data.store import Store
-
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for i, photo in enumerate(sample_photos(3)):
-        Image.fromarray(photo).save(folder / f"photo{i}.png")
-    url = str(tmp_path / "store.zarr")
-    ingest(folder, url, samples_per_shard=2, progress=False)
-    weights = save_tiny_mask2former(tmp_path / "w")
-    label(url, ["semseg"], weights={"semseg": weights}, progress=False)
-    raws = Store.open(url, "r").read_raw("semseg", range(3))
-    spec = get_modalities()["semseg"]
+    raws = label_photo_store(tmp_path, "semseg", save_tiny_mask2former(tmp_path / "w"))
     assert len(raws) == 3
-    for raw in raws:
-        check_raw(spec, raw)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_labeler_matches_cpu(tmp_path):
-    weights = save_tiny_mask2former(tmp_path / "w")
-    photos = sample_photos(2)
-    cpu = SemsegLabeler(weights=weights)({"rgb": photos})
-    gpu = SemsegLabeler(weights=weights, device="cuda")({"rgb": photos})
+    cpu, gpu = label_on_cpu_and_cuda(SemsegLabeler, save_tiny_mask2former(tmp_path / "w"))
     for a, b in zip(cpu, gpu):
         check_raw(get_modalities()["semseg"], b)
         assert (a == b).mean() > 0.99

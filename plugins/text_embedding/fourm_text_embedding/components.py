@@ -67,12 +67,13 @@ class TextEmbeddingLabeler:
     def embed(self, captions: list[str]) -> list[np.ndarray]:
         import torch
 
+        from fourm_core.plugin_kit.labelers import batches
+
         for c in captions:
             if not isinstance(c, str):
                 raise ValueError(f"modality {MODALITY!r}: the 'caption' input must be str, got {type(c).__name__}")
         out: list[np.ndarray] = []
-        for start in range(0, len(captions), self.batch_size):
-            batch = captions[start:start + self.batch_size]
+        for batch in batches(captions, self.batch_size):
             enc = self.tokenizer(batch, max_length=self.max_length, padding="max_length", truncation=True,
                                  return_tensors="pt").to(self.device)
             with torch.inference_mode():
