@@ -70,8 +70,17 @@ class PluginManager:
                 eps = metadata.entry_points(group=ENTRY_POINT_GROUP)
             only = _env_list(self._env, "FOURM_PLUGINS")
             disabled = _env_list(self._env, "FOURM_DISABLE_PLUGINS") or set()
+            eps = sorted(eps, key=lambda e: e.name)
+            if only is not None:
+                unknown = sorted(only - {ep.name for ep in eps})
+                if unknown:
+                    installed = ", ".join(ep.name for ep in eps) or "none"
+                    raise PluginLoadError(
+                        f"FOURM_PLUGINS names {', '.join(map(repr, unknown))}, which is not an installed fourm "
+                        f"plugin; installed plugins: {installed}"
+                    )
             seen: dict[str, str] = {}
-            for ep in sorted(eps, key=lambda e: e.name):
+            for ep in eps:
                 if ep.name in disabled:
                     continue
                 if only is not None and ep.name not in only and ep.name not in BUILTIN_PLUGINS:

@@ -94,10 +94,13 @@ def register_commands(cli: click.Group) -> None:
                   help="scheme for image/vector targets (sequences are always autoregressive)")
     @click.option("--tokenizers", "tok_dir", default=None, help="tokenizer directory (default: MODEL/tokenizers)")
     @click.option("--device", default="cpu", show_default=True)
+    @click.option("--strict", is_flag=True,
+                  help="fail when a generated sequence cannot be parsed (default: save it as 'unparseable: ...' text "
+                       "and keep the other outputs)")
     def generate_cmd(model_dir, inputs, targets, save_dir, seed, steps, temperature, guidance, top_k, top_p,
-                     scheme, tok_dir, device):
-        """Generate TARGETS from the given inputs; writes raw outputs (npy/json/txt), a PNG per output and
-        grid.png."""
+                     scheme, tok_dir, device, strict):
+        """Generate TARGETS from the given inputs; writes raw outputs (npy/json/txt), the token ids
+        (<name>.tokens.npy), a PNG per output and grid.png."""
         from .pipeline import AnyToAny
 
         pipe = AnyToAny.from_pretrained(model_dir, device=device, tokenizers=tok_dir)
@@ -114,12 +117,19 @@ def register_commands(cli: click.Group) -> None:
                      "scheme": scheme}
         if top_k is not None:
             overrides["top_k"] = int(top_k) if top_k >= 1 else float(top_k)
-        out = pipe(raw_inputs, tgt, seed=seed, **{k: v for k, v in overrides.items() if v is not None})
+        out = pipe(raw_inputs, tgt, seed=seed, decode_errors="raise" if strict else "text",
+                   **{k: v for k, v in overrides.items() if v is not None})
         save = Path(save_dir)
         save.mkdir(parents=True, exist_ok=True)
+        import numpy as np
+
         for name in out:
             raw = out[name]
             path = _save_raw(raw, save / name)
+            np.save(save / f"{name}.tokens.npy", out.tokens[name].detach().cpu().numpy())
+            if isinstance(raw, str) and raw.startswith("unparseable:") and pipe.modalities[name].kind == "sequence":
+                click.echo(f"warning: {name!r}: the generated sequence could not be parsed ({raw}); "
+                           f"its text and token ids are saved", err=True)
             click.echo(f"{name}: {path}")
             spec = pipe.modalities[name]
             if spec.visualizer is not None:

@@ -180,8 +180,9 @@ class AnyToAny:
             have = ", ".join(sorted(self.codecs)) or "none"
             raise TokenizerMissingError(
                 f"no tokenizer for modality {name!r} (tokenizers loaded: {have}); train one with "
-                f"`fourm train-tokenizer --modality {name} --data STORE --out DIR/tokenizers/{name}` "
-                f"(or pass token ids instead of raw data)") from None
+                f"`fourm train-tokenizer --modality {name} --data STORE --out TOKDIR` and pass "
+                f"`AnyToAny.from_pretrained(..., tokenizers=TOKDIR)` (CLI: `--tokenizers TOKDIR`), or copy TOKDIR/{name} "
+                f"into the model's tokenizers/ directory (or pass token ids instead of raw data)") from None
 
     def _transform(self, spec: ModalitySpec) -> Any | None:
         if spec.name not in self._transforms:

@@ -19,7 +19,12 @@ from fourm_core.model.testing import random_mod_dict
 from fourm_registry import ModalitySet
 
 torch.set_num_threads(1)
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "conformance" / "ml4m_tiny"
+# the reference's parity vectors live beside the checkout (../shared); FOURM_CONFORMANCE_DIR points elsewhere
+SHARED = Path(os.environ.get("FOURM_CONFORMANCE_DIR")
+              or Path(__file__).resolve().parents[3] / "shared" / "conformance" / "ml4m_tiny")
+if not SHARED.exists() and os.environ.get("FOURM_REQUIRE_CONFORMANCE") == "1":
+    raise RuntimeError(f"FOURM_REQUIRE_CONFORMANCE=1 but the conformance set {SHARED} is missing; "
+                       f"put shared/ beside the checkout or set FOURM_CONFORMANCE_DIR")
 needs_shared = pytest.mark.skipif(not SHARED.exists(), reason=f"conformance set {SHARED} not present")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 

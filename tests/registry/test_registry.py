@@ -209,6 +209,8 @@ def test_env_switches(plugin_dir):
     assert only.modalities().names == ("mod_y",)
     blocked = PluginManager(entry_points=eps, env={"FOURM_DISABLE_PLUGINS": "x,core"})
     assert [p.name for p in blocked.plugins()] == ["y"]
+    with pytest.raises(PluginLoadError, match="FOURM_PLUGINS names 'depht'.*installed plugins: core, x, y"):
+        PluginManager(entry_points=eps, env={"FOURM_PLUGINS": "depht"}).load()
     # a broken plugin can be disabled instead of uninstalled
     broken = plugin_dir("plug_zz", "raise RuntimeError('boom')\n")
     assert PluginManager(entry_points=[*eps, broken], env={"FOURM_DISABLE_PLUGINS": "zz"}).modalities().names == ("mod_x", "mod_y")

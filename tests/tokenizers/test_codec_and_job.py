@@ -96,7 +96,9 @@ def test_cli_folder_training_resume(tmp_path, photos_uint8):
 
     from fourm_trainers.cli_tokenizer import register_commands
 
-    cli = click.Group()
+    from fourm_registry.cli import FourmGroup
+
+    cli = FourmGroup()  # as under `fourm`: fourm errors become one `error:` line
     register_commands(cli)
 
     folder = tmp_path / "imgs"

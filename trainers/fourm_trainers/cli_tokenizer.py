@@ -22,18 +22,13 @@ def register_commands(cli: click.Group) -> None:
     @click.option("--cpu", is_flag=True, default=None, help="train on the CPU even if a GPU is available")
     def train_tokenizer_cmd(modality, data, out, config_path, resume, steps, batch_size, cpu):
         """Train the tokenizer of one modality (writes OUT/<modality>/ or OUT/text/tokenizer.json)."""
-        from fourm_registry import FourmError
-
         from .tokenizer_train import TokenizerTrainConfig, train_tokenizer
 
-        try:
-            cfg = TokenizerTrainConfig.from_yaml(config_path, steps=steps, batch_size=batch_size, cpu=cpu)
-            name = modality
-            if modality != "text":
-                from fourm_registry import get_modalities
+        cfg = TokenizerTrainConfig.from_yaml(config_path, steps=steps, batch_size=batch_size, cpu=cpu)
+        name = modality
+        if modality != "text":
+            from fourm_registry import get_modalities
 
-                name = get_modalities().resolve(modality)
-            summary = train_tokenizer(name, data, out, config=cfg, resume=resume)
-        except FourmError as exc:
-            raise click.ClickException(str(exc)) from exc
+            name = get_modalities().resolve(modality)
+        summary = train_tokenizer(name, data, out, config=cfg, resume=resume)  # fourm errors: one `error:` line
         click.echo(json.dumps(summary, indent=2))

@@ -23,13 +23,10 @@ def register_commands(cli: click.Group) -> None:
         import json
         import logging
 
-        from .config import TrainConfig, TrainConfigError
+        from .config import TrainConfig
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        try:
-            cfg = TrainConfig.from_yaml(config_path, overrides)
-        except TrainConfigError as exc:
-            raise click.ClickException(str(exc)) from None
+        cfg = TrainConfig.from_yaml(config_path, overrides)  # a TrainConfigError prints as one `error:` line
         from .train import train
 
         summary = train(cfg, resume=resume)
