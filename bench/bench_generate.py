@@ -4,7 +4,8 @@
 
 Each line carries a load indicator (``calib_mm512_ms``: a 512³ matmul timed between runs, 2.1 ms on the
 quiet machine with 2 threads) and, with ``--threads 2``, ``quiet_estimate_ms`` (the median scaled by it: a
-rough estimate only, when other processes compete for the cores).
+rough estimate only, when other processes compete for the cores); ``cpu_ms_median`` is the process CPU time
+per generation, which with ``--threads 1`` approximates the quiet single-thread latency.
 
 ``--baseline`` also times the reference's algorithms on the same model and machine, interleaved with ours
 (so that machine load affects both alike): autoregressive decoding without a KV cache (the whole prefix
@@ -121,7 +122,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--baseline", action="store_true", help="also time the reference's algorithms (interleaved)")
     p.add_argument("--half-step-logits", action="store_true",
-                   help="opt-in float16 output table for autoregressive steps (Sampler(step_logits_dtype=...))")
+                   help="opt-in float16 output table for autoregressive steps (Sampler(step_logits_dtype=...)); "
+                        "on the dev CPU no faster than the default transposed float32 table")
     args = p.parse_args(argv)
 
     import torch
@@ -140,20 +142,22 @@ def main(argv: list[str] | None = None) -> None:
         batch, target = _case(name)
         pixels = torch.randn(batch, 3, 224, 224)
         inputs = {"rgb": {"tensor": pixels}}
-        times, base_times, calib = [], [], []
+        times, base_times, calib, cpu, base_cpu = [], [], [], [], []
         for i in range(args.warmup + args.repeats):
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             result = sampler.generate(inputs, [target], seed=args.seed + i)
-            dt = (time.perf_counter() - t0) * 1000.0
+            dt, dc = (time.perf_counter() - t0) * 1000.0, (time.process_time() - c0) * 1000.0
             if args.baseline:
-                t0 = time.perf_counter()
+                c0, t0 = time.process_time(), time.perf_counter()
                 _run_baseline(sampler, inputs, target, args.seed + i)
-                bt = (time.perf_counter() - t0) * 1000.0
+                bt, bc = (time.perf_counter() - t0) * 1000.0, (time.process_time() - c0) * 1000.0
             if i >= args.warmup:
                 calib.append(_calibrate(args.threads))
                 times.append(dt)
+                cpu.append(dc)
                 if args.baseline:
                     base_times.append(bt)
+                    base_cpu.append(bc)
         tokens = result.tokens[target.modality]
         med = statistics.median(times)
         line = {
@@ -164,12 +168,15 @@ def main(argv: list[str] | None = None) -> None:
             "params": model.num_parameters(),
             "step_logits": "float16" if args.half_step_logits else "float32",
             "calib_mm512_ms": round(statistics.median(calib), 2),
+            # CPU time of this process (all threads): with --threads 1 close to the quiet latency under load
+            "cpu_ms_median": round(statistics.median(cpu), 1),
         }
         if args.threads == 2:  # rough: scales by how much slower a plain matmul is than on the quiet machine
             line["quiet_estimate_ms"] = round(med * QUIET_MM512_MS / max(line["calib_mm512_ms"], QUIET_MM512_MS), 1)
         if args.baseline:
             bmed = statistics.median(base_times)
-            line.update(baseline_ms_median=round(bmed, 1), speedup_vs_baseline=round(bmed / med, 2))
+            line.update(baseline_ms_median=round(bmed, 1), speedup_vs_baseline=round(bmed / med, 2),
+                        baseline_cpu_ms_median=round(statistics.median(base_cpu), 1))
         print(json.dumps(line), flush=True)
 
 

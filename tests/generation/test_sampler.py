@@ -175,3 +175,32 @@ def test_half_precision_step_logits_are_close(tiny_model, pixels):
     assert not torch.equal(a, b)  # it really used the half-precision table
     with pytest.raises(GenerationError, match="step_logits_dtype"):
         Sampler(tiny_model, step_logits_dtype=torch.int8)
+
+
+def test_step_logits_use_a_transposed_table_that_follows_the_weights(tiny_model, pixels):
+    import copy
+
+    model = copy.deepcopy(tiny_model)
+    sampler = Sampler(model)
+    inputs = sampler.prepare_inputs({"rgb": pixels})
+    ids = torch.randint(10, 200, (2,))
+    backend = sampler.backend
+
+    def step() -> tuple[torch.Tensor, torch.Tensor]:
+        state = backend.start_sequence(inputs, "caption")
+        logits = backend.next_logits(state, ids, 0)
+        with torch.no_grad():  # the same hidden state through the model's own (V, D) product
+            state2 = backend.start_sequence(inputs, "caption")
+            x, e = model.decoder_queries("caption", torch.zeros((2, 1), dtype=torch.long), ids[:, None])
+            hidden = model.decode(x, e, state2.cache, use_cache=True)
+        return logits, model.logits("caption", hidden[:, 0])
+
+    fast, plain = step()
+    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
+    table = backend._output_table("caption")
+    assert table.shape == (model.config.dim, model.vocab_sizes["caption"]) and table.is_contiguous()
+    with torch.no_grad():
+        model.decoder_embeddings["caption"].output_weight.mul_(2.0)
+    fast2, plain2 = step()
+    torch.testing.assert_close(fast2, plain2, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(fast2, fast)

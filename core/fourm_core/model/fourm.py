@@ -33,7 +33,9 @@ The generation code (``fourm_core.generation``) drives the model through these s
     (bool, broadcastable to (B, M, past+M), **True = may attend**) restricts self-attention; with
     ``causal=True`` and no mask, query i attends every cached key and queries ≤ i. With ``use_cache=True`` the
     queries' self-attention keys/values are appended to ``cache`` (so later steps attend them): feed a
-    sequence prompt once, then one token per step. ``cache.self_length`` is the number of cached positions;
+    sequence prompt once, then one token per step (a one-token step without autograd on CPU runs the same
+    maths against cached transposed decoder weights, see ``FourM.step_weight_cache``). ``cache.self_length``
+    is the number of cached positions;
     ``cache.reset_self()`` empties the self-attention part and keeps the cross-attention part.
 ``model.logits(modality, hidden) -> (..., V)``
     Output logits of ``modality`` for decoder outputs ``hidden`` (..., D).
@@ -57,7 +59,7 @@ from torch import Tensor, nn
 
 from fourm_registry import ModalitySet, ModalitySpec
 
-from .blocks import DecoderBlock, EncoderBlock, layer_norm
+from .blocks import DecoderBlock, EncoderBlock, StepWeights, layer_norm, transposed_linears
 from .config import ModelConfig
 from .embeddings import (
     PatchEncoderEmbedding,
@@ -170,6 +172,10 @@ class FourM(nn.Module):
         super().__init__()
         self.config = config
         self.modalities = modalities
+        #: one-token decoding steps on CPU (generation) run against transposed copies of the decoder's linear
+        #: weights, built on first use (one extra copy of those weights in memory); False: plain :meth:`decode`
+        self.step_weight_cache: bool = True
+        self._step_weight_store: tuple[tuple, list[StepWeights]] | None = None
         vocab_sizes = dict(vocab_sizes or {})
         unknown = sorted(set(vocab_sizes) - set(modalities.names))
         if unknown:
@@ -398,6 +404,8 @@ class FourM(nn.Module):
         """Run the decoder blocks on queries ``x + e`` (B, M, D) → outputs after ``decoder_norm`` (B, M, D)."""
         y = x + e
         m = y.shape[1]
+        if use_cache and m == 1 and self_allowed is None and self._use_step_path(y):
+            return self._decode_step(y, cache)
         past = cache.self_length if use_cache else 0
         if self_allowed is None and causal:
             q = torch.arange(m, device=y.device)[:, None] + past
@@ -411,6 +419,32 @@ class FourM(nn.Module):
             if use_cache:
                 cache.self_kv[i] = kv
         return self.decoder_norm(y)
+
+    def _use_step_path(self, y: Tensor) -> bool:
+        """One-token incremental steps take :meth:`_decode_step` on CPU without autograd (see
+        :attr:`step_weight_cache`)."""
+        return self.step_weight_cache and y.device.type == "cpu" and not torch.is_grad_enabled()
+
+    def _step_weights(self) -> list[StepWeights]:
+        """Per decoder block, its linear weights transposed (:func:`~.blocks.transposed_linears`), cached and
+        rebuilt when any of them changes (storage or in-place update)."""
+        key = tuple((p.data_ptr(), p._version) for p in self.decoder.parameters())
+        cached = self._step_weight_store
+        if cached is None or cached[0] != key:
+            cached = (key, [transposed_linears(blk) for blk in self.decoder])
+            self._step_weight_store = cached
+        return cached[1]
+
+    def _decode_step(self, y: Tensor, cache: DecoderCache) -> Tensor:
+        """:meth:`decode` for one new position per sample with the self-attention cache: same maths, with the
+        linear layers run as ``x @ W^T`` against contiguous transposed copies (faster one-row products on
+        CPU) and without the (B, M, D) reshapes."""
+        weights = self._step_weights()
+        h = y[:, 0]
+        for i, blk in enumerate(self.decoder):
+            h, kv = blk.step(h, weights[i], cache.context_kv[i], cache.cross_allowed, cache.self_kv[i])
+            cache.self_kv[i] = kv
+        return self.decoder_norm(h)[:, None]
 
     def logits(self, modality: str, hidden: Tensor) -> Tensor:
         """Logits (..., V) of ``modality`` for decoder outputs ``hidden`` (..., D)."""
