@@ -190,6 +190,15 @@ def test_finetune_adds_a_modality_with_frozen_trunk_and_transfer_masking(tmp_pat
     assert k_new in asd and k_new not in psd
 
 
+def _free_port() -> int:
+    """A TCP port that is free right now (the OS picks it for a socket bound to port 0)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def test_two_process_data_parallel(tmp_path, stores):
     """Real 2-process DDP on CPU (gloo) through torchrun: both ranks run and their parameters stay identical."""
     cfg = base_config(tmp_path / "ddp", stores, max_steps=3, batch_size=2)
@@ -198,6 +207,7 @@ def test_two_process_data_parallel(tmp_path, stores):
     script = tmp_path / "run_ddp.py"
     script.write_text(
         "import json, sys, torch, torch.distributed as dist\n"
+        "from pathlib import Path\n"
         "from fourm_trainers.config import TrainConfig\n"
         "from fourm_trainers import train as T\n"
         "cfg = TrainConfig.from_yaml(sys.argv[1])\n"
@@ -211,34 +221,98 @@ def test_two_process_data_parallel(tmp_path, stores):
         "rank = dist.get_rank()\n"
         "out = [torch.zeros_like(vec) for _ in range(dist.get_world_size())]\n"
         "dist.all_gather(out, vec)\n"
-        "print(json.dumps({'rank': rank, 'world': dist.get_world_size(), 'num_processes': s['num_processes'],\n"
-        "                  'same': bool(torch.equal(out[0], out[1])), 'norm': float(vec.norm())}), flush=True)\n")
+        "rec = {'rank': rank, 'world': dist.get_world_size(), 'num_processes': s['num_processes'],\n"
+        "       'same': bool(torch.equal(out[0], out[1])), 'norm': float(vec.norm())}\n"
+        "# one file per rank: both ranks share stdout, where their lines can interleave\n"
+        "(Path(sys.argv[2]) / f'rank{rank}.json').write_text(json.dumps(rec))\n")
+    rank_dir = tmp_path / "ranks"
+    rank_dir.mkdir()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
-    res = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", "29531", str(script), str(p)],
+    res = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+                          "--master_port", str(_free_port()), str(script), str(p), str(rank_dir)],
                          env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    recs = [json.loads(x) for x in res.stdout.splitlines() if x.startswith("{\"rank\"")]
-    assert sorted(r["rank"] for r in recs) == [0, 1]
+    assert sorted(f.name for f in rank_dir.iterdir()) == ["rank0.json", "rank1.json"]
+    recs = [json.loads((rank_dir / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["rank"] for r in recs] == [0, 1]
     assert all(r["world"] == 2 and r["num_processes"] == 2 and r["same"] for r in recs)
     lines = _metrics(tmp_path / "ddp")
     assert [r["step"] for r in lines] == [1, 2, 3]  # only the main process writes metrics
     assert lines[-1]["tokens_seen"] == 3 * 2 * 2 * 48  # tokens of both ranks
 
 
+def _unigram_entropy(store: str, name: str) -> float:
+    """Entropy (nats) of the token frequencies of ``name`` in ``store``: the loss of the best predictor that
+    ignores context (always the training frequencies), measured in-sample, i.e. its most favourable value."""
+    import numpy as np
+
+    from fourm_core.data import Store
+
+    st = Store.open(store, "r")
+    toks = np.asarray(st.read_tokens(name, range(st.num_samples), crop=0)).reshape(-1)
+    p = np.bincount(toks) / toks.size
+    p = p[p > 0]
+    return float(-(p * np.log(p)).sum())
+
+
+@pytest.fixture(scope="module")
+def learned_run(tmp_path_factory, stores) -> dict:
+    """The debug model evaluated on held-out photos at init and after 300 steps (one training run shared by the
+    slow tests below)."""
+    root = tmp_path_factory.mktemp("learn")
+    over = dict(batch_size=8, val_datasets=[{"path": stores["val"]}], eval_batches=4,
+                optimizer={"lr": 2e-3, "min_lr": 1e-4}, schedule={"warmup_tokens": 5000})
+    # before training: one step at the start of the warm-up (lr 0) leaves the initial weights untouched
+    train(TrainConfig.from_dict(base_config(root / "init", stores, max_steps=1, eval_every=1, **over)))
+    assert _metrics(root / "init")[0]["lr"] == 0.0
+    before = _metrics(root / "init", "val")[0]
+    s = train(TrainConfig.from_dict(base_config(root / "long", stores, max_steps=300, eval_every=150, **over)))
+    after = _metrics(root / "long", "val")[-1]
+    assert after["step"] == 300
+    print(f"\nvalidation loss {before['loss']:.3f} at init -> {after['loss']:.3f} after 300 steps; "
+          f"{s['steps_per_s']:.2f} steps/s, {s['tokens_per_s']:.0f} tokens/s")
+    for m in ("canny_edge", "tok_rgb", "color_palette"):
+        print(f"  {m}: init {before['loss/' + m]:.3f}  final {after['loss/' + m]:.3f}")
+    return {"before": before, "after": after}
+
+
 @pytest.mark.slow
-def test_debug_model_learns_on_real_photos(tmp_path, stores):
-    """A few hundred steps lower the validation loss clearly (the factor is printed for the closing note)."""
-    cfg = TrainConfig.from_dict(base_config(
-        tmp_path / "long", stores, max_steps=300, batch_size=8, val_datasets=[{"path": stores["val"]}],
-        eval_every=150, eval_batches=4, optimizer={"lr": 2e-3, "min_lr": 1e-4}, schedule={"warmup_tokens": 5000}))
-    s = train(cfg)
-    val = _metrics(tmp_path / "long", "val")
-    first_train = _metrics(tmp_path / "long")[0]["loss"]
-    factor = first_train / val[-1]["loss"]
-    print(f"\nvalidation loss {val[-1]['loss']:.3f} after 300 steps vs initial train loss {first_train:.3f}: "
-          f"factor {factor:.2f}; {s['steps_per_s']:.2f} steps/s, {s['tokens_per_s']:.0f} tokens/s")
-    assert factor > 1.5
+def test_debug_model_learns_on_real_photos(learned_run):
+    """Held-out validation loss, measured before and after training, falls clearly for every modality."""
+    before, after = learned_run["before"], learned_run["after"]
+    assert after["loss"] < 0.6 * before["loss"]  # ≈ ln V at init
+    for m in ("canny_edge", "tok_rgb", "color_palette"):
+        assert after["loss/" + m] < 0.75 * before["loss/" + m], m
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="known gap (measured): after 300 steps the debug model does not beat a "
+                   "context-free token-frequency predictor on held-out photos (canny_edge 2.39 vs 2.43 nats, tok_rgb "
+                   "6.5 vs 3.98); strict, so it fails loudly once the model learns context")
+def test_debug_model_beats_a_token_frequency_baseline_on_real_photos(learned_run, stores):
+    """The final per-modality validation loss beats the unigram entropy of the training tokens by 10%.
+
+    The bar for the image modalities is the entropy of their *training* token frequencies: a model that only
+    learned the frequencies scores about that in-sample and more on held-out photos (whose frequencies
+    differ), so beating it by 10% (0.24 / 0.40 nats here) needs the visible tokens of the same and the other
+    modalities (neighbouring patches, the colour ↔ edge relation). color_palette is left out: its targets mix
+    sentinel tokens with palette tokens, so token frequencies are no fair bar there.
+    """
+    import math
+
+    after = learned_run["after"]
+    for m in ("canny_edge", "tok_rgb"):
+        h = _unigram_entropy(stores["train"], m)
+        print(f"  {m}: final {after['loss/' + m]:.3f}; unigram entropy of the training tokens {h:.3f} "
+              f"(uniform over the vocabulary {math.log(get_vocab(m)):.3f})")
+        assert after["loss/" + m] < 0.9 * h, (m, after["loss/" + m], h)
+
+
+def get_vocab(name: str) -> int:
+    from fourm_registry import get_modalities
+
+    return int(get_modalities()[name].vocab_size)
 
 
 def test_shipped_configs_parse():

@@ -107,7 +107,8 @@ class TokenEncoderEmbedding(_PositionMixin):
 
     def reset_parameters_(self, cfg: ModelConfig) -> None:
         super().reset_parameters_(cfg)
-        _trunc_normal(self.token_emb.weight.data, cfg.init_std)
+        std = cfg.init_std if cfg.input_token_init_std is None else cfg.input_token_init_std
+        _trunc_normal(self.token_emb.weight.data, std)
 
 
 class PatchEncoderEmbedding(_PositionMixin):

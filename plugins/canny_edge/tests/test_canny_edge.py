@@ -115,3 +115,46 @@ def test_fourm_label_job_on_a_store_of_real_photos(tmp_path):
     assert len(raws) == 3
     for raw in raws:
         check_raw(spec, raw)
+
+
+def test_soft_edge_decoder_targets_decode_and_reload(tmp_path):
+    """The default edge tokenizer: sigmoid edge strength, BCE against thickened + blurred edges; reloads."""
+    from fourm_core.tokenizers import load_tokenizer
+
+    from fourm_canny_edge.components import SOFT_EDGE_DECODER, make_tokenizer
+
+    tok = make_tokenizer(**TINY_VQ)
+    assert tok.config["decoder"]["type"] == SOFT_EDGE_DECODER
+    x = torch.zeros(1, 1, 32, 32)
+    x[0, 0, 16, 4:28] = 1.0  # a one-pixel line
+    soft = tok.decoder.soft_target(x)
+    assert soft.shape == x.shape and float(soft.min()) >= 0.0 and float(soft.max()) <= 1.0
+    assert float(soft[0, 0, 16, 16]) > 0.8  # the line stays strong ...
+    assert float(soft[0, 0, 14, 16]) > 0.2 and float(soft[0, 0, 5, 16]) == pytest.approx(0.0, abs=1e-6)  # ... widens
+    torch.manual_seed(0)
+    opt = torch.optim.Adam(tok.parameters(), lr=3e-3)
+    first = None
+    for _ in range(15):
+        loss, _ = tok.loss(x)
+        first = float(loss.detach()) if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss.detach()) < first
+    ids = tok.encode(x)
+    out = tok.decode(ids)
+    assert out.shape == (1, 1, 32, 32) and float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    tok.save_pretrained(tmp_path / "edge_tok")
+    again = load_tokenizer(tmp_path / "edge_tok")
+    assert torch.allclose(again.decode(ids), out)
+
+
+def test_from_tensor_reads_class_probabilities():
+    t = get_modalities()["canny_edge"].transform.build()
+    p = torch.zeros(1, 2, 4, 4)
+    p[:, 0] = 1.0
+    p[0, :, 1, 2] = torch.tensor([0.2, 0.8])
+    edges = t.from_tensor(p)[0][..., 0]
+    assert edges[1, 2] == 255 and edges.sum() == 255
+    with pytest.raises(ValueError, match="canny_edge"):
+        t.from_tensor(torch.zeros(1, 3, 4, 4))

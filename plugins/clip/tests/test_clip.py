@@ -125,3 +125,24 @@ def test_crop_follows_the_raw_box(tiny_weights):
     np.testing.assert_array_equal(t.crop(feats, box=(32, 48, 96, 64), size=(6, 4)), feats[2:8, 3:7])
     np.testing.assert_array_equal(t.crop(feats, box=(32, 48, 96, 64), flip=True, size=(6, 4)), feats[2:8, 3:7][:, ::-1])
     assert t.grid_for((224, 224)) == (14, 14)
+
+
+def test_fourm_label_job_on_a_store_of_real_photos(tmp_path, tiny_weights):
+    """`fourm label` (the data job) runs the tiny CLIP over an ingested store of real photos (spanning shards):
+    every stored feature grid is the labeler's output for that stored photo."""
+    from fourm_clip.components import ClipLabeler
+    from fourm_core.plugin_kit.testing import label_photo_store
+
+    raws = label_photo_store(tmp_path, "clip", tiny_weights)
+    assert len(raws) == 3 and all(r.shape == (14, 14, EMBED) for r in raws)
+    direct = ClipLabeler(weights=tiny_weights)({"rgb": _stored_photos(tmp_path)})
+    for stored, ref in zip(raws, direct):
+        np.testing.assert_allclose(stored.astype(np.float32), ref.astype(np.float32), atol=3e-2, rtol=1e-2)
+    assert not np.allclose(raws[0].astype(np.float32), raws[2].astype(np.float32), atol=1e-2)
+
+
+def _stored_photos(tmp_path) -> list[np.ndarray]:
+    """The rgb raws `fourm ingest` wrote into the store that :func:`label_photo_store` built under ``tmp_path``."""
+    from fourm_core.data.store import Store
+
+    return Store.open(str(tmp_path / "store.zarr"), "r").read_raw("rgb", range(3))

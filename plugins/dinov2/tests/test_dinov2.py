@@ -175,3 +175,27 @@ def test_bad_input_names_the_modality(tiny_weights):
         lab({"rgb": [np.zeros((256, 256, 3), np.float32)]})
     with pytest.raises(ValueError, match="rgb"):
         lab({"depth": []})
+
+
+@pytest.mark.parametrize("modality", ["dinov2", "dinov2_global"])
+def test_fourm_label_job_on_a_store_of_real_photos(tmp_path, tiny_weights, modality):
+    """`fourm label` (the data job) runs the tiny DINOv2 over an ingested store of real photos (spanning shards):
+    every stored raw is the model's output for that stored photo."""
+    from fourm_core.plugin_kit.testing import label_photo_store
+    from fourm_dinov2.components import Dinov2Labeler
+
+    raws = label_photo_store(tmp_path, modality, tiny_weights)
+    shape = (16, 16, HIDDEN) if modality == "dinov2" else (HIDDEN,)
+    assert len(raws) == 3 and all(r.shape == shape for r in raws)
+    output = "patch" if modality == "dinov2" else "global"
+    direct = Dinov2Labeler(weights=tiny_weights, output=output)({"rgb": _stored_photos(tmp_path)})
+    for stored, ref in zip(raws, direct):
+        np.testing.assert_allclose(stored.astype(np.float32), ref.astype(np.float32), atol=2e-2, rtol=1e-2)
+    assert not np.allclose(raws[0].astype(np.float32), raws[2].astype(np.float32), atol=1e-2)
+
+
+def _stored_photos(tmp_path) -> list[np.ndarray]:
+    """The rgb raws `fourm ingest` wrote into the store that :func:`label_photo_store` built under ``tmp_path``."""
+    from fourm_core.data.store import Store
+
+    return Store.open(str(tmp_path / "store.zarr"), "r").read_raw("rgb", range(3))

@@ -113,3 +113,27 @@ def test_default_weights_error_names_the_hub_repo():
 
     with pytest.raises(WeightsNotAvailableError, match="laion/CLIP-ViT-H-14-laion2B-s32B-b79K"):
         ImageBindLabeler()
+
+
+@pytest.mark.parametrize("modality", ["imagebind", "imagebind_global"])
+def test_fourm_label_job_on_a_store_of_real_photos(tmp_path, tiny_weights, modality):
+    """`fourm label` (the data job) runs the tiny ViT-H tower over an ingested store of real photos (spanning
+    shards): every stored raw is the labeler's output for that stored photo."""
+    from fourm_core.plugin_kit.testing import label_photo_store
+    from fourm_imagebind.components import ImageBindLabeler
+
+    raws = label_photo_store(tmp_path, modality, tiny_weights)
+    shape = (16, 16, WIDTH) if modality == "imagebind" else (WIDTH,)
+    assert len(raws) == 3 and all(r.shape == shape for r in raws)
+    output = "patch" if modality == "imagebind" else "global"
+    direct = ImageBindLabeler(weights=tiny_weights, output=output)({"rgb": _stored_photos(tmp_path)})
+    for stored, ref in zip(raws, direct):
+        np.testing.assert_allclose(stored.astype(np.float32), ref.astype(np.float32), atol=3e-2, rtol=1e-2)
+    assert not np.allclose(raws[0].astype(np.float32), raws[2].astype(np.float32), atol=1e-2)
+
+
+def _stored_photos(tmp_path) -> list[np.ndarray]:
+    """The rgb raws `fourm ingest` wrote into the store that :func:`label_photo_store` built under ``tmp_path``."""
+    from fourm_core.data.store import Store
+
+    return Store.open(str(tmp_path / "store.zarr"), "r").read_raw("rgb", range(3))

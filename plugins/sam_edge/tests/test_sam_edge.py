@@ -77,3 +77,35 @@ def test_runs_sam_itself_without_stored_instances(tmp_path):
     assert len(out) == 2 and out[0].shape == (256, 256, 1) and out[0].dtype == np.uint8
     with pytest.raises(ValueError, match="sam_instance"):
         SamEdgeLabeler()({"depth": []})
+
+
+def test_fourm_label_job_on_a_store_of_real_photos(tmp_path):
+    """`fourm label` on a store of real photos: sam_instance first (tiny SAM, permissive thresholds so that the
+    random model keeps masks), then sam_edge from the stored instances; the edges are the outlines of the masks."""
+    from fourm_core.data.jobs import ingest, label
+    from fourm_core.data.store import Store
+    from fourm_core.plugin_kit.testing import label_photo_store
+    from fourm_registry import get_modalities
+    from fourm_registry.testing import check_raw
+    from fourm_sam_edge.components import edges_from_instances
+
+    weights = save_tiny_sam(tmp_path / "sam")
+    label_photo_store(tmp_path, "sam_instance", weights)
+    url = str(tmp_path / "store.zarr")
+    # without its requirement in the store, the job says what to run first
+    bare = str(tmp_path / "bare.zarr")
+    ingest(tmp_path / "photos", bare, samples_per_shard=2, progress=False)
+    with pytest.raises(Exception, match=r"requires 'sam_instance'.*fourm label .* --modalities sam_instance"):
+        label(bare, ["sam_edge"], progress=False)
+    label(url, ["sam_instance"], weights={"sam_instance": weights}, overwrite=True, progress=False,
+          labeler_kwargs={"sam_instance": {"points_per_side": 4, "pred_iou_thresh": -1e9,
+                                           "stability_score_thresh": 0.0}})
+    label(url, ["sam_edge"], progress=False)
+    store = Store.open(url, "r")
+    instances = store.read_raw("sam_instance", range(3))
+    edges = store.read_raw("sam_edge", range(3))
+    assert all(inst["instances"] for inst in instances)
+    for inst, edge in zip(instances, edges):
+        check_raw(get_modalities()["sam_edge"], edge)
+        np.testing.assert_array_equal(edge, edges_from_instances(inst))
+        assert edge.any()

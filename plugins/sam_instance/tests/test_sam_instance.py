@@ -266,3 +266,16 @@ def test_visualizer_draws_both_forms():
                       {"xy": [0.9, 0.1], "instances": []}]}
     img2 = np.asarray(visualize(pts))
     assert img2.shape == (256, 256, 3) and img2.max() == 255
+
+
+def test_fourm_label_job_on_a_store_of_real_photos(tmp_path, tiny_sam):
+    """`fourm label` (the data job) runs the tiny SAM (default automatic-mask settings) over an ingested store of
+    real photos (spanning shards); each stored raw is that of the labeler run on the stored photo."""
+    from fourm_core.data.store import Store
+    from fourm_core.plugin_kit.testing import label_photo_store
+    from fourm_sam_instance.components import SamInstanceLabeler
+
+    raws = label_photo_store(tmp_path, "sam_instance", tiny_sam)
+    assert len(raws) == 3 and all(r["size"] == [256, 256] for r in raws)
+    photos = Store.open(str(tmp_path / "store.zarr"), "r").read_raw("rgb", range(3))
+    assert raws == SamInstanceLabeler(weights=tiny_sam)({"rgb": photos})
