@@ -65,6 +65,11 @@ def _check_summary(out: Path, summary: dict, budget_s: float) -> None:
     ea = g["edge_token_accuracy"]
     assert 0.0 <= ea["model"] <= 1.0 and 0.0 < ea["baseline_most_frequent_token"] <= 1.0
     assert g["palette_distance"]["baseline_fixed_medoid_palette"] > 0
+    ep = g["edge_pixels"]
+    assert ep["f1_model"] is not None and 0.0 <= ep["f1_model"] <= 1.0 and 0.0 < ep["f1_baseline_all_edges"] < 1.0
+    # the training used the quickstart's mixture (rgb2all makes palette/metadata fully masked targets)
+    cfg = json.loads(json.dumps(summary["train"]["masking"]))
+    assert [c["name"] for c in cfg["mixture"]] == ["all2all", "rgb2all", "edges+palette2rgb"]
     held = set(summary["data"]["held_out_photos"])
     assert held and not held & set(summary["data"]["train_photos"])
 
@@ -125,7 +130,15 @@ def test_quickstart_default_run(tmp_path):
     _check_summary(out, summary, 600)
     _check_pngs(out, summary)
     assert wall < 600, f"quickstart took {wall:.0f} s"
-    ea = summary["generation"]["edge_token_accuracy"]
-    assert ea["model"] > ea["baseline_most_frequent_token"], ea
+    g = summary["generation"]
+    ea = g["edge_token_accuracy"]
+    assert ea["model"] > 2 * ea["baseline_most_frequent_token"], ea
+    pal = g["palette_distance"]
+    parsed, total = (int(x) for x in pal["parsed"].split("/"))
+    # most predicted palettes parse (rgb2all trains the fully masked layout the sampler uses); measured here:
+    # 23/24 and 18/24 in two default runs (0/24 before). Not asserted (measured, reported in summary.json):
+    # palette distance vs the fixed medoid palette (58-59 vs 58: on par), metadata parse rate (0/24: keys
+    # repeat or the text stops after one token) and edge-pixel F1 (the 4M predicts mostly blank edge tokens).
+    assert parsed >= 0.5 * total, pal
     print(f"default quickstart: {wall:.0f} s wall; edge-token accuracy {ea}; "
           f"palette {summary['generation'].get('palette_distance')}")

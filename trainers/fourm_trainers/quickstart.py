@@ -11,12 +11,16 @@ Stages (each logs one line; the jobs it calls draw progress bars):
 3. **tokenizers**: tiny ViT VQ-VAEs for ``tok_rgb`` and ``canny_edge`` (and for any other labeled image /
    vector modality) with the tokenizer job, time-boxed; the shared WordPiece vocabulary of the sequence
    modalities; then the tokenize job (``crops`` crops per sample).
-4. **train**: a small 4M with the trainer (``fourm_trainers.train``), time-boxed.
+4. **train**: a small 4M with the trainer (``fourm_trainers.train``), time-boxed, with the masking mixture of
+   :func:`quickstart_masking` (all2all + rgb2all with fully masked sequences + edges/palette → rgb).
 5. **generate**: any-to-any generation through :class:`fourm_core.pipeline.AnyToAny` on the held-out crops
    (rgb → canny_edge, color_palette, metadata; canny_edge + color_palette → rgb), rendered into
    ``OUT/*.png`` next to the labelers' ground truth, and ``OUT/summary.json`` with what ran or was skipped,
    timings, losses, and quality figures against trivial baselines (edge-token accuracy vs predicting the
-   most frequent token; palette distance vs one fixed palette).
+   most frequent token; edge-pixel F1 vs marking every pixel an edge; palette distance vs one fixed palette;
+   how many palettes / metadata records parse). The edge columns show the edge tokenizer's decoded edge
+   strength (grey levels), next to the labeled edges passed through the same tokenizer (the best a perfect
+   prediction could look like).
 
 Time-boxing: each trainer first runs a few calibration steps, then resumes (the jobs' own resume) with as
 many steps as the remaining budget allows at the measured speed.
@@ -77,8 +81,8 @@ class QuickstartConfig:
                                          ("num_heads", 4))
     batch_size: int = 16
     #: share of the budget left after data/labels for: tokenizers, 4M (the rest: tokenize, generation)
-    tokenizer_share: float = 0.30
-    train_share: float = 0.55
+    tokenizer_share: float = 0.18
+    train_share: float = 0.70
     #: minimum steps whatever the budget (a tiny budget still produces every artefact)
     min_tokenizer_steps: int = 8
     min_train_steps: int = 8
@@ -342,9 +346,10 @@ def _tokenizer_overrides(spec: ModalitySpec, size: int) -> dict[str, Any]:
         return {"vocab_size": 256}
     gh, gw = spec.grid
     patch = max(1, size // gh)
-    big = spec.name == "tok_rgb"
+    # small vocabularies: few codes fill up (and become predictable for the 4M) within the quickstart's steps
+    vocab = {"tok_rgb": 512, "canny_edge": 128}.get(spec.name, 256)
     return dict(image_size=[patch * gh, patch * gw], patch_size=patch, dim=64, depth=1, num_heads=2,
-                vocab_size=512 if big else 256, code_dim=16)
+                vocab_size=vocab, code_dim=16)
 
 
 def train_tokenizers_timeboxed(names: Sequence[str], url: str, tok_dir: Path, seconds: float, cfg: QuickstartConfig,
@@ -352,10 +357,12 @@ def train_tokenizers_timeboxed(names: Sequence[str], url: str, tok_dir: Path, se
     """Train each image/vector tokenizer for its share of ``seconds`` (calibrate, then resume)."""
     from .tokenizer_train import TokenizerTrainConfig, train_tokenizer
 
-    weights = {n: (1.5 if n == "tok_rgb" else 1.0) for n in names}
+    # thin edges are the hardest to tokenize: the edge tokenizer gets the largest share (tok_rgb only needs
+    # the patches' colours, which it learns in a few dozen steps)
+    weights = {n: (1.5 if n == "canny_edge" else 1.0) for n in names}
     total_w = sum(weights.values()) or 1.0
     out: dict[str, Any] = {}
-    calib = 4
+    calib = 8
     for n in names:
         spec = modalities[n]
         budget = seconds * weights[n] / total_w
@@ -365,7 +372,7 @@ def train_tokenizers_timeboxed(names: Sequence[str], url: str, tok_dir: Path, se
         first = train_tokenizer(n, url, tok_dir, config=TokenizerTrainConfig(steps=calib, **base), modalities=modalities)
         rate = float(first["final"].get("images_per_s", 0.0)) / base["batch_size"]  # steps / s
         left = budget - (time.perf_counter() - t0)
-        steps = _steps_for(left * 0.9, rate, calib, cfg.min_tokenizer_steps)
+        steps = _steps_for(left * 0.95, rate, calib, cfg.min_tokenizer_steps)
         summary = train_tokenizer(n, url, tok_dir, config=TokenizerTrainConfig(steps=steps, **{**base, "log_every": 10}),
                                   resume=True, modalities=modalities)
         records = _read_jsonl(Path(summary["metrics_file"]))
@@ -380,8 +387,47 @@ def train_tokenizers_timeboxed(names: Sequence[str], url: str, tok_dir: Path, se
 
 # --------------------------------------------------------------------------------------------------
 # stage 4: 4M training
+#: input alpha of a sequence in components where it should (almost) always be fully masked: > 0 so that the
+#: sequence's ``min_tokens`` = 1 applies (one visible sentinel, as the sampler conditions), tiny so that the
+#: Dirichlet share rarely gives it more
+_TINY_ALPHA = 1e-3
+
+
+def quickstart_masking(names: Sequence[str], sequences: Sequence[str], *, input_tokens: tuple[int, int],
+                       target_tokens: tuple[int, int]) -> dict[str, Any]:
+    """The quickstart's masking mixture (a :class:`fourm_core.masking.MaskingConfig` mapping).
+
+    * ``all2all`` (weight 0.2): every modality is input and target (alphas 0.5), as in the reference;
+    * ``rgb2all`` (weight 0.6): the photo's pixels are the input, every other modality a target, and each
+      sequence is **entirely** masked: its encoder input is the single sentinel ``[S_1]`` and its target
+      ``[S_1] tokens... [EOS] [S_2]``, exactly what the autoregressive sampler conditions on at inference
+      (rgb → palette, metadata). Without such samples a small model only sees short spans of a sequence
+      as targets and learns to close a span after 1–3 tokens;
+    * ``edges+palette2rgb`` (weight 0.2): ``canny_edge`` and ``color_palette`` (kept whole) are the
+      input, ``tok_rgb`` the target (the edges + palette → rgb demo).
+
+    Every sequence gets ``min_tokens: 1``: the masker gives a sequence with a zero input budget no encoder
+    token at all while the sampler always shows ``[S_1]`` (see ``tests/quickstart/test_masking_layout.py``);
+    with one token of input budget a fully masked sequence is laid out as the sampler expects.
+    """
+    seq = [n for n in sequences if n in names]
+    comps: list[dict[str, Any]] = [
+        {"name": "all2all", "weight": 0.2, "input_alphas": {"*": 0.5}, "target_alphas": {"*": 0.5}},
+        {"name": "rgb2all", "weight": 0.6,
+         "input_alphas": {"*": 0.0, "rgb": 1.0, **{n: _TINY_ALPHA for n in seq}},
+         "target_alphas": {"*": 0.5, "rgb": 0.0, **{n: 1.0 for n in seq}}},
+    ]
+    if "canny_edge" in names and "tok_rgb" in names:
+        cond = ["canny_edge"] + (["color_palette"] if "color_palette" in names else [])
+        comps.append({"name": "edges+palette2rgb", "weight": 0.2,
+                      "input_alphas": {"*": 0.0, **{n: 1.0 for n in cond}},
+                      "target_alphas": {"*": 0.0, "tok_rgb": 1.0},
+                      "keep": {n: "all" for n in cond if n in seq}})
+    return {"input_tokens": list(input_tokens), "target_tokens": list(target_tokens), "mixture": comps,
+            "modalities": {n: {"min_tokens": 1} for n in seq}}
+
 def train_fourm_timeboxed(url: str, tok_dir: Path, run_dir: Path, names: Sequence[str], vocab: dict[str, int],
-                          seconds: float, cfg: QuickstartConfig) -> dict[str, Any]:
+                          seconds: float, cfg: QuickstartConfig, sequences: Sequence[str] = ()) -> dict[str, Any]:
     """Train a small 4M for about ``seconds`` (a few calibration steps, then resume with the rest)."""
     from .config import TrainConfig
     from .train import train
@@ -390,7 +436,7 @@ def train_fourm_timeboxed(url: str, tok_dir: Path, run_dir: Path, names: Sequenc
     base = {
         "out_dir": str(run_dir), "datasets": [{"path": url}], "modalities": list(names), "tokenizers": str(tok_dir),
         "model": {"preset": "debug", **dict(cfg.model)}, "vocab_sizes": vocab,
-        "masking": {"input_tokens": [64, 128], "target_tokens": [64, 128]},
+        "masking": quickstart_masking(names, sequences, input_tokens=(64, 128), target_tokens=(64, 128)),
         "batch_size": cfg.batch_size, "optimizer": {"lr": 2e-3, "min_lr": 1e-4, "weight_decay": 0.05},
         "schedule": {"warmup_tokens": 20 * cfg.batch_size * tokens_per_step}, "clip_grad": 1.0,
         "log_every": 5, "seed": cfg.seed, "cpu": True, "mixed_precision": "no",
@@ -398,18 +444,19 @@ def train_fourm_timeboxed(url: str, tok_dir: Path, run_dir: Path, names: Sequenc
     if run_dir.exists():
         shutil.rmtree(run_dir)
     t0 = time.perf_counter()
-    calib = 5
+    calib = 10
     first = train(TrainConfig.from_dict({**base, "max_steps": 10**6}), stop_after=calib)
     rate = float(first["steps_per_s"])
     left = seconds - (time.perf_counter() - t0)
-    steps = _steps_for(left * 0.92, rate, calib, cfg.min_train_steps)
+    steps = _steps_for(left * 0.97, rate, calib, cfg.min_train_steps)
     summary = train(TrainConfig.from_dict({**base, "max_steps": steps}), resume=True)
     records = _read_jsonl(run_dir / "metrics.jsonl")
     per_mod = {k.split("/", 1)[1]: _first_last(records, k) for k in sorted({k for r in records for k in r})
                if k.startswith("loss/")}
     return {"steps": steps, "seconds": round(time.perf_counter() - t0, 1), "steps_per_s": summary["steps_per_s"],
             "tokens_per_s": summary["tokens_per_s"], "loss": _first_last(records), "loss_per_modality": per_mod,
-            "final": summary.get("final"), "model": base["model"], "batch_size": cfg.batch_size}
+            "final": summary.get("final"), "model": base["model"], "batch_size": cfg.batch_size,
+            "masking": base["masking"]}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -499,18 +546,28 @@ def generate_and_evaluate(model_dir: str, data: dict[str, Any], url: str, names:
         ok = sum(isinstance(m, dict) and len(m) > 0 for m in pred.raw["metadata"])
         results["metadata_parsed"] = f"{ok}/{len(rgb)}"
 
+    # edge pixels: how well the decoded prediction overlaps the labeled edges, vs an all-edges guess
+    results["edge_pixels"] = edge_overlap(pred.raw["canny_edge"], truth["canny_edge"])
+
     sub = _subset(pred, show)
-    # a briefly trained MSE edge tokenizer decodes to faint strokes that the plugin's 0.5 threshold erases:
-    # draw the decoder's soft output (strength x2, clipped) so the predicted structure is visible
+    # draw the edge decoder's soft output (edge strength in [0, 1]): the thresholded map loses faint strokes
     soft = pipe.codec("canny_edge").tokenizer.decode(sub.tokens["canny_edge"].cpu()).detach().float()
-    sub.raw["canny_edge"] = [np.clip(a.permute(1, 2, 0).numpy() * 2.0 * 255.0, 0, 255).astype(np.uint8)
-                             for a in soft]
+    if soft.shape[1] == 2:  # a cross-entropy edge tokenizer: probabilities of {no edge, edge}
+        soft = soft[:, 1:2]
+    sub.raw["canny_edge"] = [np.clip(a.permute(1, 2, 0).numpy() * 255.0, 0, 255).astype(np.uint8) for a in soft]
     with _quiet("fourm_core.pipeline"):  # unparseable rows are drawn as their text on purpose
         grid = pipe.render(sub, tile=160)
     gt_cols = [(n, truth[n][:show]) for n in ("canny_edge", "color_palette", "metadata") if n in truth]
+    # the labeled edges through the edge tokenizer: what a perfect 4M prediction would decode to
+    gt_recon = pipe.codec("canny_edge").tokenizer.decode(
+        pipe.encode_inputs({"canny_edge": truth["canny_edge"][:show]})[0]["canny_edge"]["tensor"]).detach().float()
+    if gt_recon.shape[1] == 2:
+        gt_recon = gt_recon[:, 1:2]
+    gt_cols.insert(1, ("canny_edge (tokenized)", [np.clip(a.permute(1, 2, 0).numpy() * 255.0, 0, 255).astype(np.uint8)
+                                                  for a in gt_recon]))
     png = out / "rgb_to_edges_palette_metadata.png"
-    side_by_side([("held-out input -> 4M predictions (AnyToAny; edges: soft decoder output)", grid),
-                  ("labelers' ground truth", render_grid(gt_cols, mods, tile=160))]).save(png)
+    side_by_side([("held-out input -> 4M predictions (AnyToAny; edges: decoder's edge strength)", grid),
+                  ("labelers' ground truth", _render_columns(gt_cols, mods, tile=160))]).save(png)
     results["pngs"].append(str(png))
 
     # canny_edge + color_palette → rgb
@@ -545,25 +602,68 @@ def _quiet(logger: str) -> Iterator[None]:
 
 
 def _generate(pipe: Any, inputs: dict[str, Any], targets: list[Any], seed: int) -> Any:
-    """``pipe(inputs, targets)`` decoding row by row: a sequence a briefly trained model got wrong (it does
-    not parse) becomes the text ``"unparseable: ..."`` instead of failing the whole batch."""
-    from fourm_core.pipeline import AnyToAnyOutput
+    """``pipe(inputs, targets)``; a sequence a briefly trained model got wrong (it does not parse) becomes the
+    text ``"unparseable: ..."`` instead of failing the whole batch."""
+    with _quiet("fourm_core.pipeline"):
+        return pipe(inputs, targets=targets, seed=seed, decode_errors="text")
 
-    res = pipe(inputs, targets=targets, seed=seed, decode=False)
-    raw: dict[str, list[Any]] = {}
-    for name, tokens in res.tokens.items():
-        codec = pipe.codec(name)
-        rows: list[Any] = []
-        try:
-            rows = list(codec.decode(tokens.cpu()))
-        except ValueError:
-            for i in range(tokens.shape[0]):
-                try:
-                    rows.append(codec.decode(tokens[i:i + 1].cpu())[0])
-                except ValueError as exc:
-                    rows.append(f"unparseable: {str(exc)[:120]}")
-        raw[name] = rows
-    return AnyToAnyOutput(raw, dict(res.tokens), res.inputs, True)
+
+def _render_columns(cols: list[tuple[str, list[Any]]], mods: ModalitySet, tile: int) -> Any:
+    """``render_grid`` for columns some of which (edge strength maps) are drawn as grey images."""
+    from PIL import Image
+
+    from fourm_core.pipeline import render_grid
+
+    if all(n in mods for n, _ in cols):
+        return render_grid(cols, mods, tile=tile)
+    # render each column on its own and paste them side by side (bottom-aligned: same row positions)
+    parts = []
+    for n, v in cols:
+        if n in mods:
+            parts.append(render_grid([(n, v)], mods, tile=tile))
+        else:
+            parts.append(side_by_side([(n, _stack([Image.fromarray(a[..., 0]).convert("RGB").resize((tile, tile))
+                                                     for a in v]))], gap=0))
+    h = max(p.height for p in parts)
+    canvas = Image.new("RGB", (sum(p.width for p in parts), h), (255, 255, 255))
+    x = 0
+    for p in parts:
+        canvas.paste(p, (x, h - p.height))
+        x += p.width
+    return canvas
+
+
+def _stack(images: list[Any]) -> Any:
+    from PIL import Image
+
+    out = Image.new("RGB", (max(i.width for i in images), sum(i.height for i in images)), (255, 255, 255))
+    y = 0
+    for i in images:
+        out.paste(i, (0, y))
+        y += i.height
+    return out
+
+
+def edge_overlap(pred: Sequence[Any], truth: Sequence[np.ndarray], tolerance: int = 2) -> dict[str, Any]:
+    """F1 of predicted vs labeled edge pixels, counting a pixel as matched within ``tolerance`` pixels
+    (decoded edges are a few pixels wide), and the F1 of the trivial guess "every pixel is an edge"."""
+    import cv2
+
+    k = np.ones((2 * tolerance + 1, 2 * tolerance + 1), np.uint8)
+    f1s, base = [], []
+    for p, t in zip(pred, truth):
+        if not isinstance(p, np.ndarray):
+            continue
+        t = t[..., 0] > 0
+        p = _resize(np.repeat(p, 3, -1) if p.shape[-1] == 1 else p, t.shape)[..., 0] > 0
+        prec = (p & (cv2.dilate(t.astype(np.uint8), k) > 0)).sum() / max(p.sum(), 1)
+        rec = (t & (cv2.dilate(p.astype(np.uint8), k) > 0)).sum() / max(t.sum(), 1)
+        f1s.append(2 * prec * rec / max(prec + rec, 1e-9))
+        dens = t.mean()
+        base.append(2 * dens / (dens + 1))  # all pixels: precision = density, recall = 1
+    return {"f1_model": round(float(np.mean(f1s)), 4) if f1s else None,
+            "f1_baseline_all_edges": round(float(np.mean(base)), 4) if base else None,
+            "tolerance_px": tolerance}
 
 
 def _resize(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
@@ -633,7 +733,7 @@ def run_quickstart(cfg: QuickstartConfig, *, echo: Callable[[str], None] | None 
     if tok_dir.exists():
         shutil.rmtree(tok_dir)
     with clock.stage("tokenizers"):
-        fixed_left = clock.left() - 75.0  # tokenize + generation + margin
+        fixed_left = clock.left() - 60.0  # tokenize + generation + margin
         tok_info = train_tokenizers_timeboxed(image_like, url, tok_dir, max(10.0, fixed_left * cfg.tokenizer_share
                                                                             / (cfg.tokenizer_share + cfg.train_share)),
                                               cfg, installed)
@@ -660,7 +760,7 @@ def run_quickstart(cfg: QuickstartConfig, *, echo: Callable[[str], None] | None 
     vocab = {n: int(c.vocab_size) for n, c in codecs.items() if installed[n].kind != "sequence"}
     with clock.stage("train"):
         train_info = train_fourm_timeboxed(url, tok_dir, out / "model", ["rgb", *names], vocab,
-                                           max(10.0, clock.left() - 45.0), cfg)
+                                           max(10.0, clock.left() - 30.0), cfg, sequences)
     summary["train"] = train_info
     say(f"[4/5] train 4M: {train_info['steps']} steps, loss {_fmt(train_info['loss'])} "
         f"({train_info['tokens_per_s']:.0f} tokens/s, {clock.stages['train']:.0f} s)")

@@ -20,7 +20,8 @@ def fourm_register_modalities(register):
         grid=(14, 14),
         aliases=("tok_canny_edge@224",),
         description=("OpenCV Canny edges of the rgb image ({0, 255}); thresholds configurable, automatic from the "
-                     "median intensity by default; 14x14 tokens of an MSE ViT VQ-VAE"),
+                     "median intensity by default; 14x14 tokens of a ViT VQ-VAE whose decoder predicts edge strength "
+                     "(BCE against thickened, blurred edges)"),
         tokenizer=f"{_C}:make_tokenizer",
         labeler=f"{_C}:CannyLabeler",
         visualizer=f"{_C}:visualize",
