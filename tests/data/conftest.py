@@ -4,23 +4,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-FIXTURES = Path(__file__).parent / "fixtures"
-RUNNER = FIXTURES / "run_fourm.py"
-if str(FIXTURES) not in sys.path:
-    sys.path.insert(0, str(FIXTURES))
-
-RAW_SIZE = 64
-PER_SHARD = 2
+from data_helpers import FIXTURES, PER_SHARD, RAW_SIZE, RUNNER, copy_store, np_equal_lists  # noqa: E402,F401
 
 
 def write_photos(folder: Path) -> list[str]:
@@ -119,12 +111,3 @@ def full_store(tmp_path_factory, ingested, registry, tinynet_weights, tokenizer_
     tokenize(url, ["rgbtok", "edges", "stats", "feat"], crops=2, tokenizers_dir=tokenizer_dir, registry=registry,
              progress=False)
     return url
-
-
-def copy_store(src: str, dst: Path) -> str:
-    shutil.copytree(src, dst)
-    return str(dst)
-
-
-def np_equal_lists(a, b) -> bool:
-    return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))

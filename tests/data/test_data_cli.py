@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import RUNNER, copy_store
+from data_helpers import RUNNER, copy_store
 
 from fourm_core.data import Store, inspect_store, label
 
@@ -66,7 +66,6 @@ def test_label_cli_errors(ingested, tmp_path):
     assert res.returncode == 2 and "NAME=PATH" in res.stderr
 
 
-@pytest.mark.slow
 def test_two_processes_match_one(ingested, tmp_path, tinynet_weights, tokenizer_dir):
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
     assert torchrun, "torchrun is installed with torch"

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import PER_SHARD, RAW_SIZE, copy_store
+from data_helpers import PER_SHARD, RAW_SIZE, copy_store
 
 from fourm_core.data import (
     FourMCollate,

@@ -49,7 +49,6 @@ def test_rgb_reconstruction_improves(photos128, crops, tiny_vit):
     assert torch.nn.functional.mse_loss(recon, eval_x) < first / 3
 
 
-@pytest.mark.slow
 def test_canny_edges_reconstruction_improves(edges128, crops, tiny_vit):
     torch.manual_seed(0)
     torch.set_num_threads(1)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import _views, base_config, build_store, real_photos
+from trainer_helpers import _views, base_config, build_store, real_photos
 
 from fourm_trainers import train as T
 from fourm_trainers.config import TrainConfig

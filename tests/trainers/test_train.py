@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import base_config
+from trainer_helpers import base_config
 
 from fourm_trainers.config import TrainConfig, TrainConfigError, apply_overrides
 from fourm_trainers.train import lr_at, param_groups, train
@@ -277,7 +277,6 @@ def learned_run(tmp_path_factory, stores) -> dict:
     return {"before": before, "after": after}
 
 
-@pytest.mark.slow
 def test_debug_model_learns_on_real_photos(learned_run):
     """Held-out validation loss, measured before and after training, falls clearly for every modality."""
     before, after = learned_run["before"], learned_run["after"]
@@ -286,7 +285,6 @@ def test_debug_model_learns_on_real_photos(learned_run):
         assert after["loss/" + m] < 0.75 * before["loss/" + m], m
 
 
-@pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="known gap (measured): after 300 steps the debug model does not beat a "
                    "context-free token-frequency predictor on held-out photos (canny_edge 2.39 vs 2.43 nats, tok_rgb "
                    "6.5 vs 3.98); strict, so it fails loudly once the model learns context")
@@ -327,3 +325,18 @@ def test_shipped_configs_parse():
     assert MaskingConfig.from_dict(c7.masking).input_tokens == (128, 128) and c7.mixed_precision == "bf16"
     c21 = TrainConfig.from_yaml(REPO / "trainers" / "configs" / "4m21_base_gpu.yaml", ["batch_size=2"])
     assert MaskingConfig.from_dict(c21.masking).target_tokens == (256, 256) and c21.batch_size == 2
+
+
+def test_bad_tokenizers_directory_fails_before_training(tmp_path, stores):
+    """A wrong `tokenizers:` path is reported before step 0, not after training when the model is saved."""
+    from fourm_trainers.config import TrainConfig, TrainConfigError
+    from fourm_trainers.train import train
+
+    cfg = base_config(tmp_path / "run", stores, max_steps=2, tokenizers=str(tmp_path / "toksTYPO"))
+    with pytest.raises(TrainConfigError, match="toksTYPO.*does not exist"):
+        train(TrainConfig.from_dict(cfg))
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+    (tmp_path / "toks").mkdir()
+    cfg = base_config(tmp_path / "run2", stores, max_steps=2, tokenizers=str(tmp_path / "toks"))
+    with pytest.raises(TrainConfigError, match="fourm train-tokenizer --modality text"):
+        train(TrainConfig.from_dict(cfg))

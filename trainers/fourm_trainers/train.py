@@ -150,8 +150,22 @@ def _vocab_sizes(cfg: TrainConfig, modalities: Any) -> tuple[dict[str, int], Any
     sizes = dict(cfg.vocab_sizes)
     text = TextVocabInfo()
     if cfg.tokenizers:
-        path = Path(cfg.tokenizers) / "text" / "tokenizer.json"
-        if path.exists() and any(s.kind == "sequence" for s in modalities.specs):
+        root = Path(cfg.tokenizers)
+        if not root.is_dir():
+            raise TrainConfigError(f"tokenizers: directory {root} does not exist (the directory given to "
+                                   f"`fourm train-tokenizer --out` / `fourm tokenize --tokenizers`)")
+        path = root / "text" / "tokenizer.json"
+        has_sequences = any(s.kind == "sequence" for s in modalities.specs)
+        if has_sequences and not path.exists():
+            names = ", ".join(s.name for s in modalities.specs if s.kind == "sequence")
+            raise TrainConfigError(f"tokenizers: {path} is missing but the sequence modalities {names} need the text "
+                                   f"vocabulary; run `fourm train-tokenizer --modality text --data STORE --out {root}`")
+        missing = [s.name for s in modalities.specs
+                   if s.kind in ("image", "vector") and not (root / s.name / "config.json").exists()]
+        if missing:
+            log.warning("tokenizers: %s has no tokenizer for %s; the final model will not decode them "
+                        "(train them with `fourm train-tokenizer --modality NAME --out %s`)", root, ", ".join(missing), root)
+        if path.exists() and has_sequences:
             from fourm_core.tokenizers.text import TextTokenizer
 
             tok = TextTokenizer.load(path)
@@ -440,7 +454,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
                 dst = final / "tokenizers"
                 if dst.exists():
                     shutil.rmtree(dst)
-                shutil.copytree(cfg.tokenizers, dst)
+                # the tokenizers only: not their training runs (checkpoints, PNGs under _runs/)
+                shutil.copytree(cfg.tokenizers, dst, ignore=shutil.ignore_patterns("_runs"))
             summary["final"] = str(final)
             (out / "summary.json").write_text(json.dumps(summary, indent=1))
     if cfg.tracker:
