@@ -9,9 +9,7 @@ output heads, shared modality embeddings (about 61.4 M parameters with these mod
 
 from __future__ import annotations
 
-from fourm_registry import ModalitySet, ModalitySpec
-
-_TEXT = "fourm_core.compat.serializer:PlainTextSerializer"
+from fourm_registry import ModalitySet
 
 REFERENCE_MODEL = dict(dim=256, encoder_depth=4, decoder_depth=4, num_heads=4, mlp_ratio=4.0, act="gelu",
                        share_modality_embeddings=True, tie_output_embeddings=True)
@@ -20,26 +18,12 @@ REFERENCE_MODEL = dict(dim=256, encoder_depth=4, decoder_depth=4, num_heads=4, m
 def reference_modalities() -> ModalitySet:
     """The 4M-7 modalities with the reference's token layouts and vocabulary sizes.
 
-    Shared with ``bench_train.py`` (its ``_modalities(256)``) when that module is importable, so that the
-    training and generation benchmarks measure the same model; the specs below are the same set.
+    The same specs as ``bench_train.py`` builds (its ``_modalities(256)``), imported from there so that the
+    training and generation benchmarks measure one model (the benchmarks run from ``bench/``).
     """
-    try:
-        from bench_train import _modalities  # same directory (the benchmarks put it on sys.path)
+    from bench_train import _modalities
 
-        return _modalities(256)
-    except ImportError:
-        pass
-    grid = (14, 14)
-    return ModalitySet([
-        ModalitySpec(name="rgb", kind="pixels", grid=grid, patch_size=16, channels=3, decoder=False),
-        ModalitySpec(name="tok_rgb", kind="image", grid=grid, vocab_size=16384),
-        ModalitySpec(name="depth", kind="image", grid=grid, vocab_size=8192),
-        ModalitySpec(name="normal", kind="image", grid=grid, vocab_size=8192),
-        ModalitySpec(name="clip", kind="image", grid=grid, vocab_size=8192),
-        ModalitySpec(name="semseg", kind="image", grid=grid, vocab_size=4096),
-        ModalitySpec(name="caption", kind="sequence", max_length=256, vocab_size=30000, serializer=_TEXT),
-        ModalitySpec(name="det", kind="sequence", max_length=256, vocab_size=30000, serializer=_TEXT),
-    ])
+    return _modalities(256)
 
 
 def reference_model():

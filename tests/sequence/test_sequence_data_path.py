@@ -24,8 +24,8 @@ def labeled(tmp_path_factory):
     from fourm_text_embedding.testing import save_tiny_t5
 
     mods = get_modalities()
-    if any(m not in mods for m in MODS):
-        pytest.skip("sequence plugins not installed")
+    missing = [m for m in MODS if m not in mods]
+    assert not missing, f"sequence plugins not installed: {missing} (pip install -r requirements-dev.txt)"
     root = tmp_path_factory.mktemp("seqdata")
     photos = root / "photos"
     photos.mkdir()

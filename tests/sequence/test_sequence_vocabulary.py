@@ -36,8 +36,7 @@ def shared_text():
 
     mods = get_modalities()
     missing = [m for m in (*STRUCTURED, "caption") if m not in mods]
-    if missing:
-        pytest.skip(f"sequence plugins not installed: {missing}")
+    assert not missing, f"sequence plugins not installed: {missing} (pip install -r requirements-dev.txt)"
     corpus = ["an astronaut in a white suit poses with a flag", "a cat sleeping on a red sofa",
               "a cup of coffee on a table", "a rocket on a launch pad"] * 5
     specials = sum(len(s.special_tokens) for s in mods.specs if s.kind == "sequence")

@@ -19,6 +19,7 @@ uninterrupted run would have seen.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import json
 import logging
@@ -106,16 +107,16 @@ class TokenizerTrainConfig:
 
 # --------------------------------------------------------------------------------------------------
 # data
-class RawSource:
+class RawSource(abc.ABC):
     """Random access to the raw samples of one modality: ``len(source)``, ``source[i]``."""
 
     raw_size: int
 
-    def __len__(self) -> int:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def __len__(self) -> int: ...
 
-    def __getitem__(self, i: int) -> Any:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def __getitem__(self, i: int) -> Any: ...
 
 
 class StoreSource(RawSource):
