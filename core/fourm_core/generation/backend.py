@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,6 +13,9 @@ import torch
 from fourm_registry import ModalitySet
 
 from .errors import GenerationError
+from .proposal import ProposalTable
+
+log = logging.getLogger(__name__)
 
 
 @attrs.define
@@ -39,9 +43,13 @@ class ModelBackend:
     traffic and the table's memory; accumulation stays float32 and the logits differ from float32 ones by about
     1e-3 relative, which is immaterial for sampling but can flip exact ties under greedy decoding. The
     copy is refreshed whenever the weights change.
+
+    ``use_proposals`` (default): on CPU, plain temperature sampling and greedy decoding of autoregressive steps
+    read an int8 copy of the output table and correct it exactly (:mod:`fourm_core.generation.proposal`): the
+    tokens are distributed exactly as with the float32 logits, at a fraction of the memory traffic.
     """
 
-    def __init__(self, model: Any, *, step_logits_dtype: torch.dtype | None = None):
+    def __init__(self, model: Any, *, step_logits_dtype: torch.dtype | None = None, use_proposals: bool = True):
         for attr in ("encode", "decoder_context", "decoder_queries", "decode", "logits", "modalities"):
             if not hasattr(model, attr):
                 raise GenerationError(f"{type(model).__name__} lacks `{attr}`: generation needs a fourm_core.model.FourM")
@@ -50,6 +58,8 @@ class ModelBackend:
         self.model = model
         self.step_logits_dtype = None if step_logits_dtype == torch.float32 else step_logits_dtype
         self._tables: dict[str, tuple[tuple, torch.Tensor]] = {}
+        self.use_proposals = use_proposals
+        self._proposals: dict[str, tuple[tuple, ProposalTable | None]] = {}
 
     def _output_table(self, name: str) -> torch.Tensor:
         """The output table of ``name`` for one-token steps, cached and rebuilt whenever the weights change.
@@ -116,15 +126,46 @@ class ModelBackend:
         return SequenceState(cache=self.context(mod_dict), modality=name)
 
     @torch.no_grad()
-    def next_logits(self, state: SequenceState, ids: torch.Tensor, position: int) -> torch.Tensor:
-        """Feed ``ids`` ``(B,)`` at target position ``position``; the logits ``(B, V)`` of the next token.
+    def next_hidden(self, state: SequenceState, ids: torch.Tensor, position: int) -> torch.Tensor:
+        """Feed ``ids`` ``(B,)`` at target position ``position``; the decoder output ``(B, D)`` that predicts the
+        next token (:meth:`step_logits` turns it into logits).
 
         Only the new position runs through the decoder: its self-attention reads the cached keys/values of
         every earlier position (so no causal mask is needed) and appends its own."""
         pos = torch.full((ids.shape[0], 1), position, dtype=torch.long, device=ids.device)
         x, e = self.model.decoder_queries(state.modality, pos, ids[:, None])
-        hidden = self.model.decode(x, e, state.cache, use_cache=True)  # (B, 1, D)
-        return self._step_logits(state.modality, hidden[:, 0])
+        return self.model.decode(x, e, state.cache, use_cache=True)[:, 0]
+
+    @torch.no_grad()
+    def step_logits(self, name: str, hidden: torch.Tensor) -> torch.Tensor:
+        """Exact logits ``(B, V)`` of one-token decoder outputs ``hidden`` ``(B, D)``."""
+        return self._step_logits(name, hidden)
+
+    @torch.no_grad()
+    def next_logits(self, state: SequenceState, ids: torch.Tensor, position: int) -> torch.Tensor:
+        """:meth:`next_hidden` followed by :meth:`step_logits`: the logits ``(B, V)`` of the next token."""
+        return self._step_logits(state.modality, self.next_hidden(state, ids, position))
+
+    def proposal_table(self, name: str) -> ProposalTable | None:
+        """The int8 proposal table of ``name`` (:mod:`~fourm_core.generation.proposal`), built on first use and
+        rebuilt when the weights change; ``None`` off CPU, without the quantized kernels, with
+        ``step_logits_dtype`` set, or after :meth:`disable_proposals`."""
+        if not self.use_proposals or self.step_logits_dtype is not None:
+            return None
+        weight = self.model.decoder_embeddings[name].output_weight
+        key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
+        cached = self._proposals.get(name)
+        if cached is None or cached[0] != key:
+            cached = (key, ProposalTable.build(weight))
+            self._proposals[name] = cached
+        return cached[1]
+
+    def disable_proposals(self, reason: str) -> None:
+        """Stop using int8 proposal tables (e.g. after a bound violation); sampling stays exact either way."""
+        if self.use_proposals:
+            log.warning("int8 proposal logits disabled: %s; decoding continues with float32 logits", reason)
+        self.use_proposals = False
+        self._proposals.clear()
 
     @torch.no_grad()
     def sequence_logits_uncached(self, mod_dict: Mapping[str, Mapping[str, torch.Tensor]], name: str,

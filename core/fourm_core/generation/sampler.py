@@ -29,6 +29,7 @@ from fourm_registry import ModalitySet, ModalitySpec
 
 from .backend import ModelBackend
 from .errors import GenerationError
+from .proposal import ProposalBoundError, ProposalTable, sample_with_proposal
 from .sampling import combine_guidance, sample_tokens
 from .schedules import temperature_schedule, token_schedule
 from .targets import TargetConfig, resolve_target
@@ -88,13 +89,18 @@ class Sampler:
     that opens the first masked span (``[S_1]`` = 5, as the masking writes it); decoding a sequence starts
     from that sentinel and stops at ``[EOS]`` or at the next sentinel. ``step_logits_dtype``: opt-in
     ``torch.float16`` for the one-token logits of autoregressive steps (see :class:`ModelBackend`); the
-    default computes them in the model's precision.
+    default computes them in the model's precision. ``int8_proposals`` (default True): on CPU, autoregressive
+    steps without top-k / top-p filtering draw from an int8 copy of the output table and correct the draw by
+    rejection, so the tokens follow the exact float32 distribution (:mod:`~fourm_core.generation.proposal`);
+    False always computes the float32 logits.
     """
 
     def __init__(self, model: Any, *, modalities: ModalitySet | None = None, pad_id: int = PAD_ID,
                  eos_id: int = EOS_ID, first_sentinel_id: int = FIRST_SENTINEL_ID,
-                 num_sentinels: int = NUM_SENTINELS, step_logits_dtype: torch.dtype | None = None):
-        self.backend = model if isinstance(model, ModelBackend) else ModelBackend(model, step_logits_dtype=step_logits_dtype)
+                 num_sentinels: int = NUM_SENTINELS, step_logits_dtype: torch.dtype | None = None,
+                 int8_proposals: bool = True):
+        self.backend = model if isinstance(model, ModelBackend) else ModelBackend(
+            model, step_logits_dtype=step_logits_dtype, use_proposals=int8_proposals)
         self.modalities = modalities if modalities is not None else self.backend.modalities
         self.pad_id, self.eos_id = pad_id, eos_id
         self.first_sentinel_id, self.num_sentinels = first_sentinel_id, num_sentinels
@@ -273,6 +279,35 @@ class Sampler:
             return combine_guidance(list(parts[:-1]), parts[-1], weights)
         return combine_guidance(parts[0], parts[1], weights)
 
+    @staticmethod
+    def _combine_bound(eps: torch.Tensor, n_variants: int, weights: list[float] | float | None) -> torch.Tensor:
+        """Error bound of :meth:`_combine`'s output given per-variant bounds ``eps`` ``(kB,)``: guidance is a
+        linear combination ``sum_i c_i l_i``, so its error is at most ``sum_i |c_i| eps_i``."""
+        if n_variants == 1:
+            return eps
+        parts = eps.chunk(n_variants, dim=0)
+        coefs = list(weights) if isinstance(weights, list) else [float(weights)]
+        coefs.append(1.0 - sum(coefs))  # the unconditional variant, last
+        return sum(abs(c) * p for c, p in zip(coefs, parts))
+
+    def _sample_with_table(self, table: ProposalTable, hidden: torch.Tensor, name: str, k: int,
+                           weights: list[float] | float | None, temperature: float,
+                           generator: torch.Generator) -> torch.Tensor:
+        """One token per row from the int8 proposal, corrected to the exact float32 distribution (guidance
+        applied to proposal, bound and exact logits alike)."""
+        approx, eps = table.logits(hidden)  # (kB, V), (kB,)
+        approx, eps = self._combine(approx, k, weights), self._combine_bound(eps, k, weights)
+        B = approx.shape[0]
+
+        def exact_at(rows: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+            h = hidden[torch.cat([rows + j * B for j in range(k)])] if k > 1 else hidden[rows]
+            return self._combine(table.exact_at(h, ids.repeat(k, 1)), k, weights)
+
+        def exact_full() -> torch.Tensor:
+            return self._combine(self.backend.step_logits(name, hidden), k, weights)
+
+        return sample_with_proposal(approx, eps, exact_at, exact_full, temperature, generator)
+
     # -- MaskGIT / ROAR --------------------------------------------------------------------------
     def _iterative(self, mod_dict, spec: ModalitySpec, cfg: TargetConfig, conditions, generator, B):
         name, N = spec.name, spec.num_tokens
@@ -337,10 +372,19 @@ class Sampler:
         generated = torch.full((B, n_new), self.pad_id, dtype=torch.long, device=dev)
         finished = torch.zeros(B, dtype=torch.bool, device=dev)
         lengths = torch.full((B,), n_new, dtype=torch.long, device=dev)
+        use_table = not cfg.top_k and (not cfg.top_p or cfg.top_p >= 1)
         for t in range(n_new):
-            logits = self.backend.next_logits(state, current.repeat(k), t)  # (kB, V)
-            logits = self._combine(logits, k, weights)
-            ids, _ = sample_tokens(logits, cfg.temperature, cfg.top_k, cfg.top_p, generator)  # (B,)
+            hidden = self.backend.next_hidden(state, current.repeat(k), t)  # (kB, D)
+            table = self.backend.proposal_table(name) if use_table else None
+            ids = None
+            if table is not None:
+                try:
+                    ids = self._sample_with_table(table, hidden, name, k, weights, cfg.temperature, generator)
+                except ProposalBoundError as exc:
+                    self.backend.disable_proposals(str(exc))
+            if ids is None:
+                logits = self._combine(self.backend.step_logits(name, hidden), k, weights)  # (B, V)
+                ids, _ = sample_tokens(logits, cfg.temperature, cfg.top_k, cfg.top_p, generator)  # (B,)
             if cfg.stop_at_eos:
                 stop = torch.isin(ids, stop_ids) & ~finished
                 lengths = torch.where(stop, torch.full_like(lengths, t), lengths)
