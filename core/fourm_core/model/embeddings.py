@@ -132,11 +132,8 @@ class PatchEncoderEmbedding(_PositionMixin):
 
     def gather_patches(self, images: Tensor, batch_index: Tensor, patch_index: Tensor) -> Tensor:
         """Only the patches ``patch_index`` of samples ``batch_index`` (each (R,)) → (R, p·p·C), same order."""
-        b, c, _, _ = images.shape
-        p, (gh, gw) = self.patch_size, self.grid
-        view = images.reshape(b, c, gh, p, gw, p)
-        x = view[batch_index, :, patch_index // gw, :, patch_index % gw, :]  # (R, C, py, px)
-        return x.permute(0, 2, 3, 1).reshape(-1, p * p * c)
+        # one contiguous patch copy, then a row gather: faster than a 6-D advanced index of the image
+        return self.patches(images)[batch_index, patch_index]
 
     def embed(self, values: Tensor) -> Tensor:
         """Flattened patches (R, p·p·C) → (R, D)."""

@@ -59,7 +59,7 @@ from torch import Tensor, nn
 
 from fourm_registry import ModalitySet, ModalitySpec
 
-from .blocks import DecoderBlock, EncoderBlock, StepWeights, layer_norm, transposed_linears
+from .blocks import DecoderBlock, EncoderBlock, StepPlan, decoder_step, layer_norm, step_plan
 from .config import ModelConfig
 from .embeddings import (
     PatchEncoderEmbedding,
@@ -175,7 +175,7 @@ class FourM(nn.Module):
         #: one-token decoding steps on CPU (generation) run against transposed copies of the decoder's linear
         #: weights, built on first use (one extra copy of those weights in memory); False: plain :meth:`decode`
         self.step_weight_cache: bool = True
-        self._step_weight_store: tuple[tuple, list[StepWeights]] | None = None
+        self._step_weight_store: tuple[tuple, list[StepPlan]] | None = None
         vocab_sizes = dict(vocab_sizes or {})
         unknown = sorted(set(vocab_sizes) - set(modalities.names))
         if unknown:
@@ -425,25 +425,26 @@ class FourM(nn.Module):
         :attr:`step_weight_cache`)."""
         return self.step_weight_cache and y.device.type == "cpu" and not torch.is_grad_enabled()
 
-    def _step_weights(self) -> list[StepWeights]:
-        """Per decoder block, its linear weights transposed (:func:`~.blocks.transposed_linears`), cached and
-        rebuilt when any of them changes (storage or in-place update)."""
+    def _step_weights(self) -> list[StepPlan]:
+        """Per decoder block, its :func:`~.blocks.step_plan` (linear weights transposed), cached and rebuilt
+        when any decoder parameter changes (storage or in-place update)."""
         key = tuple((p.data_ptr(), p._version) for p in self.decoder.parameters())
         cached = self._step_weight_store
         if cached is None or cached[0] != key:
-            cached = (key, [transposed_linears(blk) for blk in self.decoder])
+            cached = (key, [step_plan(blk) for blk in self.decoder])
             self._step_weight_store = cached
         return cached[1]
 
     def _decode_step(self, y: Tensor, cache: DecoderCache) -> Tensor:
-        """:meth:`decode` for one new position per sample with the self-attention cache: same maths, with the
-        linear layers run as ``x @ W^T`` against contiguous transposed copies (faster one-row products on
-        CPU) and without the (B, M, D) reshapes."""
-        weights = self._step_weights()
+        """:meth:`decode` for one new position per sample with the self-attention cache: same maths through
+        :func:`~.blocks.decoder_step`, with the linear layers run as ``x @ W^T`` against contiguous transposed
+        copies (faster one-row products on CPU) and without the modules' per-call overhead."""
+        plans = self._step_weights()
+        heads, eps = self.config.num_heads, self.config.norm_eps
         h = y[:, 0]
-        for i, blk in enumerate(self.decoder):
-            h, kv = blk.step(h, weights[i], cache.context_kv[i], cache.cross_allowed, cache.self_kv[i])
-            cache.self_kv[i] = kv
+        for i, plan in enumerate(plans):
+            h, cache.self_kv[i] = decoder_step(plan, h, cache.context_kv[i], cache.cross_allowed, cache.self_kv[i],
+                                               heads, eps)
         return self.decoder_norm(h)[:, None]
 
     def logits(self, modality: str, hidden: Tensor) -> Tensor:
