@@ -130,9 +130,8 @@ def sample_with_proposal(approx: torch.Tensor, eps: torch.Tensor,
     dev = approx.device
     if bool((eps / temperature > MAX_EPS_OVER_T).any()):
         return _sample_exact(exact_full(), temperature, generator)
-    # unnormalised proposal CDF: cumsum of exp((l' - max) / T); u is scaled by its last entry
-    shifted = approx - approx.amax(dim=1, keepdim=True)
-    cdf = (shifted if temperature == 1.0 else shifted / temperature).exp_().cumsum_(dim=1)  # (R, V)
+    # proposal CDF (u is scaled by its last entry, which is 1 up to rounding); softmax is one fused kernel
+    cdf = torch.softmax(approx if temperature == 1.0 else approx / temperature, dim=1).cumsum_(dim=1)  # (R, V)
     out = torch.full((R,), -1, dtype=torch.long, device=dev)
     pending = torch.arange(R, device=dev)
     p_approx, p_cdf, p_eps = approx, cdf, eps  # the pending rows' data (all rows in the first round)
