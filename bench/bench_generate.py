@@ -124,6 +124,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--half-step-logits", action="store_true",
                    help="opt-in float16 output table for autoregressive steps (Sampler(step_logits_dtype=...)); "
                         "on the dev CPU no faster than the default transposed float32 table")
+    p.add_argument("--no-int8-proposals", action="store_true",
+                   help="autoregressive steps compute every float32 logit instead of sampling from the int8 "
+                        "proposal table with exact rejection (Sampler(int8_proposals=False))")
     args = p.parse_args(argv)
 
     import torch
@@ -136,7 +139,8 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.manual_seed(args.seed)
     model = reference_model()
-    sampler = Sampler(model, step_logits_dtype=torch.float16 if args.half_step_logits else None)
+    sampler = Sampler(model, step_logits_dtype=torch.float16 if args.half_step_logits else None,
+                      int8_proposals=not args.no_int8_proposals)
     cases = CASES if args.cases == "all" else tuple(c.strip() for c in args.cases.split(",") if c.strip())
     for name in cases:
         batch, target = _case(name)
@@ -167,6 +171,7 @@ def main(argv: list[str] | None = None) -> None:
             "speedup_vs_reference": round(REFERENCE_MS[name] / med, 2) if name in REFERENCE_MS else None,
             "params": model.num_parameters(),
             "step_logits": "float16" if args.half_step_logits else "float32",
+            "int8_proposals": sampler.backend.use_proposals and not args.half_step_logits,
             "calib_mm512_ms": round(statistics.median(calib), 2),
             # CPU time of this process (all threads): with --threads 1 close to the quiet latency under load
             "cpu_ms_median": round(statistics.median(cpu), 1),
