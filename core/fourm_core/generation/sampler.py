@@ -375,7 +375,7 @@ class Sampler:
         use_table = not cfg.top_k and (not cfg.top_p or cfg.top_p >= 1)
         for t in range(n_new):
             hidden = self.backend.next_hidden(state, current.repeat(k), t)  # (kB, D)
-            table = self.backend.proposal_table(name) if use_table else None
+            table = self.backend.proposal_table(name) if use_table and hidden.dtype == torch.float32 else None
             ids = None
             if table is not None:
                 try:
