@@ -171,7 +171,8 @@ def main(argv: list[str] | None = None) -> None:
             "speedup_vs_reference": round(REFERENCE_MS[name] / med, 2) if name in REFERENCE_MS else None,
             "params": model.num_parameters(),
             "step_logits": "float16" if args.half_step_logits else "float32",
-            "int8_proposals": sampler.backend.use_proposals and not args.half_step_logits,
+            # whether autoregressive steps really used an int8 table (False without the quantized kernels)
+            "int8_proposals": name.startswith("ar_") and sampler.backend.proposal_table(target.modality) is not None,
             "calib_mm512_ms": round(statistics.median(calib), 2),
             # CPU time of this process (all threads): with --threads 1 close to the quiet latency under load
             "cpu_ms_median": round(statistics.median(cpu), 1),

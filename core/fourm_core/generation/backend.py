@@ -18,6 +18,12 @@ from .proposal import ProposalTable
 log = logging.getLogger(__name__)
 
 
+def _weight_key(weight: torch.Tensor) -> tuple:
+    """Identity of a weight's current values: storage, in-place version, dtype, device (a derived table built
+    from it is stale once the key changes)."""
+    return weight.data_ptr(), weight._version, weight.dtype, weight.device
+
+
 @attrs.define
 class SequenceState:
     """An autoregressive decoding in progress: the decoder cache (cross-attention K/V of the context,
@@ -70,7 +76,7 @@ class ModelBackend:
         embedding, and it dominates a one-token decoding step. ``step_logits_dtype`` set: a ``(V, D)`` copy
         in that dtype (the layout its CPU kernels stream fastest)."""
         weight = self.model.decoder_embeddings[name].output_weight  # (V, D)
-        key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
+        key = _weight_key(weight)
         cached = self._tables.get(name)
         if cached is None or cached[0] != key:
             w = weight.detach()
@@ -153,7 +159,7 @@ class ModelBackend:
         if not self.use_proposals or self.step_logits_dtype is not None:
             return None
         weight = self.model.decoder_embeddings[name].output_weight
-        key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
+        key = _weight_key(weight)
         cached = self._proposals.get(name)
         if cached is None or cached[0] != key:
             cached = (key, ProposalTable.build(weight))

@@ -34,6 +34,8 @@ from collections.abc import Callable
 
 import torch
 
+from .sampling import sample_tokens
+
 log = logging.getLogger(__name__)
 
 #: Relative slack of the bound (float32 rescaling of the integer products, summation order of the exact logits).
@@ -159,8 +161,6 @@ def sample_with_proposal(approx: torch.Tensor, eps: torch.Tensor,
 
 
 def _sample_exact(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
-    from .sampling import sample_tokens
-
     return sample_tokens(logits, temperature, 0, 0.0, generator)[0]
 
 
