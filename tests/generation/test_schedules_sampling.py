@@ -15,7 +15,7 @@ from fourm_core.generation import (
     temperature_schedule,
     token_schedule,
 )
-from fourm_core.generation.sampling import sample_categorical
+from fourm_core.generation.sampling import _invert, sample_categorical
 
 
 @pytest.mark.parametrize("n,steps", [(196, 8), (16, 8), (5, 8), (1, 3), (100, 1), (17, 4)])
@@ -73,6 +73,50 @@ def test_sample_categorical_matches_probabilities():
     freq = torch.bincount(ids, minlength=4).float() / len(ids)
     assert freq[1] == 0  # zero-probability entries are never chosen
     assert torch.allclose(freq, probs[0], atol=0.01)
+
+
+def _one_level(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    cdf = probs.cumsum(-1)
+    return torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(-1)
+
+
+@pytest.mark.parametrize("vocab", [8192, 1000, 30011])  # block 128; a divisor (125); prime: padded blocks
+def test_two_level_sampling_is_the_inverse_cdf(vocab):
+    """The block-wise search picks the index one prefix sum over the whole row picks for the same uniform
+    number (float64, so that no draw lands within rounding of a boundary), and so the same distribution."""
+    g = torch.Generator().manual_seed(vocab)
+    probs = torch.rand(64, vocab, generator=g, dtype=torch.float64) ** 8  # peaked rows
+    probs[:, 5:300] = 0.0  # whole zero blocks and zeros across block edges
+    probs[::3, -1] = 0.0
+    u = torch.rand((64, 1), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    ids = sample_categorical(probs, torch.Generator().manual_seed(1))
+    assert torch.equal(ids, _one_level(probs, u))
+    assert bool((probs.gather(1, ids[:, None]) > 0).all())
+
+
+def test_two_level_sampling_matches_probabilities_and_skips_zeros():
+    g = torch.Generator().manual_seed(0)
+    vocab = 700  # 7 blocks of 100
+    base = torch.zeros(vocab)
+    base[[0, 99, 100, 350, 699]] = torch.tensor([0.1, 0.2, 0.3, 0.15, 0.25])
+    ids = sample_categorical(base.repeat(100_000, 1), g)
+    freq = torch.bincount(ids, minlength=vocab).float() / len(ids)
+    assert set(torch.nonzero(freq).flatten().tolist()) == {0, 99, 100, 350, 699}
+    assert torch.allclose(freq, base, atol=0.01)
+
+
+def test_sampling_never_picks_zero_mass_when_the_draw_rounds_to_the_total():
+    """Draws at the very top of [0, 1) must not fall past the last positive entry (rounding of u * total)."""
+    probs = torch.zeros(16, 2048)
+    probs[:, 3] = 1e-30  # a tiny first entry, then the rest of the mass
+    probs[:, 1000] = 1.0
+    probs[:, 1500:] = 0.0
+    ids = sample_categorical(probs, torch.Generator().manual_seed(0))
+    assert set(ids.tolist()) <= {3, 1000}
+    # a target at or above the row total (what rounding of u * total can give) still lands on positive mass
+    cdf = probs.cumsum(-1)
+    assert set(_invert(cdf, cdf[:, -1:] * (1 + 2**-20)).tolist()) == {1000}
+    assert set(_invert(cdf, cdf[:, -1:]).tolist()) == {1000}
 
 
 def test_sample_tokens_greedy_and_seeded():

@@ -5,6 +5,7 @@ All functions work on logits of shape ``(..., V)`` and are batched (no Python lo
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -61,18 +62,55 @@ def sample_tokens(
     return ids.reshape(shape), chosen.reshape(shape)
 
 
+#: Inverse-CDF sampling of many rows over a wide vocabulary runs in two levels, over blocks of about this many
+#: entries (a divisor of the vocabulary size between half and twice this when there is one; see
+#: :func:`sample_categorical`)
+CDF_BLOCK = 128
+
+
 def sample_categorical(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """One index per row of ``probs`` ``(R, V)`` (rows sum to 1) by inverse-CDF sampling.
+    """One index per row of ``probs`` ``(R, V)`` (non-negative, any positive row sum) by inverse-CDF sampling.
 
     Exact categorical sampling like ``torch.multinomial(probs, 1)``, but one uniform number per row and a
-    binary search instead of a pass of random draws over the vocabulary (several times faster on CPU
-    for large vocabularies). Zero-probability entries are never chosen.
+    binary search instead of a pass of random draws over the vocabulary. Wide vocabularies are searched in two
+    levels: the sums of blocks of :data:`CDF_BLOCK` entries (a vectorised reduction), the prefix sums of those,
+    then the prefix sums inside the one block that holds the draw. That is the same inverse CDF without a
+    sequential prefix sum over all ``V`` entries, the slowest pass of sampling on CPU (8192 entries x 196 rows:
+    1.5 ms against ~0.3 ms). Zero-probability entries are never chosen.
     """
-    cdf = probs.cumsum(dim=-1)  # (R, V)
-    u = torch.rand((probs.shape[0], 1), generator=generator, device=probs.device, dtype=cdf.dtype)
-    u = u * cdf[:, -1:]  # the cdf's last entry is 1 up to rounding; scale so u never exceeds it
-    ids = torch.searchsorted(cdf, u, right=True).squeeze(-1)
-    return ids.clamp_(max=probs.shape[-1] - 1)
+    rows, vocab = probs.shape
+    u = torch.rand((rows, 1), generator=generator, device=probs.device, dtype=probs.dtype)
+    if vocab <= 4 * CDF_BLOCK or rows < 8:  # one short scan, or too few rows to pay for the extra steps
+        cdf = probs.cumsum(dim=-1)
+        return _invert(cdf, u * cdf[:, -1:])
+    size = _block_size(vocab)
+    n_blocks = -(-vocab // size)
+    pad = n_blocks * size - vocab
+    blocks = (torch.nn.functional.pad(probs, (0, pad)) if pad else probs).reshape(rows, n_blocks, size)
+    block_cdf = blocks.sum(dim=-1).cumsum(dim=-1)  # (R, n_blocks)
+    target = u * block_cdf[:, -1:]
+    block = _invert(block_cdf, target)  # (R,)
+    below = block_cdf.gather(1, (block - 1).clamp_(min=0)[:, None]).masked_fill_(block[:, None] == 0, 0.0)
+    inner_cdf = blocks[torch.arange(rows, device=probs.device), block].cumsum(dim=-1)  # (R, size)
+    return block * size + _invert(inner_cdf, (target - below).clamp_(min=0.0))
+
+
+@functools.lru_cache(maxsize=64)
+def _block_size(vocab: int) -> int:
+    """A divisor of ``vocab`` close to :data:`CDF_BLOCK` (no padding copy), else :data:`CDF_BLOCK`."""
+    for delta in range(CDF_BLOCK):
+        for size in (CDF_BLOCK + delta, CDF_BLOCK - delta):
+            if CDF_BLOCK // 2 <= size <= 2 * CDF_BLOCK and vocab % size == 0:
+                return size
+    return CDF_BLOCK
+
+
+def _invert(cdf: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """First index whose ``cdf`` ``(R, n)`` exceeds ``target`` ``(R, 1)``. The target is kept below the row's
+    total, so the index always has positive mass (``cdf`` steps up there) even when rounding put it above."""
+    total = cdf[:, -1:]
+    target = torch.minimum(target, torch.nextafter(total, torch.zeros_like(total)))
+    return torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp_(max=cdf.shape[-1] - 1)
 
 
 def combine_guidance(

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import ModelConfig
+from .kernels import Linear, linear
 
 
 def layer_norm(dim: int, cfg: ModelConfig) -> nn.LayerNorm:
@@ -102,8 +103,8 @@ class SelfAttention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.num_heads = cfg.num_heads
-        self.qkv = nn.Linear(cfg.dim, 3 * cfg.dim, bias=cfg.qkv_bias)
-        self.proj = nn.Linear(cfg.dim, cfg.dim, bias=cfg.proj_bias)
+        self.qkv = Linear(cfg.dim, 3 * cfg.dim, bias=cfg.qkv_bias)
+        self.proj = Linear(cfg.dim, cfg.dim, bias=cfg.proj_bias)
         if cfg.qk_norm:
             self.q_norm = layer_norm(cfg.head_dim, cfg)
             self.k_norm = layer_norm(cfg.head_dim, cfg)
@@ -131,9 +132,9 @@ class CrossAttention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.num_heads = cfg.num_heads
-        self.q = nn.Linear(cfg.dim, cfg.dim, bias=cfg.qkv_bias)
-        self.kv = nn.Linear(cfg.dim, 2 * cfg.dim, bias=cfg.qkv_bias)
-        self.proj = nn.Linear(cfg.dim, cfg.dim, bias=cfg.proj_bias)
+        self.q = Linear(cfg.dim, cfg.dim, bias=cfg.qkv_bias)
+        self.kv = Linear(cfg.dim, 2 * cfg.dim, bias=cfg.qkv_bias)
+        self.proj = Linear(cfg.dim, cfg.dim, bias=cfg.proj_bias)
         if cfg.qk_norm:
             self.q_norm = layer_norm(cfg.head_dim, cfg)
             self.k_norm = layer_norm(cfg.head_dim, cfg)
@@ -165,14 +166,14 @@ class Mlp(nn.Module):
         super().__init__()
         hidden = cfg.mlp_hidden_dim
         self.gated = cfg.act == "swiglu"
-        self.fc1 = nn.Linear(cfg.dim, hidden, bias=cfg.mlp_bias)
-        self.fc2 = nn.Linear(hidden, cfg.dim, bias=cfg.mlp_bias)
-        self.fc3 = nn.Linear(cfg.dim, hidden, bias=cfg.mlp_bias) if self.gated else None
+        self.fc1 = Linear(cfg.dim, hidden, bias=cfg.mlp_bias)
+        self.fc2 = Linear(hidden, cfg.dim, bias=cfg.mlp_bias)
+        self.fc3 = Linear(cfg.dim, hidden, bias=cfg.mlp_bias) if self.gated else None
 
     def forward(self, x: Tensor) -> Tensor:
         if self.gated:
             return self.fc2(F.silu(self.fc1(x)) * self.fc3(x))
-        return self.fc2(F.gelu(self.fc1(x)))
+        return self.fc2(linear(x, self.fc1.weight, self.fc1.bias, gelu=True))
 
 
 class EncoderBlock(nn.Module):

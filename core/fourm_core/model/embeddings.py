@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from fourm_registry import ModalitySpec
 
 from .config import ModelConfig
+from .kernels import Linear
 
 
 def sincos_1d(num_positions: int, dim: int) -> Tensor:
@@ -120,7 +121,7 @@ class PatchEncoderEmbedding(_PositionMixin):
         self.patch_size = spec.patch_size
         self.channels = spec.channels
         self.grid = spec.grid
-        self.proj = nn.Linear(spec.patch_size * spec.patch_size * spec.channels, cfg.dim, bias=False)
+        self.proj = Linear(spec.patch_size * spec.patch_size * spec.channels, cfg.dim, bias=False)
         self._init_positions(spec, cfg, with_mod_emb=True)
 
     def patches(self, images: Tensor) -> Tensor:
@@ -152,7 +153,7 @@ class ProjEncoderEmbedding(_PositionMixin):
         super().__init__()
         self.kind = spec.kind
         self.embed_dim = spec.embed_dim
-        self.proj = nn.Linear(spec.embed_dim, cfg.dim, bias=False)
+        self.proj = Linear(spec.embed_dim, cfg.dim, bias=False)
         self._init_positions(spec, cfg, with_mod_emb=True)
 
     def embed(self, values: Tensor) -> Tensor:
@@ -181,7 +182,7 @@ class TokenDecoderEmbedding(_PositionMixin):
         needs_table = spec.kind == "sequence" or self.tied
         self.token_emb = (nn.Embedding(vocab_size, cfg.dim, padding_idx=0 if spec.kind == "sequence" else None)
                           if needs_table else None)
-        self.to_logits = None if self.tied else nn.Linear(cfg.dim, vocab_size, bias=False)
+        self.to_logits = None if self.tied else Linear(cfg.dim, vocab_size, bias=False)
         self._init_positions(spec, cfg, with_mod_emb=own_mod_emb)
 
     @property

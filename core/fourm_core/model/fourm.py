@@ -61,6 +61,7 @@ from fourm_registry import ModalitySet, ModalitySpec
 
 from .blocks import DecoderBlock, EncoderBlock, StepPlan, decoder_step, layer_norm, step_plan
 from .config import ModelConfig
+from .kernels import Linear, linear
 from .embeddings import (
     PatchEncoderEmbedding,
     TokenDecoderEmbedding,
@@ -201,7 +202,7 @@ class FourM(nn.Module):
             for m in self.decoder_modalities})
         self.encoder = nn.ModuleList([EncoderBlock(config) for _ in range(config.encoder_depth)])
         self.encoder_norm = layer_norm(d, config)
-        self.decoder_proj_context = nn.Linear(d, d, bias=True)
+        self.decoder_proj_context = Linear(d, d, bias=True)
         self.decoder = nn.ModuleList([DecoderBlock(config) for _ in range(config.decoder_depth)])
         self.decoder_norm = layer_norm(d, config)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, d))
@@ -449,7 +450,7 @@ class FourM(nn.Module):
 
     def logits(self, modality: str, hidden: Tensor) -> Tensor:
         """Logits (..., V) of ``modality`` for decoder outputs ``hidden`` (..., D)."""
-        return hidden @ self.decoder_embeddings[modality].output_weight.t()
+        return linear(hidden, self.decoder_embeddings[modality].output_weight)
 
     # ------------------------------------------------------------------ training forward
     def _decoder_slots(self, mod_dict: Mapping[str, Any]) -> list[dict[str, Tensor]]:
