@@ -102,12 +102,14 @@ class ProposalTable:
         approx = torch.ops.quantized.linear_dynamic(h, self.packed, True)
         # 7-bit activation steps (reduce_range), per tensor: the whole (R, D) block shares one step
         # (the kernel raises steps below ~6.1e-5 to that value, widening the range: use a floor above it)
-        s_x = ((h.amax().clamp_min(0) - h.amin().clamp_max(0)) / 127.0).clamp_min(_MIN_ACT_STEP)
-        l1 = h.abs().sum(dim=1)
-        d = h.shape[1]
-        eps = 0.5 * s_x * self.row_l1_max + 0.5 * self.step_max * (l1 + 0.5 * d * s_x)
-        eps = eps * (1.0 + _REL_SLACK) + _REL_SLACK * self.step_max * l1 + 1e-6
-        return approx, eps
+        lo, hi = torch.aminmax(h)
+        s_x = max((max(float(hi), 0.0) - min(float(lo), 0.0)) / 127.0, _MIN_ACT_STEP)
+        l1 = torch.linalg.vector_norm(h, ord=1, dim=1)  # (R,)
+        # 0.5 s_x L1max + 0.5 s_max (||h||_1 + D s_x / 2), times (1 + slack), plus slack s_max ||h||_1 + 1e-6:
+        # one multiply-add on the row norms
+        per_l1 = self.step_max * (0.5 * (1.0 + _REL_SLACK) + _REL_SLACK)
+        const = (0.5 * s_x * self.row_l1_max + 0.25 * self.step_max * h.shape[1] * s_x) * (1.0 + _REL_SLACK) + 1e-6
+        return approx, l1.mul_(per_l1).add_(const)
 
     def exact_at(self, h: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """Exact float32 logits ``(R, K)`` of rows ``h`` ``(R, D)`` for token ids ``(R, K)``."""

@@ -301,7 +301,7 @@ class Sampler:
 
         def exact_at(rows: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
             h = hidden[torch.cat([rows + j * B for j in range(k)])] if k > 1 else hidden[rows]
-            return self._combine(table.exact_at(h, ids.repeat(k, 1)), k, weights)
+            return self._combine(table.exact_at(h, ids if k == 1 else ids.repeat(k, 1)), k, weights)
 
         def exact_full() -> torch.Tensor:
             return self._combine(self.backend.step_logits(name, hidden), k, weights)
@@ -372,16 +372,19 @@ class Sampler:
         generated = torch.full((B, n_new), self.pad_id, dtype=torch.long, device=dev)
         finished = torch.zeros(B, dtype=torch.bool, device=dev)
         lengths = torch.full((B,), n_new, dtype=torch.long, device=dev)
+        # top-k / top-p need every exact logit. One table serves the whole sequence: the weights are fixed for
+        # one generation (the context keys/values in the cache were computed from them)
         use_table = not cfg.top_k and (not cfg.top_p or cfg.top_p >= 1)
+        table = self.backend.proposal_table(name) if use_table else None
         for t in range(n_new):
-            hidden = self.backend.next_hidden(state, current.repeat(k), t)  # (kB, D)
-            table = self.backend.proposal_table(name) if use_table and hidden.dtype == torch.float32 else None
+            hidden = self.backend.next_hidden(state, current if k == 1 else current.repeat(k), t)  # (kB, D)
             ids = None
-            if table is not None:
+            if table is not None and hidden.dtype == torch.float32:
                 try:
                     ids = self._sample_with_table(table, hidden, name, k, weights, cfg.temperature, generator)
                 except ProposalBoundError as exc:
                     self.backend.disable_proposals(str(exc))
+                    table = None
             if ids is None:
                 logits = self._combine(self.backend.step_logits(name, hidden), k, weights)  # (B, V)
                 ids, _ = sample_tokens(logits, cfg.temperature, cfg.top_k, cfg.top_p, generator)  # (B,)

@@ -100,6 +100,9 @@ class DecoderCache:
     context_kv: list[tuple[Tensor, Tensor]]  # per layer, each (B, H, N, hd)
     cross_allowed: Tensor | None  # (B, 1, 1, N) bool True = may attend, None = no padding
     self_kv: list[tuple[Tensor, Tensor] | None] = field(default_factory=list)
+    #: the decoder's step plans, looked up on the first one-token step (weights do not change while a cache
+    #: is in use: its context keys/values were computed from them)
+    step_plans: list[StepPlan] | None = field(default=None, repr=False)
 
     @property
     def self_length(self) -> int:
@@ -117,6 +120,7 @@ class DecoderCache:
             context_kv=[(fn(k), fn(v)) for k, v in self.context_kv],
             cross_allowed=None if self.cross_allowed is None else fn(self.cross_allowed),
             self_kv=[None if kv is None else (fn(kv[0]), fn(kv[1])) for kv in self.self_kv],
+            step_plans=self.step_plans,
         )
 
     def repeat_interleave(self, n: int) -> DecoderCache:
@@ -440,7 +444,9 @@ class FourM(nn.Module):
         """:meth:`decode` for one new position per sample with the self-attention cache: same maths through
         :func:`~.blocks.decoder_step`, with the linear layers run as ``x @ W^T`` against contiguous transposed
         copies (faster one-row products on CPU) and without the modules' per-call overhead."""
-        plans = self._step_weights()
+        plans = cache.step_plans
+        if plans is None:  # checking the weights' versions costs ~0.1 ms: once per cache, not per step
+            plans = cache.step_plans = self._step_weights()
         heads, eps = self.config.num_heads, self.config.norm_eps
         h = y[:, 0]
         for i, plan in enumerate(plans):
