@@ -61,7 +61,6 @@ from fourm_registry import ModalitySet, ModalitySpec
 
 from .blocks import DecoderBlock, EncoderBlock, StepPlan, decoder_step, layer_norm, step_plan
 from .config import ModelConfig
-from .kernels import Linear, linear
 from .embeddings import (
     PatchEncoderEmbedding,
     TokenDecoderEmbedding,
@@ -69,6 +68,7 @@ from .embeddings import (
     build_encoder_embedding,
     xavier_qkv_,
 )
+from .kernels import Linear, linear
 
 log = logging.getLogger(__name__)
 
