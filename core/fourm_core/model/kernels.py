@@ -71,6 +71,9 @@ def _self_check() -> bool:
 
 
 def _use_onednn(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
+                                    or (bias is not None and bias.requires_grad)):
+        return False  # training: autograd needs F.linear (checked first, the training hot path)
     if x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32 or x.dim() < 2:
         return False
     if bias is not None and bias.dtype != torch.float32:
@@ -78,9 +81,6 @@ def _use_onednn(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
     out_features, in_features = weight.shape
     rows = x.numel() // max(in_features, 1)
     if rows == 0 or (rows * in_features * out_features < MIN_MACS and out_features < WIDE_OUTPUT):
-        return False
-    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
-                                    or (bias is not None and bias.requires_grad)):
         return False
     if torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling() or not weight.is_contiguous():
         return False
