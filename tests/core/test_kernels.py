@@ -104,8 +104,11 @@ def test_model_inference_agrees_with_and_without_onednn(onednn_on):
     batch = random_mod_dict(mods, batch=16, seed=0)
     calls = []
     real = kernels._use_onednn
-    kernels_use = lambda *a: calls.append(real(*a)) or calls[-1]  # noqa: E731
-    kernels._use_onednn = kernels_use
+    def recording(*args):
+        calls.append(real(*args))
+        return calls[-1]
+
+    kernels._use_onednn = recording
     try:
         with torch.no_grad():
             fast = model(batch).loss

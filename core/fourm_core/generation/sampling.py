@@ -73,10 +73,10 @@ def sample_categorical(probs: torch.Tensor, generator: torch.Generator | None = 
 
     Exact categorical sampling like ``torch.multinomial(probs, 1)``, but one uniform number per row and a
     binary search instead of a pass of random draws over the vocabulary. Wide vocabularies are searched in two
-    levels: the sums of blocks of :data:`CDF_BLOCK` entries (a vectorised reduction), the prefix sums of those,
+    levels: the sums of blocks of about :data:`CDF_BLOCK` entries (a vectorised reduction), the prefix sums of those,
     then the prefix sums inside the one block that holds the draw. That is the same inverse CDF without a
     sequential prefix sum over all ``V`` entries, the slowest pass of sampling on CPU (8192 entries x 196 rows:
-    1.5 ms against ~0.3 ms). Zero-probability entries are never chosen.
+    0.9 ms against 0.25 ms on the dev machine, 2 threads). Zero-probability entries are never chosen.
     """
     rows, vocab = probs.shape
     u = torch.rand((rows, 1), generator=generator, device=probs.device, dtype=probs.dtype)
