@@ -22,6 +22,13 @@ def square_image() -> np.ndarray:
 
 class TestCannyEdge(ModalityPluginTests):
     modality = "canny_edge"
+    crop_probe = "marker"  # binary maps: rectangles of 255 on 0
+
+    def reconstruction_error(self, tokenizer, x, y):
+        """The soft-edge decoder predicts edge *strength*, trained against thickened, blurred edges: judge it
+        against that target (MSE), relative to the target's variance (its best constant prediction)."""
+        target = tokenizer.decoder.soft_target(x)
+        return float(((y - target) ** 2).mean()), float(((target - target.mean()) ** 2).mean())
 
     def example_raw(self):
         return CannyLabeler()({"rgb": sample_photos(2)})

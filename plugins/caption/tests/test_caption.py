@@ -14,6 +14,13 @@ from fourm_caption.testing import WORDS, save_tiny_blip
 
 class TestCaption(ModalityPluginTests):
     modality = "caption"
+    crop_invariant = True  # a caption describes the whole image
+
+    def assert_serialized_close(self, raw, back):
+        assert back == " ".join(raw.split()), f"caption: {raw!r} came back as {back!r} (only whitespace may change)"
+
+    def assert_decoded_equal(self, expected, got):
+        assert got == expected.lower(), f"caption: decode(encode()) gave {got!r} for {expected!r} (uncased vocabulary)"
 
     def example_raw(self):
         return ["An astronaut in a white suit poses with a flag.", "a cat  sleeping\non a sofa", ""]

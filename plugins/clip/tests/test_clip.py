@@ -62,6 +62,14 @@ class TestClip(ModalityPluginTests):
     def tokenizer_kwargs(self):
         return {"dim": 32, "depth": 1, "num_heads": 2, "codebook_size": 64}
 
+    tokenizer_train_steps = 25
+
+    def tokenizer_samples(self):
+        """The features centred over the grid: the mean feature alone no longer reconstructs them, the
+        tokens must carry each cell's direction."""
+        return [(f.astype(np.float32) - f.astype(np.float32).mean(axis=(0, 1))).astype(np.float16)
+                for f in self.example_raw()]
+
 
 @pytest.fixture(scope="module")
 def tiny_weights(tmp_path_factory):

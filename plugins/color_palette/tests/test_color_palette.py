@@ -14,6 +14,7 @@ from fourm_color_palette.components import PaletteLabeler, PaletteSerializer, Pa
 
 class TestColorPalette(ModalityPluginTests):
     modality = "color_palette"
+    crop_invariant = True  # a palette describes the whole image
 
     def example_raw(self):
         return PaletteLabeler(k=5)({"rgb": sample_photos(2)}) + [{"colors": [[0, 0, 0]]}]

@@ -163,7 +163,7 @@ def test_fourm_label_job_on_a_store_of_real_photos(tmp_path):
     assert len(raws) == 3
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.requires("cuda", available=torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_labeler_matches_cpu(tmp_path):
     cpu, gpu = label_on_cpu_and_cuda(DepthLabeler, save_tiny_depth_anything(tmp_path / "w"))
     for a, b in zip(cpu, gpu):

@@ -29,6 +29,26 @@ class TestDet(ModalityPluginTests):
     def make_labeler(self, tmp_path):
         return DetectionLabeler(weights=save_tiny_detr(tmp_path / "detr"), batch_size=2)
 
+    def crop_cases(self):
+        """A box of raw pixels x 64..128, y 64..128 seen through the crop (top 16, left 8, 224 x 216): x -> (x - 8)
+        / 216, y -> (y - 16) / 224, mirrored when flipped; a box left of the crop is dropped."""
+        raw = {"boxes": [[0.25, 0.25, 0.5, 0.5], [0.0, 0.9, 0.02, 1.0]], "classes": ["cat", "dog"],
+               "scores": [0.9, 0.8]}
+        box = (16, 8, 224, 216)
+        x0, x1, y0, y1 = 56 / 216, 120 / 216, 48 / 224, 112 / 224
+        plain = {"boxes": [[x0, y0, x1, y1]], "classes": ["cat"], "scores": [0.9], "image_size": [224, 224]}
+        flipped = {**plain, "boxes": [[1 - x1, y0, 1 - x0, y1]]}
+        return [(raw, box, False, (224, 224), plain), (raw, box, True, (224, 224), flipped)]
+
+    def assert_serialized_close(self, raw, back):
+        """The serializer keeps the boxes scoring >= 0.6 (the others are evidence for the store only), each class
+        exactly and each coordinate within half a bin (5e-4) of the 1000 bins."""
+        kept = sorted((c, b) for c, b, s in zip(raw["classes"], raw["boxes"], raw["scores"]) if s >= 0.6)
+        got = sorted(zip(back["classes"], back["boxes"]))
+        assert [c for c, _ in got] == [c for c, _ in kept], f"det: classes {kept} came back as {got}"
+        for (_, b0), (_, b1) in zip(kept, got):
+            assert np.abs(np.asarray(b0) - b1).max() <= 5e-4 + 1e-9, f"det: box {b0} came back as {b1}"
+
 
 def test_serialization_order_threshold_and_tokens():
     text = DetectionSerializer().to_text(EXAMPLES[0])

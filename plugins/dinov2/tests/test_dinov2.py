@@ -52,6 +52,14 @@ class TestDinov2(ModalityPluginTests):
     def tokenizer_kwargs(self):
         return {"dim": 32, "depth": 1, "num_heads": 2, "codebook_size": 64}
 
+    tokenizer_train_steps = 25
+
+    def tokenizer_samples(self):
+        """The features centred over the grid: the mean feature alone no longer reconstructs them, the
+        tokens must carry each cell's direction."""
+        return [(f.astype(np.float32) - f.astype(np.float32).mean(axis=(0, 1))).astype(np.float16)
+                for f in self.example_raw()]
+
 
 class TestDinov2Global(ModalityPluginTests):
     modality = "dinov2_global"
@@ -66,6 +74,15 @@ class TestDinov2Global(ModalityPluginTests):
 
     def tokenizer_kwargs(self):
         return {"hidden_dim": 32, "depth": 1, "codebook_size": 64}
+
+    tokenizer_train_steps = 25
+
+    def tokenizer_samples(self):
+        """Four distinct vectors (cells of the grid-centred feature map): reconstructing them beats their mean
+        only when the tokens tell them apart."""
+        f = _photo_features(HIDDEN)[0].astype(np.float32)
+        f = f - f.mean(axis=(0, 1))
+        return [f[i, j].astype(np.float16) for i, j in ((2, 3), (7, 11), (12, 4), (9, 9))]
 
 
 @pytest.fixture(scope="module")

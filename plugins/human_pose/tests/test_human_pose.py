@@ -36,6 +36,36 @@ EXAMPLES = [
 class TestHumanPose(ModalityPluginTests):
     modality = "human_pose"
 
+    def crop_cases(self):
+        """One person (box of raw pixels 64..128) with only its left eye visible, at raw pixel (80, 96), seen
+        through the crop (top 16, left 8, 224 x 216): x -> (x - 8) / 216, y -> (y - 16) / 224; flipped, x mirrors
+        and the left eye becomes the right eye."""
+        kps = [[0.0, 0.0, 0]] * 17
+        left, right = KEYPOINT_NAMES.index("left_eye"), KEYPOINT_NAMES.index("right_eye")
+        kps[left] = [80 / 256, 96 / 256, 2]
+        raw = {"format": "coco17", "persons": [{"box": [0.25, 0.25, 0.5, 0.5], "score": 0.8, "keypoints": kps}]}
+        box = (16, 8, 224, 216)
+        x0, x1, y0, y1 = 56 / 216, 120 / 216, 48 / 224, 112 / 224
+
+        def expected(flip):
+            k = [[0.0, 0.0, 0]] * 17
+            k[right if flip else left] = [1 - 72 / 216 if flip else 72 / 216, 80 / 224, 2]
+            b = [1 - x1, y0, 1 - x0, y1] if flip else [x0, y0, x1, y1]
+            return {"format": "coco17", "persons": [{"box": b, "score": 0.8, "keypoints": k}], "image_size": [224, 224]}
+
+        return [(raw, box, False, (224, 224), expected(False)), (raw, box, True, (224, 224), expected(True))]
+
+    def assert_serialized_close(self, raw, back):
+        """Same persons in the same order, which keypoints are visible unchanged, box and keypoint coordinates
+        within half a bin (5e-4) of the 1000 bins."""
+        assert back["format"] == raw["format"] and len(back["persons"]) == len(raw["persons"])
+        for p, q in zip(raw["persons"], back["persons"]):
+            kp, kq = np.asarray(p["keypoints"], float), np.asarray(q["keypoints"], float)
+            assert ((kp[:, 2] > 0) == (kq[:, 2] > 0)).all(), f"human_pose: visibility {kp[:, 2]} -> {kq[:, 2]}"
+            vis = kp[:, 2] > 0
+            assert np.abs(np.asarray(p["box"]) - q["box"]).max() <= 5e-4 + 1e-9
+            assert np.abs(kp[vis, :2] - kq[vis, :2]).max(initial=0) <= 5e-4 + 1e-9
+
     def example_raw(self):
         return [dict(e) for e in EXAMPLES]
 

@@ -50,6 +50,12 @@ def floor_depth(h: int = 256, w: int = 256) -> np.ndarray:
 
 class TestNormal(ModalityPluginTests):
     modality = "normal"
+    crop_probe = "marker"  # unit vectors are renormalised: two normals with x = 0 (a flip leaves them alone)
+
+    def marker_values(self):
+        from fourm_normal.components import encode_normals
+
+        return encode_normals(np.array([0.0, 0.0, 1.0])), encode_normals(np.array([0.0, 0.6, 0.8]))
 
     def example_raw(self):
         return [encode_normals(normals_from_depth(motorcycle_depth())), encode_normals(normals_from_depth(floor_depth()))]

@@ -41,6 +41,26 @@ def _mask_tokenizer_env(monkeypatch, mask_tokenizer_dir):
 class TestSamInstance(ModalityPluginTests):
     modality = "sam_instance"
 
+    def crop_cases(self):
+        """Masks on the 256 px raw through the crop (top 16, left 8, 224 x 216) at its own size: exactly the
+        cut masks (mirrored when flipped); a mask above the crop is dropped."""
+        masks = np.zeros((2, 256, 256), bool)
+        masks[0, 48:112, 72:136] = True
+        masks[1, 0:10, 240:256] = True
+        raw = M.encode_instances(masks)
+        box = (16, 8, 224, 216)
+        cut = masks[:1, 16:240, 8:224]
+        return [(raw, box, False, None, M.encode_instances(cut)),
+                (raw, box, True, None, M.encode_instances(cut[:, :, ::-1]))]
+
+    def serializer_raws(self):
+        """Points-form raws (what the serializer writes; stored raws are sampled at random query points) with
+        coordinates at bin centres, so raw -> text -> raw is exact."""
+        c = lambda b: (b + 0.5) / 1000  # noqa: E731
+        inst = {"box": [c(12), c(200), c(500), c(999)], "tokens": list(range(0, 32, 2))}
+        return [{"points": [{"xy": [c(123), c(500)], "instances": [inst]}, {"xy": [c(900), c(7)], "instances": []}]},
+                {"points": [{"xy": [c(0), c(999)], "instances": [inst, {**inst, "box": [c(1), c(2), c(3), c(4)]}]}]}]
+
     def example_raw(self):
         raws = [photo_instances(p) for p in sample_photos(2)]
         # the second sample carries mask tokens already (as after an earlier tokenization pass)

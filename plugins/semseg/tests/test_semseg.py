@@ -98,6 +98,15 @@ class TestSemseg(ModalityPluginTests):
     def tokenizer_kwargs(self):
         return dict(TINY_VQ)
 
+    def reconstruction_error(self, tokenizer, x, y):
+        """Class maps: the fraction of pixels whose decoded class id is wrong, against that of the best
+        constant map (every pixel the most frequent class)."""
+        t = get_modalities()["semseg"].transform.build()
+        ids = torch.from_numpy(np.stack(t.from_tensor(y))[..., 0].astype(np.int64))
+        truth = x[:, 0].round().long()
+        counts = torch.bincount(truth.flatten())
+        return float((ids != truth).float().mean()), float(1 - counts.max() / truth.numel())
+
 
 def test_labeler_on_real_photos(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
@@ -202,7 +211,7 @@ def test_fourm_label_job_on_a_store_of_real_photos(tmp_path):
     assert len(raws) == 3
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.requires("cuda", available=torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_labeler_matches_cpu(tmp_path):
     cpu, gpu = label_on_cpu_and_cuda(SemsegLabeler, save_tiny_mask2former(tmp_path / "w"))
     for a, b in zip(cpu, gpu):
