@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from fourm_core.model import kernels
 from fourm_core.model.kernels import Linear, linear, onednn_linear_available
 
-needs_onednn = pytest.mark.skipif(not onednn_linear_available(), reason="no oneDNN linear kernel on this build")
+needs_onednn = pytest.mark.requires("onednn", available=onednn_linear_available(),
+                                    reason="no oneDNN linear kernel on this build")
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ from fourm_core.generation.proposal import (
     sample_with_proposal,
 )
 
-needs_int8 = pytest.mark.skipif(ProposalTable.build(torch.randn(8, 4)) is None,
-                                reason="this torch build has no x86/fbgemm quantized linear kernel")
+needs_int8 = pytest.mark.requires("int8_kernel", available=ProposalTable.build(torch.randn(8, 4)) is not None,
+                                 reason="this torch build has no x86/fbgemm quantized linear kernel")
 
 
 def _table(V: int = 3000, D: int = 64, seed: int = 0) -> torch.Tensor:

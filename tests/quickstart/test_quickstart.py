@@ -1,7 +1,8 @@
 """``fourm quickstart`` end to end: a fast variant in the default run, the full default run as a slow test.
 
 The fast variant runs the real stages (ingest, labelers, tokenizer job, tokenize job, trainer, AnyToAny) on a
-few dozen crops with a tiny time budget; it checks the artefacts are there and sane, not the quality. The
+few dozen crops with a fixed number of training steps (``--steps``: the same on every machine, where the
+time-boxed count depends on its speed); it checks the artefacts are there and sane, not the quality. The
 slow test runs the default (the README's command) and checks the time budget and the quality figure.
 """
 
@@ -74,11 +75,21 @@ def _check_summary(out: Path, summary: dict, budget_s: float) -> None:
     assert held and not held & set(summary["data"]["train_photos"])
 
 
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+#: the fast variant's training steps, of every tokenizer and of the 4M (after their calibration steps, 8 and 10)
+FAST_STEPS = 15
+
+
 def test_quickstart_fast_end_to_end(tmp_path):
+    """Every stage runs and leaves its artefacts; every trainer ran exactly ``--steps`` steps (its calibration,
+    then a resume to that count), whatever the machine's speed."""
     out = tmp_path / "qs"
     t0 = time.perf_counter()
     res = subprocess.run([FOURM, "quickstart", "--out", str(out), "--minutes", "1", "--samples", "40",
-                          "--eval-crops", "2", "--seed", "1"],
+                          "--eval-crops", "2", "--seed", "1", "--steps", str(FAST_STEPS)],
                          capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=600)
     wall = time.perf_counter() - t0
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
@@ -89,6 +100,15 @@ def test_quickstart_fast_end_to_end(tmp_path):
     assert summary["data"]["num_samples"] == 40
     _check_summary(out, summary, 60)
     _check_pngs(out, summary)
+    assert {n: t["steps"] for n, t in summary["tokenizers"].items() if "steps" in t} == {
+        "tok_rgb": FAST_STEPS, "canny_edge": FAST_STEPS}
+    assert summary["train"]["steps"] == FAST_STEPS
+    # the steps they really ran, from their own records: the 4M's summary and metrics (every 5 steps), the
+    # tokenizers' metrics (the calibration's last step 8, then every 10 steps and the last one)
+    assert json.loads((out / "model" / "summary.json").read_text())["step"] == FAST_STEPS
+    assert [r["step"] for r in _jsonl(out / "model" / "metrics.jsonl") if r.get("split") is None] == [5, 10, 15]
+    for name in ("tok_rgb", "canny_edge"):
+        assert [r["step"] for r in _jsonl(out / "tokenizers" / "_runs" / name / "metrics.jsonl")] == [8, 10, 15]
     print(f"fast quickstart: {wall:.0f} s wall, timings {summary['timings_s']}")
 
 
@@ -96,6 +116,9 @@ def test_quickstart_rejects_bad_options(tmp_path):
     res = subprocess.run([FOURM, "quickstart", "--out", str(tmp_path / "x"), "--minutes", "0"],
                          capture_output=True, text=True, env=_env(), timeout=120)
     assert res.returncode != 0 and "--minutes must be > 0" in res.stderr
+    res = subprocess.run([FOURM, "quickstart", "--out", str(tmp_path / "z"), "--steps", "9"],
+                         capture_output=True, text=True, env=_env(), timeout=120)
+    assert res.returncode != 0 and "--steps must be >= 10" in res.stderr, res.stderr
     env = {**_env(), "FOURM_PLUGINS": "rgb,color_palette"}
     res = subprocess.run([FOURM, "quickstart", "--out", str(tmp_path / "y"), "--minutes", "1"],
                          capture_output=True, text=True, env=env, timeout=120)

@@ -18,8 +18,8 @@ from fourm_trainers import train as T
 from fourm_trainers.config import TrainConfig
 
 REF = Path(__file__).resolve().parents[2].parent / "shared" / "conformance" / "ml4m_tiny"
-pytestmark = pytest.mark.skipif(
-    not (REF / "weights.safetensors").exists() or not (REF / "config.json").exists(),
+pytestmark = pytest.mark.requires(
+    "conformance", available=(REF / "weights.safetensors").exists() and (REF / "config.json").exists(),
     reason=f"the shared reference set {REF} (weights.safetensors + config.json) is not present")
 
 

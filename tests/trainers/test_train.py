@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -132,33 +133,78 @@ def test_short_run_eval_final_model_and_exact_resume(tmp_path, stores):
     assert all(torch.equal(sd1[k], sd2[k]) for k in sd1)
 
 
-def test_sigterm_saves_and_resume_matches(tmp_path, stores):
-    """A real subprocess killed with SIGTERM saves a checkpoint; resuming reproduces the uninterrupted losses."""
-    import signal
-    import time
+#: the trainer's CLI with one test hook: after the metrics line of step PAUSE_AT it prints ``PAUSED`` and waits
+#: for a line on stdin, so that the test's SIGTERM arrives at a known step whatever the machine's speed
+_PAUSING_TRAINER = """
+import sys
+from fourm_trainers import train as T
 
-    cfg = base_config(tmp_path / "run", stores, max_steps=40)
+pause_at = int(sys.argv[1])
+_append = T._append
+
+
+def append(path, rec):
+    _append(path, rec)
+    if rec.get("step") == pause_at and "split" not in rec:
+        print(f"PAUSED {pause_at}", flush=True)
+        sys.stdin.readline()
+
+
+T._append = append
+sys.exit(T.main(sys.argv[2:]))
+"""
+
+
+def test_sigterm_saves_and_resume_matches(tmp_path, stores):
+    """A real trainer process sent SIGTERM during step 3 (of 8) finishes that step, saves ``step_3`` and exits
+    cleanly; ``--resume`` then reproduces the uninterrupted run's per-step metrics and final weights exactly.
+
+    Catches: the handler not installed (the process dies of the signal), the signal ignored (it trains on to 8),
+    no checkpoint at the step it stopped at, a resume that does not restore model, optimizer, data or RNG state."""
+    import signal
+
+    from fourm_core.model import FourM
+
+    cfg = base_config(tmp_path / "run", stores, max_steps=8)
     p = tmp_path / "cfg.yaml"
     p.write_text(yaml.safe_dump(cfg))
+    driver = tmp_path / "pausing_trainer.py"
+    driver.write_text(_PAUSING_TRAINER)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "fourm_trainers.train", "--config", str(p)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    metrics = tmp_path / "run" / "metrics.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 3):
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 0, out
+    with open(tmp_path / "stderr.txt", "w") as err:
+        proc = subprocess.Popen([sys.executable, str(driver), "3", "--config", str(p)], env=env, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=err, text=True)
+        try:
+            line = proc.stdout.readline()  # blocks until the trainer has logged step 3 (or exits)
+            assert line.strip() == "PAUSED 3", (line, (tmp_path / "stderr.txt").read_text()[-3000:])
+            proc.send_signal(signal.SIGTERM)
+            proc.stdin.write("go\n")
+            proc.stdin.close()
+            out = proc.stdout.read()
+            proc.wait(timeout=300)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    log = (tmp_path / "stderr.txt").read_text()[-3000:]
+    assert proc.returncode == 0, (proc.returncode, out, log)
     summary = json.loads(out.strip().splitlines()[-1])
-    assert summary["stopped_by"] == f"signal {int(signal.SIGTERM)}" and summary["step"] < 40
+    assert summary["stopped_by"] == f"signal {int(signal.SIGTERM)}" and summary["step"] == 3, summary
+    ckpts = tmp_path / "run" / "checkpoints"
+    assert (ckpts / "latest").read_text() == "step_3" and (ckpts / "step_3").is_dir()
+    assert [r["step"] for r in _metrics(tmp_path / "run")] == [1, 2, 3]
+    assert not (tmp_path / "run" / "final").exists()  # an interrupted run saves no final model
+
     res = subprocess.run([sys.executable, "-m", "fourm_trainers.train", "--config", str(p), "--resume"], env=env,
                          capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stdout + res.stderr
-    got = _metrics(tmp_path / "run")
-    ref_cfg = TrainConfig.from_dict(base_config(tmp_path / "ref", stores, max_steps=40))
-    train(ref_cfg)
-    assert got == _metrics(tmp_path / "ref")
+    assert res.returncode == 0, res.stdout + res.stderr[-3000:]
+    assert json.loads(res.stdout.strip().splitlines()[-1])["step"] == 8
+    train(TrainConfig.from_dict(base_config(tmp_path / "ref", stores, max_steps=8)))
+    got, ref = _metrics(tmp_path / "run"), _metrics(tmp_path / "ref")
+    assert [r["step"] for r in got] == list(range(1, 9))
+    assert got == ref
+    sd_ref = FourM.from_pretrained(tmp_path / "ref" / "final").state_dict()
+    sd_got = FourM.from_pretrained(tmp_path / "run" / "final").state_dict()
+    assert sd_ref.keys() == sd_got.keys() and all(torch.equal(sd_ref[k], sd_got[k]) for k in sd_ref)
 
 
 def test_finetune_adds_a_modality_with_frozen_trunk_and_transfer_masking(tmp_path, stores):
@@ -256,10 +302,54 @@ def _unigram_entropy(store: str, name: str) -> float:
     return float(-(p * np.log(p)).sum())
 
 
+#: the context store: 8 samples, each holding one token id per modality at all its 196 positions
+CONTEXT_SAMPLES, CONTEXT_VOCAB = 8, 16
+
+
+@pytest.fixture(scope="module")
+def context_run(tmp_path_factory) -> dict:
+    """60 steps of the debug model on a store where context decides every target: sample k holds the id k at
+    every ``canny_edge`` position and ``(3k + 1) % 16`` at every ``tok_rgb`` one (vocabularies of 16). A
+    context-free predictor (token frequencies, by position or not) cannot do better than the tokens' entropy,
+    ln 8, in-sample; any visible token of the sample gives the answer. Evaluated on the same 8 samples."""
+    import numpy as np
+
+    from fourm_core.data import Store
+    from fourm_registry import get_modalities
+
+    root = tmp_path_factory.mktemp("context")
+    url = str(root / "context.zarr")
+    ms = get_modalities()
+    n = CONTEXT_SAMPLES
+    store = Store.create(url, n, samples_per_shard=8, raw_size=112)
+    store.ensure_crops(1, seed=0)
+    store.write_crops(0, np.tile(np.array([[[0, 0, 112, 112, 0]]], dtype=np.int32), (n, 1, 1)))
+    for name, ids in (("canny_edge", np.arange(n)), ("tok_rgb", (3 * np.arange(n) + 1) % CONTEXT_VOCAB)):
+        store.ensure_tokens(ms[name], 1)
+        store.write_tokens(ms[name], 0, np.repeat(ids[:, None, None], 196, axis=2))
+    cfg = base_config(root / "run", {"train": url}, modalities=["canny_edge", "tok_rgb"], batch_size=4, max_steps=60,
+                      vocab_sizes={"canny_edge": CONTEXT_VOCAB, "tok_rgb": CONTEXT_VOCAB},
+                      optimizer={"lr": 3e-3, "min_lr": 3e-4}, schedule={"warmup_tokens": 200},
+                      val_datasets=[{"path": url}], eval_every=60, eval_batches=n // 4)
+    train(TrainConfig.from_dict(cfg))
+    return {"url": url, "after": _metrics(root / "run", "val")[-1]}
+
+
+def test_debug_model_uses_context_to_beat_a_token_frequency_predictor(context_run):
+    """After 60 steps the loss is under half of what the best context-free predictor scores on the same
+    tokens (ln 8 = 2.08 nats; measured: 0.57 and 0.58). Catches a model that can only learn token frequencies:
+    a decoder cut off from the encoder (cross-attention dropped), encoder inputs that carry no token content."""
+    after = context_run["after"]
+    for m in ("canny_edge", "tok_rgb"):
+        h = _unigram_entropy(context_run["url"], m)
+        assert h == pytest.approx(math.log(CONTEXT_SAMPLES))
+        assert after["loss/" + m] < 0.5 * h, (m, after["loss/" + m], h)
+
+
 @pytest.fixture(scope="module")
 def learned_run(tmp_path_factory, stores) -> dict:
     """The debug model evaluated on held-out photos at init and after 300 steps (one training run shared by the
-    slow tests below)."""
+    slow tests below: about a minute, hence slow)."""
     root = tmp_path_factory.mktemp("learn")
     over = dict(batch_size=8, val_datasets=[{"path": stores["val"]}], eval_batches=4,
                 optimizer={"lr": 2e-3, "min_lr": 1e-4}, schedule={"warmup_tokens": 5000})
@@ -277,14 +367,20 @@ def learned_run(tmp_path_factory, stores) -> dict:
     return {"before": before, "after": after}
 
 
+@pytest.mark.slow
 def test_debug_model_learns_on_real_photos(learned_run):
-    """Held-out validation loss, measured before and after training, falls clearly for every modality."""
+    """Held-out validation loss, measured before and after training, falls clearly for every modality.
+
+    A weak bar on its own: a token-frequency predictor passes it too (the gap to that predictor is the strict
+    xfail below); the default run's test that the model uses context is
+    ``test_debug_model_uses_context_to_beat_a_token_frequency_predictor``."""
     before, after = learned_run["before"], learned_run["after"]
     assert after["loss"] < 0.6 * before["loss"]  # ≈ ln V at init
     for m in ("canny_edge", "tok_rgb", "color_palette"):
         assert after["loss/" + m] < 0.75 * before["loss/" + m], m
 
 
+@pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="known gap (measured): after 300 steps the debug model does not beat a "
                    "context-free token-frequency predictor on held-out photos (canny_edge 2.39 vs 2.43 nats, tok_rgb "
                    "6.5 vs 3.98); strict, so it fails loudly once the model learns context")
@@ -297,8 +393,6 @@ def test_debug_model_beats_a_token_frequency_baseline_on_real_photos(learned_run
     modalities (neighbouring patches, the colour ↔ edge relation). color_palette is left out: its targets mix
     sentinel tokens with palette tokens, so token frequencies are no fair bar there.
     """
-    import math
-
     after = learned_run["after"]
     for m in ("canny_edge", "tok_rgb"):
         h = _unigram_entropy(stores["train"], m)

@@ -86,6 +86,9 @@ class QuickstartConfig:
     #: minimum steps whatever the budget (a tiny budget still produces every artefact)
     min_tokenizer_steps: int = 8
     min_train_steps: int = 8
+    #: exact step count of every tokenizer and of the 4M instead of the time-boxed counts (tests: counts that
+    #: do not depend on the machine's speed); at least the calibration steps (10)
+    steps: int | None = None
     use_model_labelers: bool = True
 
     def __post_init__(self) -> None:
@@ -95,6 +98,8 @@ class QuickstartConfig:
             raise QuickstartError(f"quickstart: samples must be >= 8, got {self.samples}")
         if self.eval_crops < 1 or self.show < 1:
             raise QuickstartError("quickstart: eval_crops and show must be >= 1")
+        if self.steps is not None and self.steps < 10:
+            raise QuickstartError(f"quickstart: --steps must be >= 10 (the calibration steps), got {self.steps}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -372,7 +377,7 @@ def train_tokenizers_timeboxed(names: Sequence[str], url: str, tok_dir: Path, se
         first = train_tokenizer(n, url, tok_dir, config=TokenizerTrainConfig(steps=calib, **base), modalities=modalities)
         rate = float(first["final"].get("images_per_s", 0.0)) / base["batch_size"]  # steps / s
         left = budget - (time.perf_counter() - t0)
-        steps = _steps_for(left * 0.95, rate, calib, cfg.min_tokenizer_steps)
+        steps = cfg.steps if cfg.steps is not None else _steps_for(left * 0.95, rate, calib, cfg.min_tokenizer_steps)
         summary = train_tokenizer(n, url, tok_dir, config=TokenizerTrainConfig(steps=steps, **{**base, "log_every": 10}),
                                   resume=True, modalities=modalities)
         records = _read_jsonl(Path(summary["metrics_file"]))
@@ -448,7 +453,7 @@ def train_fourm_timeboxed(url: str, tok_dir: Path, run_dir: Path, names: Sequenc
     first = train(TrainConfig.from_dict({**base, "max_steps": 10**6}), stop_after=calib)
     rate = float(first["steps_per_s"])
     left = seconds - (time.perf_counter() - t0)
-    steps = _steps_for(left * 0.97, rate, calib, cfg.min_train_steps)
+    steps = cfg.steps if cfg.steps is not None else _steps_for(left * 0.97, rate, calib, cfg.min_train_steps)
     summary = train(TrainConfig.from_dict({**base, "max_steps": steps}), resume=True)
     records = _read_jsonl(run_dir / "metrics.jsonl")
     per_mod = {k.split("/", 1)[1]: _first_last(records, k) for k in sorted({k for r in records for k in r})
