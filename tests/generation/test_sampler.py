@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fourm_core.generation import GenerationError, Sampler, TargetConfig, token_schedule
+from fourm_core.generation import GenerationError, Sampler, TargetConfig
 
 
 @pytest.fixture()
@@ -54,14 +54,28 @@ def test_fixed_seed_is_reproducible(sampler, pixels, scheme):
     assert a.shape == (2, 16) and a.dtype == torch.long and int(a.max()) < 32
 
 
-def test_step_iterator_follows_the_schedule(sampler, pixels):
-    cfg = TargetConfig(modality="depth", scheme="maskgit", steps=5, token_schedule="cosine")
-    steps = list(sampler.iterate({"rgb": pixels}, [cfg], seed=0))
-    counts = token_schedule(16, 5, "cosine")
-    assert [s.step for s in steps] == list(range(5)) and steps[-1].done and not steps[0].done
-    committed = [int(s.committed[0].sum()) for s in steps]
-    assert committed == [sum(counts[: i + 1]) for i in range(5)]
-    assert torch.equal(steps[-1].tokens, sampler.generate({"rgb": pixels}, [cfg], seed=0).tokens["depth"])
+@pytest.mark.parametrize("target,scheme,steps,kind,counts", [
+    ("depth", "maskgit", 5, "cosine", [1, 3, 3, 5, 4]),  # N = 16
+    ("depth", "maskgit", 4, "cosine", [2, 3, 5, 6]),
+    ("depth", "roar", 8, "cosine", [1, 1, 1, 2, 3, 2, 3, 3]),
+    ("depth", "maskgit", 3, "linear", [6, 5, 5]),
+    ("depth", "roar", 20, "linear", [1] * 16),  # steps capped at N
+    ("gvec", "maskgit", 4, "cosine", [1, 1, 1, 1]),  # N = 4
+    ("gvec", "roar", 2, "cosine", [2, 2]),
+])
+def test_step_iterator_commits_the_scheduled_number_per_step(sampler, pixels, target, scheme, steps, kind, counts):
+    """Each yielded step commits exactly the hand-computed number of new tokens in every row (cosine:
+    floor(N cos(pi/2 t/T)) still masked after step t), numbers its steps, marks only the last one done, and
+    the last step holds the generated tokens. Catches a token schedule applied off by one step or not at all."""
+    cfg = TargetConfig(modality=target, scheme=scheme, steps=steps, token_schedule=kind)
+    steps_seen = list(sampler.iterate({"rgb": pixels}, [cfg], seed=0))
+    assert [s.step for s in steps_seen] == list(range(len(counts)))
+    assert [s.num_steps for s in steps_seen] == [len(counts)] * len(counts)
+    assert [s.done for s in steps_seen] == [False] * (len(counts) - 1) + [True]
+    assert all(s.modality == target for s in steps_seen)
+    done = [s.committed.sum(1).tolist() for s in steps_seen]
+    assert done == [[sum(counts[: i + 1])] * 2 for i in range(len(counts))]
+    assert torch.equal(steps_seen[-1].tokens, sampler.generate({"rgb": pixels}, [cfg], seed=0).tokens[target])
 
 
 def test_guidance_scale_one_equals_no_guidance(sampler, pixels):

@@ -27,30 +27,84 @@ def test_token_schedule_sums_and_never_skips(n, steps, kind):
     assert all(c >= 1 for c in counts)
 
 
-def test_cosine_schedule_commits_few_tokens_first():
-    counts = token_schedule(196, 8, "cosine")
-    assert counts[0] < counts[-1]
-    remaining_after_first = 196 - counts[0]
-    assert remaining_after_first == math.floor(196 * math.cos(math.pi / 2 / 8))
-    assert token_schedule(8, 4, "linear") == [2, 2, 2, 2]
+# Hand-computed: cosine keeps floor(N cos(pi/2 t/T)) tokens masked after step t, e.g. N=16, T=4:
+# 16 cos(22.5 deg) = 14.78 -> 14, 16 cos(45 deg) = 11.31 -> 11, 16 cos(67.5 deg) = 6.12 -> 6, then 0, so
+# the counts are 16-14, 14-11, 11-6, 6-0 = [2, 3, 5, 6] (rounding would give 15, 11, 6: [1, 4, 5, 6]).
+@pytest.mark.parametrize("n,steps,expected", [
+    (16, 4, [2, 3, 5, 6]),
+    (16, 5, [1, 3, 3, 5, 4]),  # remaining 15, 12, 9, 4
+    (16, 8, [1, 1, 1, 2, 3, 2, 3, 3]),  # remaining 15, 14, 13, 11, 8, 6, 3
+    (17, 4, [2, 3, 6, 6]),  # remaining 15, 12, 6
+    (196, 8, [4, 11, 19, 24, 30, 33, 37, 38]),  # remaining 192, 181, 162, 138, 108, 75, 38
+    (32, 4, [3, 7, 10, 12]),  # remaining 29, 22, 12
+    (7, 3, [1, 3, 3]),  # remaining 6, 3
+    (16, 2, [5, 11]),  # remaining 11
+    (4, 2, [2, 2]),  # remaining 2 (4 cos 45 deg = 2.83)
+    (100, 1, [100]),
+    # a zero step borrows one token from the largest, latest step: remaining 5, 5, 4, 3, 1 gives
+    # [1, 0, 1, 1, 2, 1] -> [1, 1, 1, 1, 1, 1]
+    (6, 6, [1, 1, 1, 1, 1, 1]),
+    (5, 8, [1, 1, 1, 1, 1]),  # steps capped at N; [1, 0, 2, 1, 1] borrows from the 2
+    (16, 20, [1] * 16),
+])
+def test_cosine_token_schedule_literal_values(n, steps, expected):
+    """The documented floor-cosine schedule, step by step; catches ``round``/``ceil`` instead of ``floor``,
+    sine instead of cosine, a shifted step index, the steps cap, and the borrowing for empty steps."""
+    assert token_schedule(n, steps, "cosine") == expected
+
+
+@pytest.mark.parametrize("n,steps,expected", [
+    (16, 4, [4, 4, 4, 4]),
+    (10, 4, [3, 3, 2, 2]),  # the remainder goes to the first steps
+    (17, 5, [4, 4, 3, 3, 3]),
+    (16, 3, [6, 5, 5]),
+    (3, 8, [1, 1, 1]),  # steps capped at N
+    (7, 1, [7]),
+])
+def test_linear_token_schedule_literal_values(n, steps, expected):
+    assert token_schedule(n, steps, "linear") == expected
+
+
+def test_token_schedule_edge_cases():
+    assert token_schedule(0, 4, "cosine") == [] and token_schedule(0, 4, "linear") == []
+    assert token_schedule(1, 1) == [1] and token_schedule(5, 1) == [5]
+    assert token_schedule(16, 4) == [2, 3, 5, 6]  # cosine is the default
 
 
 def test_bad_schedules_raise():
-    with pytest.raises(GenerationError, match="unknown token schedule 'zigzag'"):
+    with pytest.raises(GenerationError, match="unknown token schedule 'zigzag'; choose one of cosine, linear"):
         token_schedule(10, 2, "zigzag")
-    with pytest.raises(GenerationError, match="num_steps"):
+    with pytest.raises(GenerationError, match="num_steps must be >= 1, got 0"):
         token_schedule(10, 0)
+    with pytest.raises(GenerationError, match="num_tokens must be >= 0, got -1"):
+        token_schedule(-1, 2)
     with pytest.raises(GenerationError, match="onex:MIN:POWER"):
         temperature_schedule(1.0, [1, 1], "onex:bad")
+    with pytest.raises(GenerationError, match="onex:MIN:POWER"):
+        temperature_schedule(1.0, [1, 1], "onex:0.5")
+    with pytest.raises(GenerationError, match="unknown temperature schedule 'cold'"):
+        temperature_schedule(1.0, [1, 1], "cold")
+    with pytest.raises(GenerationError, match="temperature must be >= 0, got -0.5"):
+        temperature_schedule(-0.5, [1, 1])
+    assert temperature_schedule(0.0, [1, 1]) == [0.0, 0.0]  # 0 (greedy) is allowed
 
 
-def test_temperature_schedules():
-    counts = [2, 2, 4]
+def test_temperature_schedules_literal_values():
+    """Per step, the temperature for the fraction d of tokens decoded *before* the step: constant T,
+    linear T (1 - d), onex MIN + (T - MIN) (1 - d)^POWER. Catches using the fraction after the step, a
+    wrong power or minimum, and linear decay towards 1 instead of 0."""
+    counts = [2, 2, 4]  # d = 0, 1/4, 1/2
     assert temperature_schedule(2.0, counts, "constant") == [2.0, 2.0, 2.0]
-    lin = temperature_schedule(2.0, counts, "linear")
-    assert lin[0] == 2.0 and lin[1] == pytest.approx(1.5) and lin[2] == pytest.approx(1.0)
-    onex = temperature_schedule(3.0, counts, "onex:1.0:1.0")
-    assert onex[0] == 3.0 and onex[-1] == pytest.approx(2.0)
+    assert temperature_schedule(2.0, counts) == [2.0, 2.0, 2.0]  # constant is the default
+    assert temperature_schedule(2.0, counts, "linear") == pytest.approx([2.0, 1.5, 1.0])
+    assert temperature_schedule(3.0, counts, "onex:1.0:1.0") == pytest.approx([3.0, 2.5, 2.0])
+    # 0.5 + 1.0 (1 - d)^2 for d = 0, 1/8, 1/2
+    assert temperature_schedule(1.5, [1, 3, 4], "onex:0.5:2.0") == pytest.approx([1.5, 1.265625, 0.75])
+    # 0 + 4 (1 - d)^8 for d = 0, 1/4, 1/2, 3/4 (the schedule of the step-by-step sampler test)
+    assert temperature_schedule(4.0, [4, 4, 4, 4], "onex:0:8") == pytest.approx(
+        [4.0, 0.40045166015625, 0.015625, 0.00006103515625])
+    assert temperature_schedule(1.0, [16], "linear") == [1.0]
+    assert temperature_schedule(1.0, [], "linear") == []
 
 
 def test_top_k_and_top_p_filtering():
@@ -117,6 +171,10 @@ def test_sampling_never_picks_zero_mass_when_the_draw_rounds_to_the_total():
     cdf = probs.cumsum(-1)
     assert set(_invert(cdf, cdf[:, -1:] * (1 + 2**-20)).tolist()) == {1000}
     assert set(_invert(cdf, cdf[:, -1:]).tolist()) == {1000}
+    # a target exactly on a step of the CDF belongs to the next entry (never to a zero-mass one before it)
+    steps = torch.tensor([[0.0, 0.5, 1.0]])
+    assert _invert(steps, torch.tensor([[0.0]])).tolist() == [1]
+    assert _invert(steps, torch.tensor([[0.5]])).tolist() == [2]
 
 
 def test_sample_tokens_greedy_and_seeded():
@@ -140,3 +198,78 @@ def test_combine_guidance():
     assert torch.allclose(multi, uncond + 2 * (cond - uncond) + 0.5 * (c2 - uncond))
     with pytest.raises(GenerationError, match="2 conditions but 1 weights"):
         combine_guidance([cond, c2], uncond, [1.0])
+
+
+def test_filter_logits_boundaries():
+    """top-k keeps ties with the k-th logit, caps k at the vocabulary and keeps at least one for tiny
+    fractions; top-p removes a token once the mass before it *reaches* p; top-p 1 and 0 keep everything
+    and a top-p outside [0, 1] is an error."""
+    logits = torch.tensor([[2.0, 1.0, 1.0, 0.0]])
+    assert torch.isfinite(filter_logits(logits, top_k=2)).tolist() == [[True, True, True, False]]  # a tie
+    assert torch.equal(filter_logits(logits, top_k=10), logits)
+    assert torch.equal(filter_logits(logits, top_k=4), logits)
+    assert torch.isfinite(filter_logits(logits, top_k=0.01)).tolist() == [[True, False, False, False]]
+    assert torch.isfinite(filter_logits(logits, top_k=0.75)).sum() == 3  # int(0.75 * 4) = 3 (+ no tie)
+    flat = torch.zeros(1, 4)  # probabilities exactly 1/4 each: masses before are 0, 1/4, 1/2, 3/4
+    assert torch.isfinite(filter_logits(flat, top_p=0.5)).sum() == 2
+    assert torch.isfinite(filter_logits(flat, top_p=0.51)).sum() == 3
+    assert torch.isfinite(filter_logits(flat, top_p=0.25)).sum() == 1
+    assert torch.equal(filter_logits(logits, top_p=1.0), logits)
+    assert torch.equal(filter_logits(logits, top_p=0.0), logits)
+    uneven = torch.log(torch.tensor([[0.05, 0.15, 0.5, 0.3]]))  # not sorted: the kept set maps back
+    assert torch.isfinite(filter_logits(uneven, top_p=0.7)).tolist() == [[False, False, True, True]]
+    both = filter_logits(torch.log(torch.tensor([[0.4, 0.3, 0.2, 0.1]])), top_k=3, top_p=0.5)
+    assert torch.isfinite(both).tolist() == [[True, True, False, False]]
+    batched = torch.randn(2, 3, 6, generator=torch.Generator().manual_seed(0))  # (..., V): the last axis
+    for kw in ({"top_k": 2}, {"top_p": 0.6}):
+        rows = torch.stack([filter_logits(r, **kw) for r in batched.reshape(6, 1, 6)]).reshape(2, 3, 6)
+        assert torch.equal(filter_logits(batched, **kw), rows)
+    for bad in (1.5, -0.5):
+        with pytest.raises(GenerationError, match=f"^top_p must be in \\[0, 1\\], got {bad}$"):
+            filter_logits(logits, top_p=bad)
+
+
+def test_sample_tokens_returns_the_probability_of_the_drawn_token_at_the_temperature():
+    """MaskGIT's confidence: the returned probability is that of the drawn id under softmax(logits / T) of
+    the filtered logits, and the draws follow that distribution (5 000 rows, tolerance 0.03 = 5 sigma)."""
+    logits = torch.log(torch.tensor([1.0, 3.0, 0.0 + 1e-30])).expand(5_000, 3)  # p = 1/4, 3/4, 0
+    for temperature, p in ((1.0, [0.25, 0.75]), (2.0, [1 / (1 + 3 ** 0.5), 3 ** 0.5 / (1 + 3 ** 0.5)]),
+                           (0.5, [0.1, 0.9])):
+        ids, probs = sample_tokens(logits, temperature, generator=torch.Generator().manual_seed(0))
+        assert set(ids.tolist()) == {0, 1}
+        expected = torch.tensor(p)[ids]
+        torch.testing.assert_close(probs, expected, atol=1e-5, rtol=1e-5)
+        assert abs(float((ids == 1).float().mean()) - p[1]) < 0.03
+    ids, probs = sample_tokens(logits[:4], 1.0, top_k=1, generator=torch.Generator().manual_seed(0))
+    assert ids.tolist() == [1] * 4 and probs.tolist() == [1.0] * 4  # filtered first, then renormalised
+    ids, probs = sample_tokens(logits[:4], 1e-12)  # effectively 0: greedy, confidence 1
+    assert ids.tolist() == [1] * 4 and probs.tolist() == [1.0] * 4
+    ids, probs = sample_tokens(torch.zeros(2, 3, 5).double(), 1.0, generator=torch.Generator().manual_seed(0))
+    assert ids.shape == probs.shape == (2, 3) and probs.dtype == torch.float32
+    assert torch.allclose(probs, torch.full((2, 3), 0.2))
+
+
+def test_block_size_is_the_divisor_nearest_cdf_block():
+    """The two-level search's block: a divisor of the vocabulary in [64, 256] nearest 128 (the larger one
+    first on equal distance), else 128."""
+    from fourm_core.generation.sampling import CDF_BLOCK, _block_size
+
+    assert CDF_BLOCK == 128
+    assert _block_size(8192) == 128
+    assert _block_size(1000) == 125  # 125 and 200 divide 1000: 125 is nearer
+    assert _block_size(130 * 7) == 130  # 130 (distance 2) beats 91, 182
+    assert _block_size(126 * 130) == 130  # 126 and 130 both at distance 2: the larger wins
+    assert _block_size(64 * 3) == 96  # 96 is nearer than 64 or 192
+    assert _block_size(30011) == 128  # prime: no divisor, padded blocks
+    assert _block_size(256 * 11) == 128  # 128 divides 2816 (as does 256): 128 itself
+    assert _block_size(257 * 3) == 128  # 257 is outside [64, 256]; no divisor in range
+
+
+def test_combine_guidance_broadcasts_one_scale_and_rejects_a_list_for_one_condition():
+    cond, c2, uncond = torch.randn(2, 7), torch.randn(2, 7), torch.randn(2, 7)
+    both = combine_guidance([cond, c2], uncond, 2.0)
+    assert torch.allclose(both, uncond + 2 * (cond - uncond) + 2 * (c2 - uncond))
+    assert torch.allclose(combine_guidance([cond], uncond, [0.0]), uncond)
+    assert torch.allclose(combine_guidance(cond, uncond, 0.0), uncond)
+    with pytest.raises(GenerationError, match="^one conditional logit tensor takes one float guidance scale$"):
+        combine_guidance(cond, uncond, [2.0])
