@@ -82,6 +82,16 @@ class _Dist:
             self.state.wait_for_everyone()
 
 
+def _kill_point(where: str) -> None:
+    """Test hook: SIGKILL this process when the environment variable FOURM_TEST_KILL_AT equals ``where``
+    (``"<job>:<modality>:<shard>"``, reached after the shard's data is written, before its done flag); the crash
+    tests of ``tests/data/test_jobs_faults.py`` use it to interrupt a job at an exact point."""
+    if os.environ.get("FOURM_TEST_KILL_AT") == where:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _progress(total: int, desc: str, enabled: bool) -> Any:
     from tqdm.auto import tqdm
 
@@ -328,6 +338,7 @@ def _label_one(store: Store, spec: ModalitySpec, dist: _Dist, *, batch_size: int
                     outs.extend(result)
                     bar.update(len(idx))
                 store.write_raw(spec, rng.start, outs, mark_done=False)
+                _kill_point(f"label:{spec.name}:{s}")
                 store.mark_done(spec.name, "raw", s)  # after the data: an interrupted shard is redone
                 samples += len(rng)
         finally:
@@ -435,6 +446,7 @@ def tokenize(url: str, modalities: Sequence[str], *, crops: int = 1, tokenizers_
                 tokens = _tokenize_shard(store, spec, codecs[spec.name], transforms[spec.name], rng, params,
                                          batch_size, torch)
                 store.write_tokens(spec, rng.start, tokens, mark_done=False)
+                _kill_point(f"tokenize:{spec.name}:{s}")
                 store.mark_done(spec.name, "tokens", s)
                 counts[spec.name][0] += 1
                 counts[spec.name][2] += len(rng)
