@@ -187,6 +187,12 @@ def from_pretrained(dir_or_hub_id: str | os.PathLike, *, modalities: ModalitySet
     if not wpath.exists():
         raise CheckpointError(f"{wpath} not found: the checkpoint directory {d} has no weights")
     state = load_file(str(wpath), device=str(map_location))
+    expected = model.state_dict()
+    wrong = [f"{k} {tuple(v.shape)} (the model has {tuple(expected[k].shape)})"
+             for k, v in state.items() if k in expected and v.shape != expected[k].shape]
+    if wrong:
+        raise CheckpointError(f"{wpath} does not fit the model described by its config.json: shape mismatch "
+                              f"{wrong[:8]}")
     result = model.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(f"{wpath} does not fit the model described by its config.json: missing "
