@@ -25,8 +25,17 @@ def test_ingest_of_only_unreadable_files_names_the_count_and_first_error(tmp_pat
     assert "first error:" in msg and "Error" in msg.split("first error:")[1]  # the decoder's exception type
 
 
-def test_label_records_the_weights_it_ran_with(full_store, tinynet_weights):
-    meta = Store.open(full_store).modalities()
+def test_label_records_the_weights_it_ran_with(tmp_path, ingested, registry, tinynet_weights):
+    # labels its own store (not the session's full_store): a mutation tool attributes what a session fixture
+    # runs to the first test that built it, so this check would never run against a mutant of label()
+    import shutil
+
+    from fourm_core.data import label
+
+    url = str(tmp_path / "s.zarr")
+    shutil.copytree(ingested, url)
+    label(url, ["feat", "edges"], weights={"feat": tinynet_weights}, registry=registry, progress=False)
+    meta = Store.open(url).modalities()
     assert meta["feat"]["weights"] == tinynet_weights
     assert meta["edges"].get("weights") is None  # a weight-free labeler records none
 
