@@ -361,8 +361,6 @@ class ModalityPluginTests:
                 assert raw_equal(ref, got), f"{self.modality}: crop {box} flip={flip} changed a whole-image raw"
 
     def _check_image_crop(self, transform, storage) -> None:
-        import numpy as np
-
         shape = tuple(storage.shape)
         assert len(shape) == 3, f"{self.modality}: image-like storage must be (H, W, C), got {shape}"
         grid = shape[:2]

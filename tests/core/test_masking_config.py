@@ -14,7 +14,6 @@ from fourm_core.masking import (
     MaskingConfig,
     MaskingError,
     MixtureComponent,
-    ModalityMasking,
     TextVocabInfo,
     TransferConfig,
     count_tokens,
