@@ -29,6 +29,7 @@ from safetensors.torch import load_file, save_file
 
 from fourm_registry import ModalitySet, ModalitySpec, UnknownModalityError
 
+from .kinds import adapter_for
 from .model import FourM, ModelConfig
 from .model.config import ConfigError
 
@@ -129,15 +130,7 @@ def _rebuild_spec(entry: Mapping[str, Any], installed: ModalitySet) -> ModalityS
     for key in ("encoder", "decoder", "pos_emb"):
         if key in entry and entry[key] is not None and entry[key] != getattr(spec, key):
             changes[key] = entry[key]
-    if spec.kind == "sequence" and entry.get("max_length") not in (None, spec.max_length):
-        changes.update(max_length=entry["max_length"], num_tokens=None)
-    if spec.kind in ("image", "pixels") and entry.get("grid") and tuple(entry["grid"]) != spec.grid:
-        raise CheckpointError(f"checkpoint modality {name!r} has a {tuple(entry['grid'])} grid but the installed "
-                              f"{spec.plugin} {spec.version} has {spec.grid}; install the plugin version "
-                              f"{entry.get('version')} the checkpoint was trained with")
-    if spec.kind == "vector" and entry.get("num_tokens") not in (None, spec.num_tokens):
-        raise CheckpointError(f"checkpoint modality {name!r} has {entry['num_tokens']} tokens but the installed "
-                              f"{spec.plugin} {spec.version} has {spec.num_tokens}")
+    changes.update(adapter_for(spec).checkpoint_layout(spec, entry, name))
     if changes:
         spec = attrs.evolve(spec, **changes)
     return spec

@@ -22,15 +22,18 @@ def _parse_in(items: tuple[str, ...]) -> list[tuple[str, str]]:
     return out
 
 
-def _load_value(kind: str, name: str, value: str) -> Any:
-    """Turn the text of ``--in name=value`` into a raw input for a modality of ``kind``."""
+def _load_value(spec: Any, name: str, value: str) -> Any:
+    """Turn the text of ``--in name=value`` into a raw input for the modality ``spec``."""
     import numpy as np
 
     path = Path(value)
     is_file = path.is_file()
-    if kind in ("image", "pixels", "vector", "embedding_sequence"):
+    from .kinds import adapter_for
+
+    kind = adapter_for(spec)
+    if kind.raw_from_file:
         if not is_file:
-            raise click.BadParameter(f"{name}={value}: the {kind!r} modality {name!r} takes a file (image or .npy), "
+            raise click.BadParameter(f"{name}={value}: the {spec.kind!r} modality {name!r} takes a file (image or .npy), "
                                      f"and {value!r} does not exist", param_hint="--in")
         if path.suffix.lower() == ".npy":
             return np.load(path, allow_pickle=False)
@@ -39,7 +42,7 @@ def _load_value(kind: str, name: str, value: str) -> Any:
 
             with Image.open(path) as img:
                 img = ImageOps.exif_transpose(img)
-                return img.convert("RGB") if kind == "pixels" or img.mode in ("RGBA", "P", "CMYK") else img.copy()
+                return img.convert("RGB") if kind.rgb_input or img.mode in ("RGBA", "P", "CMYK") else img.copy()
         raise click.BadParameter(f"{name}={value}: unsupported file type {path.suffix!r}; use an image "
                                  f"({', '.join(sorted(_IMAGE_SUFFIXES))}) or a .npy array", param_hint="--in")
     # sequence: a .json / .txt file, inline JSON, or the literal text
@@ -107,7 +110,7 @@ def register_commands(cli: click.Group) -> None:
         raw_inputs = {}
         for name, value in _parse_in(inputs):
             canonical = pipe.resolve(name)
-            raw_inputs[canonical] = _load_value(pipe.modalities[canonical].kind, name, value)
+            raw_inputs[canonical] = _load_value(pipe.modalities[canonical], name, value)
         if not raw_inputs:
             raise click.UsageError("give at least one input with --in NAME=VALUE")
         tgt = [t.strip() for t in targets.split(",") if t.strip()]
@@ -127,7 +130,7 @@ def register_commands(cli: click.Group) -> None:
             raw = out[name]
             path = _save_raw(raw, save / name)
             np.save(save / f"{name}.tokens.npy", out.tokens[name].detach().cpu().numpy())
-            if isinstance(raw, str) and raw.startswith("unparseable:") and pipe.modalities[name].kind == "sequence":
+            if isinstance(raw, str) and raw.startswith("unparseable:"):
                 click.echo(f"warning: {name!r}: the generated sequence could not be parsed ({raw}); "
                            f"its text and token ids are saved", err=True)
             click.echo(f"{name}: {path}")

@@ -34,11 +34,10 @@ from fourm_registry import ModalitySet, ModalitySpec
 
 from .generation import GenerationError, GenerationResult, GenerationStep, Sampler, TargetConfig
 from .generation.errors import TokenizerMissingError
+from .kinds import adapter_for, to_numpy_image
 
 log = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 #: per-call overrides that apply to every target (TargetConfig fields)
 _OVERRIDES = ("scheme", "steps", "token_schedule", "temperature", "temperature_schedule", "top_k", "top_p",
               "guidance", "max_new_tokens", "stop_at_eos")
@@ -73,37 +72,6 @@ class AnyToAnyOutput(Mapping[str, Any]):
 
 def _is_batch(value: Any) -> bool:
     return isinstance(value, (list, tuple)) and not (value and isinstance(value[0], (int, float)))
-
-
-def _looks_like_ids(value: Any) -> bool:
-    """Token ids: an int16/32/64 tensor of shape (N,) or (1, N) (uint8 tensors are images)."""
-    return (isinstance(value, torch.Tensor) and value.dtype in (torch.int16, torch.int32, torch.int64)
-            and (value.ndim == 1 or (value.ndim == 2 and value.shape[0] == 1)))
-
-
-def _to_numpy_image(value: Any, name: str) -> np.ndarray:
-    """PIL / numpy / tensor → channels-last numpy array (H, W, C)."""
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover - pillow is a dependency
-        Image = None
-    if Image is not None and isinstance(value, Image.Image):
-        if value.mode in ("RGBA", "P", "CMYK", "YCbCr", "LA", "1"):
-            value = value.convert("RGB")
-        value = np.asarray(value)
-    elif isinstance(value, torch.Tensor):
-        value = value.detach().cpu().numpy()
-    elif isinstance(value, (str, os.PathLike)) and Path(value).is_file():
-        raise GenerationError(f"input {name!r}: got a file path {str(value)!r}; open it first (PIL.Image.open) "
-                              f"or use the CLI's --in {name}=FILE")
-    if not isinstance(value, np.ndarray):
-        raise GenerationError(f"input {name!r}: expected an image (PIL image, numpy array or tensor), "
-                              f"got {type(value).__name__}")
-    if value.ndim == 2:
-        value = value[..., None]
-    if value.ndim != 3:
-        raise GenerationError(f"input {name!r}: expected an image of shape (H, W) or (H, W, C), got {value.shape}")
-    return value
 
 
 class AnyToAny:
@@ -151,7 +119,7 @@ class AnyToAny:
             from .tokenizers import load_codecs
 
             wanted = ModalitySet(s for s in specs.specs if (tok_dir / s.name).is_dir()
-                                 or (s.kind == "sequence" and (tok_dir / "text").is_dir()))
+                                 or (adapter_for(s).autoregressive and (tok_dir / "text").is_dir()))
             codecs = dict(load_codecs(tok_dir, wanted))
         else:
             log.warning("%s has no tokenizers/ directory: only token-id inputs and token outputs will work", root)
@@ -184,7 +152,8 @@ class AnyToAny:
                 f"`AnyToAny.from_pretrained(..., tokenizers=TOKDIR)` (CLI: `--tokenizers TOKDIR`), or copy TOKDIR/{name} "
                 f"into the model's tokenizers/ directory (or pass token ids instead of raw data)") from None
 
-    def _transform(self, spec: ModalitySpec) -> Any | None:
+    def transform(self, spec: ModalitySpec) -> Any | None:
+        """The plugin's transform of ``spec`` (built once), or None."""
         if spec.name not in self._transforms:
             self._transforms[spec.name] = spec.transform.build() if spec.transform is not None else None
         return self._transforms[spec.name]
@@ -209,52 +178,19 @@ class AnyToAny:
             spec = self.modalities[name]
             raws[name] = values
             mod_dict[name] = {"tensor": self._encode_one(spec, values)}
-            if spec.kind == "pixels":  # also the tokenized twin when the model reads it and a codec exists
-                for twin in self.modalities.specs:
-                    if twin.source == name and twin.encoder and twin.name not in lists and twin.name in self.codecs:
-                        mod_dict[twin.name] = {"tensor": self._encode_one(twin, values)}
+            # raw pixels also feed their tokenized twin (tok_rgb of rgb) when the model reads it and a codec exists
+            for twin in self.modalities.specs:
+                if (twin.source == name and not adapter_for(spec).discrete and twin.encoder
+                        and twin.name not in lists and twin.name in self.codecs):
+                    mod_dict[twin.name] = {"tensor": self._encode_one(twin, values)}
         return mod_dict, raws, batched
 
     def _encode_one(self, spec: ModalitySpec, values: list[Any]) -> torch.Tensor:
-        name = spec.name
-        if spec.kind in ("image", "vector") and all(_looks_like_ids(v) for v in values):
-            ids = torch.stack([v.reshape(-1) for v in values])
-            if ids.shape[1] != spec.num_tokens:
-                raise GenerationError(f"input {name!r}: token ids must have {spec.num_tokens} tokens, got {ids.shape[1]}")
-            return ids.long()
-        if spec.kind == "pixels":
-            return torch.stack([self._pixels(spec, v) for v in values])
-        if spec.kind == "image":
-            codec = self.codec(name)
-            size = self._codec_size(spec, codec)
-            prepared = [self._square_resize(spec, _to_numpy_image(v, name), size) for v in values]
-            return self._codec_encode(codec, spec, prepared)
-        if spec.kind == "sequence":
-            for v in values:
-                if isinstance(v, (torch.Tensor, np.ndarray)) and np.ndim(v) > 1:
-                    raise GenerationError(f"input {name!r}: a sequence takes text / JSON values, got an array of "
-                                          f"shape {tuple(np.shape(v))}")
-            return self._codec_encode(self.codec(name), spec, values)
-        if spec.kind == "vector":
-            vecs = []
-            for v in values:
-                a = v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
-                if a.ndim != 1 or not np.issubdtype(a.dtype, np.number):
-                    raise GenerationError(f"input {name!r}: expected a vector of shape (D,), got {a.dtype} {a.shape}")
-                vecs.append(a.astype(np.float32))
-            return self._codec_encode(self.codec(name), spec, vecs)
-        # embedding_sequence: (L, D) float arrays, zero-padded to the spec's max_length
-        out = torch.zeros((len(values), spec.max_length, spec.embed_dim))
-        for i, v in enumerate(values):
-            a = torch.as_tensor(np.asarray(v.detach().cpu() if isinstance(v, torch.Tensor) else v), dtype=torch.float32)
-            if a.ndim != 2 or a.shape[1] != spec.embed_dim or a.shape[0] > spec.max_length:
-                raise GenerationError(f"input {name!r}: expected (L <= {spec.max_length}, {spec.embed_dim}) embeddings, "
-                                      f"got {tuple(a.shape)}")
-            out[i, : a.shape[0]] = a
-        return out
+        return adapter_for(spec).encode_raw(spec, values, self)
 
     @staticmethod
-    def _codec_encode(codec: Any, spec: ModalitySpec, raws: list[Any]) -> torch.Tensor:
+    def codec_encode(codec: Any, spec: ModalitySpec, raws: list[Any]) -> torch.Tensor:
+        """``codec.encode(raws)`` as int64 on the CPU; a rejected value raises naming the modality."""
         try:
             with torch.no_grad():
                 return codec.encode(raws).long().cpu()
@@ -263,7 +199,8 @@ class AnyToAny:
         except (ValueError, TypeError) as exc:
             raise GenerationError(f"input {spec.name!r}: the tokenizer rejected it: {exc}") from exc
 
-    def _codec_size(self, spec: ModalitySpec, codec: Any) -> tuple[int, int]:
+    def codec_size(self, spec: ModalitySpec, codec: Any) -> tuple[int, int]:
+        """The (H, W) the codec's tokenizer takes its input at."""
         size = getattr(getattr(codec, "tokenizer", None), "image_size", None)
         if size is not None:
             return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
@@ -271,7 +208,7 @@ class AnyToAny:
             return self.modalities[spec.source].image_size
         return (spec.grid[0] * 16, spec.grid[1] * 16)
 
-    def _square_resize(self, spec: ModalitySpec, raw: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    def square_resize(self, spec: ModalitySpec, raw: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         """Centre square crop resized to ``size`` through the plugin's transform (its own interpolation)."""
         storage = spec.storage
         if storage is not None and storage.shape and len(storage.shape) == 3 and raw.shape[2] != storage.shape[2]:
@@ -282,29 +219,12 @@ class AnyToAny:
         h, w = raw.shape[:2]
         side = min(h, w)
         box = ((h - side) // 2, (w - side) // 2, side, side)
-        transform = self._transform(spec)
+        transform = self.transform(spec)
         if transform is not None:
             return transform.crop(raw, box=box, flip=False, size=size)
         from .plugin_kit.images import crop_resize
 
         return crop_resize(raw, box, size)
-
-    def _pixels(self, spec: ModalitySpec, value: Any) -> torch.Tensor:
-        raw = _to_numpy_image(value, spec.name)
-        if raw.shape[2] != spec.channels:
-            raise GenerationError(f"input {spec.name!r}: expected an image with {spec.channels} channels, got shape {raw.shape}")
-        if raw.dtype != np.uint8:
-            if np.issubdtype(raw.dtype, np.floating) and raw.max() <= 1.0 + 1e-6 and raw.min() >= 0:
-                raw = np.rint(raw * 255).astype(np.uint8)
-            else:
-                raise GenerationError(f"input {spec.name!r}: expected uint8 pixels (or floats in [0, 1]), got {raw.dtype}")
-        img = self._square_resize(spec, raw, spec.image_size)
-        x = torch.from_numpy(np.ascontiguousarray(img)).float().div(255.0).permute(2, 0, 1)  # (C, H, W)
-        if spec.channels == 3:
-            mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-            std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-            x = (x - mean) / std
-        return x
 
     # -- generation ------------------------------------------------------------------------------
     def _targets(self, targets: Sequence[str | TargetConfig] | str, overrides: Mapping[str, Any]) -> list[TargetConfig]:
@@ -317,7 +237,7 @@ class AnyToAny:
         for t in targets:
             cfg = t if isinstance(t, TargetConfig) else TargetConfig(modality=t)
             name = self.resolve(cfg.modality, as_target=True)
-            is_seq = self.modalities[name].kind == "sequence"
+            is_seq = adapter_for(self.modalities[name]).autoregressive
             call = {k: v for k, v in overrides.items() if v is not None
                     and not (is_seq and k in _ITERATIVE_ONLY) and not (not is_seq and k in _SEQUENCE_ONLY)}
             merged = {**self.defaults.get(name, {}), **call}
@@ -434,14 +354,14 @@ def _tile_of(spec: ModalitySpec | None, raw: Any, tile: int) -> Any:
             img = spec.visualizer.load()(raw)
         except Exception as exc:  # noqa: BLE001 - a broken visualizer must not lose the other outputs
             log.warning("visualizer of %r failed (%s: %s); drawing its text instead", spec.name, type(exc).__name__, exc)
-    if img is None and spec is not None and spec.kind in ("image", "pixels") and isinstance(raw, np.ndarray):
+    if img is None and spec is not None and adapter_for(spec).image_like and isinstance(raw, np.ndarray):
         from .plugin_kit.images import colormap, to_pil
 
         a = raw if raw.ndim == 3 else raw[..., None]
         img = to_pil(a) if a.dtype == np.uint8 and a.shape[2] in (1, 3) else to_pil(colormap(a[..., 0]))
     if img is None and not isinstance(raw, (str, dict, list, np.ndarray, torch.Tensor)):
         try:
-            img = _to_numpy_image(raw, spec.name if spec else "?")
+            img = to_numpy_image(raw, spec.name if spec else "?")
             from .plugin_kit.images import to_pil
 
             img = to_pil(img)

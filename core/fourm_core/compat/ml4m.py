@@ -1,7 +1,7 @@
 """Import checkpoints of the reference 4M implementation (apple/ml-4m) and verify parity with it.
 
-The reference checkpoint format and the conformance vectors are described in
-``shared/conformance/ml4m_tiny/FORMAT.md``. A *reference config* is a dict (or ``config.json``) with:
+A reference checkpoint is a state dict in the reference's parameter names plus a *reference config*, a dict
+(or ``config.json``) with:
 
 * ``model``: ``dim``, ``encoder_depth``, ``decoder_depth``, ``num_heads``, ``mlp_ratio`` / ``mlp_hidden_dim``,
   ``act`` + ``gated_mlp``, ``qk_norm``, ``qkv_bias``, ``proj_bias``, ``mlp_bias``, ``norm: {eps, bias}``,
@@ -39,6 +39,7 @@ from torch import Tensor
 from fourm_registry import ModalitySet, ModalitySpec
 
 from ..checkpoint import SYNTHESIZED_PLUGIN
+from ..kinds import adapter_for
 from ..model import FourM, ModelConfig
 
 log = logging.getLogger(__name__)
@@ -142,15 +143,16 @@ def _adapt_installed(spec: ModalitySpec, ref_name: str, info: Mapping[str, Any])
     changes: dict[str, Any] = dict(encoder=bool(info.get("in_encoder", True)),
                                    decoder=bool(info.get("in_decoder", False)),
                                    pos_emb="sincos" if emb.get("sincos_pos_emb", True) else "learned")
-    if spec.kind == "sequence":
+    kind = adapter_for(spec)
+    if kind.autoregressive:  # variable length: the reference's max_tokens is its max_length
         changes["max_length"] = int(info["max_tokens"])
         changes["num_tokens"] = None
     elif int(info.get("max_tokens", spec.num_tokens)) != spec.num_tokens:
         raise ML4MImportError(f"reference modality {ref_name!r} has {info.get('max_tokens')} tokens but the installed "
                               f"modality {spec.name!r} ({spec.plugin}) has {spec.num_tokens}")
-    if spec.kind == "vector" and changes["pos_emb"] == "sincos":
+    if changes["pos_emb"] == "sincos" and typ == "img" and len(kind.position_layout(spec, None)) != 2:
         raise ML4MImportError(f"reference modality {ref_name!r} uses 2-D sin-cos positions; the installed "
-                              f"modality {spec.name!r} is a vector")
+                              f"modality {spec.name!r} is a vector (1-D positions)")
     return attrs.evolve(spec, **changes)
 
 
@@ -262,7 +264,7 @@ def load_ml4m_checkpoint(path_or_state_dict: str | Path | Mapping[str, Tensor],
     directory). ``installed``: the modalities to map names through (default: the installed plugins)."""
     ref = _read_config(config)
     if "model" not in ref or "modalities" not in ref:
-        raise ML4MImportError("reference config needs 'model' and 'modalities' sections (FORMAT.md §1)")
+        raise ML4MImportError("reference config needs 'model' and 'modalities' sections (the reference's config layout)")
     if isinstance(path_or_state_dict, Mapping):
         state = dict(path_or_state_dict)
     else:

@@ -1,4 +1,4 @@
-"""Zarr datasets (DESIGN.md §5): the store format, ingest/label/tokenize/inspect jobs, the training loader.
+"""Zarr datasets: the store format, ingest/label/tokenize/inspect jobs, the training loader.
 
 Public API (imported lazily so that ``fourm_core.data.cli`` stays free of torch/zarr imports)::
 

@@ -35,13 +35,11 @@ import torch
 
 from fourm_registry import ModalitySet, ModalitySpec, get_modalities
 
+from ..kinds import adapter_for
+from ..plugin_kit.images import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401 (fourm_core.data.IMAGENET_*)
 from .store import Store, StoreError
 
 log = logging.getLogger(__name__)
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-_TOKEN_KINDS = ("image", "vector", "sequence")
 
 
 def _as_modality_set(modalities: ModalitySet | Sequence[str] | None) -> ModalitySet:
@@ -53,23 +51,16 @@ def _as_modality_set(modalities: ModalitySet | Sequence[str] | None) -> Modality
 
 def _source_array(spec: ModalitySpec) -> tuple[str, str]:
     """(array name, "raw"|"tokens") that feeds ``spec`` in the loader."""
-    if spec.kind in _TOKEN_KINDS:
-        return spec.name, "tokens"
-    return (spec.source or spec.name), "raw"
+    return adapter_for(spec).source_array(spec)
 
 
 def fill_value(spec: ModalitySpec) -> torch.Tensor:
     """The placeholder tensor of an absent modality (its shape is what a present one has)."""
-    if spec.kind in ("image", "vector"):
-        return torch.zeros(spec.num_tokens, dtype=torch.long)
-    if spec.kind == "sequence":
-        return torch.zeros(spec.max_length, dtype=torch.long)
-    if spec.kind == "pixels":
-        h, w = spec.image_size
-        return torch.zeros(spec.channels, h, w, dtype=torch.float32)
-    if spec.kind == "embedding_sequence":
-        return torch.zeros(spec.max_length, spec.embed_dim, dtype=torch.float32)
-    raise StoreError(f"modality {spec.name!r}: the loader does not know kind {spec.kind!r}")
+    try:
+        kind = adapter_for(spec)
+    except ValueError as exc:
+        raise StoreError(f"modality {spec.name!r}: the loader does not know kind {spec.kind!r}") from exc
+    return kind.placeholder(spec)
 
 
 class FourMDataset(torch.utils.data.Dataset):
@@ -129,8 +120,7 @@ class FourMDataset(torch.utils.data.Dataset):
         if unused:
             log.warning("FourMDataset: no store has modalities %s; they will always be absent", unused)
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.int64)
-        self._mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(-1, 1, 1)
-        self._std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(-1, 1, 1)
+        self._transforms: dict[str, Any] = {}
         self._opened: list[Store] | None = None
         self._pid: int | None = None
         self._rng: np.random.Generator | None = None
@@ -141,6 +131,7 @@ class FourMDataset(torch.utils.data.Dataset):
         state["_opened"] = None
         state["_pid"] = None
         state["_rng"] = None
+        state["_transforms"] = {}
         return state
 
     def _stores(self) -> list[Store]:
@@ -206,32 +197,25 @@ class FourMDataset(torch.utils.data.Dataset):
                     ids = torch.from_numpy(ids[np.arange(len(sel)), crops[sel]].astype(np.int64))
                     for j, s in enumerate(sel):
                         out[pos[s]][spec.name] = ids[j]
-                elif spec.kind == "pixels":
-                    if params is None:
+                else:  # raw data; crop-dependent kinds (pixels) get the sample's crop parameters
+                    kind = adapter_for(spec)
+                    transform = self._transform(spec) if kind.loader_uses_crop else None
+                    if params is None and kind.loader_uses_crop:
                         if self.num_crops[k]:
                             params = store.read_crops(local)[np.arange(len(local)), crops]
                         else:
                             params = np.tile([0, 0, store.raw_size, store.raw_size, 0], (len(local), 1))
                     raws = store.read_raw_array(name, local[sel], check_complete=False)
                     for j, s in enumerate(sel):
-                        out[pos[s]][spec.name] = self._pixels(spec, raws[j], params[s])
-                else:
-                    raws = store.read_raw_array(name, local[sel], check_complete=False)
-                    for j, s in enumerate(sel):
-                        out[pos[s]][spec.name] = torch.from_numpy(np.asarray(raws[j], dtype=np.float32))
+                        crop = params[s] if kind.loader_uses_crop else None
+                        out[pos[s]][spec.name] = kind.loader_tensor(spec, raws[j], crop, transform)
         return out
 
-    def _pixels(self, spec: ModalitySpec, raw: np.ndarray, params: np.ndarray) -> torch.Tensor:
-        from fourm_core.plugin_kit.images import crop_resize
-
-        top, left, h, w, flip = (int(v) for v in params)
-        size = spec.image_size
-        interp = "area" if h > size[0] and w > size[1] else "linear"
-        img = crop_resize(raw, (top, left, h, w), size, flip=bool(flip), interpolation=interp)
-        x = torch.from_numpy(img).permute(2, 0, 1).float().div_(255.0)  # (C, H, W)
-        if x.shape[0] == 3:
-            x = (x - self._mean) / self._std
-        return x
+    def _transform(self, spec: ModalitySpec) -> Any:
+        """The plugin's transform of ``spec`` (built once per process), or None."""
+        if spec.name not in self._transforms:
+            self._transforms[spec.name] = spec.transform.build() if spec.transform is not None else None
+        return self._transforms[spec.name]
 
 
 class FourMSampler(torch.utils.data.Sampler):

@@ -31,6 +31,7 @@ import numpy as np
 
 from fourm_registry import ModalitySet, ModalitySpec, StorageSpec, get_modalities
 
+from ..kinds import adapter_for
 from .crops import crop_params, load_image
 from .store import DEFAULT_RAW_SIZE, DEFAULT_SAMPLES_PER_SHARD, Store, StoreError, is_text_array, storage_shape
 
@@ -369,9 +370,7 @@ def _crop_size(spec: ModalitySpec, codec: Any) -> tuple[int, int] | None:
             size = _size_of(obj)
             if size is not None:
                 return size
-    if spec.kind == "pixels":
-        return spec.image_size
-    return None
+    return adapter_for(spec).crop_size(spec)
 
 
 def tokenize(url: str, modalities: Sequence[str], *, crops: int = 1, tokenizers_dir: str | None = None,

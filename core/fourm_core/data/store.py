@@ -143,28 +143,29 @@ def _conform(spec: ModalitySpec, shape: tuple[int, ...], raw: Any, index: int) -
     dtype = np.dtype(storage.dtype)
     if arr.dtype == dtype:
         return arr
-    src = arr.dtype.kind
-    same_kind = src == dtype.kind or (src in "iub" and dtype.kind in "iu")
+    src, dst = arr.dtype.kind, dtype.kind  # numpy kind codes: i/u integers, b bool, f float
+    same_kind = src == dst or (src in "iub" and dst in "iu")
     if not same_kind:
         raise StoreError(
             f"modality {spec.name!r}: raw sample {index} has dtype {arr.dtype}, which cannot be stored as "
             f"{dtype} without changing its kind; convert it in the labeler"
         )
-    if dtype.kind in "iub" and arr.size:
-        info = np.iinfo(dtype) if dtype.kind in "iu" else None
+    if dst in "iub" and arr.size:
+        info = np.iinfo(dtype) if dst in "iu" else None
         if info is not None and (arr.min() < info.min or arr.max() > info.max):
             raise StoreError(
                 f"modality {spec.name!r}: raw sample {index} has values in [{arr.min()}, {arr.max()}], outside "
                 f"the range of {dtype}"
             )
-    if dtype.kind == "f" and not np.all(np.isfinite(arr)):
+    if dst == "f" and not np.all(np.isfinite(arr)):
         raise StoreError(f"modality {spec.name!r}: raw sample {index} contains NaN or inf")
     return arr.astype(dtype)
 
 
 def is_text_array(arr: Any) -> bool:
     """Whether a zarr array holds strings (the JSON documents of ``json`` modalities)."""
-    return np.dtype(arr.dtype).kind in "OUT"
+    code = np.dtype(arr.dtype).kind  # numpy kind code: O object, U unicode, T StringDType
+    return code in "OUT"
 
 
 def _runs(indices: np.ndarray) -> list[tuple[int, int]]:

@@ -27,6 +27,7 @@ import torch
 
 from fourm_registry import ModalitySet, ModalitySpec
 
+from ..kinds import adapter_for
 from .backend import ModelBackend
 from .errors import GenerationError
 from .proposal import ProposalBoundError, ProposalTable, sample_with_proposal
@@ -175,7 +176,7 @@ class Sampler:
                             f"({', '.join(mod_dict)})")
             mod_dict.pop(name, None)  # a target given as input is regenerated from scratch
             spec = self.spec(name)
-            if spec.kind == "sequence":
+            if adapter_for(spec).autoregressive:
                 tokens = yield from self._autoregressive(mod_dict, spec, cfg, conditions, generator, B)
             else:
                 tokens = yield from self._iterative(mod_dict, spec, cfg, conditions, generator, B)
@@ -200,31 +201,9 @@ class Sampler:
                 raise GenerationError(f"input {spec.name!r}: expected a torch.Tensor, got {type(t).__name__}")
             t = t.to(dev)
             mask = d.get("input_mask")
-            if spec.kind in ("image", "vector"):
-                if t.ndim != 2 or t.shape[1] != spec.num_tokens:
-                    raise GenerationError(f"input {spec.name!r}: expected token ids of shape (B, {spec.num_tokens}), got {tuple(t.shape)}")
-                if t.is_floating_point():
-                    raise GenerationError(f"input {spec.name!r}: token ids must be integers, got {t.dtype}")
-                t = t.long()
-                if t.min() < 0 or t.max() >= self.backend.vocab_size(spec.name):
-                    raise GenerationError(f"input {spec.name!r}: token ids must be in [0, {self.backend.vocab_size(spec.name)})")
-                default = torch.zeros(t.shape, dtype=torch.bool, device=dev)
-            elif spec.kind == "pixels":
-                c, (h, w) = spec.channels, spec.image_size
-                if t.ndim != 4 or tuple(t.shape[1:]) != (c, h, w):
-                    raise GenerationError(f"input {spec.name!r}: expected normalised pixels of shape (B, {c}, {h}, {w}), got {tuple(t.shape)}")
-                t = t.float()
-                default = torch.zeros((t.shape[0], spec.num_tokens), dtype=torch.bool, device=dev)
-            elif spec.kind == "sequence":
-                if t.ndim != 2 or t.is_floating_point():
-                    raise GenerationError(f"input {spec.name!r}: expected integer text ids of shape (B, L), got {tuple(t.shape)} {t.dtype}")
-                t = t.long()
-                default = self._sequence_input_mask(t)
-            else:  # embedding_sequence
-                if t.ndim != 3 or t.shape[2] != spec.embed_dim:
-                    raise GenerationError(f"input {spec.name!r}: expected embeddings of shape (B, L, {spec.embed_dim}), got {tuple(t.shape)}")
-                t = t.float()
-                default = (t == 0).all(dim=-1)
+            kind = adapter_for(spec)
+            vocab = self.backend.vocab_size(spec.name) if kind.discrete else None
+            t, default = kind.prepare_input(spec, t, vocab_size=vocab, sequence_mask=self._sequence_input_mask)
             mask = default if mask is None else mask.to(dev).bool()
             if mask.shape != default.shape:
                 raise GenerationError(f"input {spec.name!r}: input_mask has shape {tuple(mask.shape)}, expected {tuple(default.shape)}")
@@ -240,12 +219,8 @@ class Sampler:
     # -- guidance batches ------------------------------------------------------------------------
     def _empty_condition(self, spec: ModalitySpec, d: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The "no information" version of a condition (the unconditional pass of guidance)."""
-        mask = torch.ones_like(d["input_mask"])
-        t = d["tensor"]
-        if spec.kind == "sequence":  # an empty sequence is one visible sentinel (the whole text masked)
-            t = torch.full_like(t, self.pad_id)
-            t[:, 0] = self.first_sentinel_id
-            mask[:, 0] = False
+        t, mask = adapter_for(spec).empty_condition(d["tensor"], d["input_mask"], pad_id=self.pad_id,
+                                                    first_sentinel_id=self.first_sentinel_id)
         return {"tensor": t, "input_mask": mask}
 
     def _variants(self, mod_dict: dict[str, dict[str, torch.Tensor]], cfg: TargetConfig,

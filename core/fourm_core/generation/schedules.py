@@ -14,7 +14,7 @@ from .errors import GenerationError
 TOKEN_SCHEDULES = ("cosine", "linear")
 
 
-def token_schedule(num_tokens: int, num_steps: int, kind: str = "cosine") -> list[int]:
+def token_schedule(num_tokens: int, num_steps: int, schedule: str = "cosine") -> list[int]:
     """Number of tokens committed at each of ``num_steps`` steps; sums to ``num_tokens``.
 
     ``cosine`` (MaskGIT): after step ``t`` (1-based) a fraction ``cos(pi/2 * t/T)`` of the tokens is
@@ -25,12 +25,12 @@ def token_schedule(num_tokens: int, num_steps: int, kind: str = "cosine") -> lis
         raise GenerationError(f"token schedule: num_tokens must be >= 0, got {num_tokens}")
     if num_steps < 1:
         raise GenerationError(f"token schedule: num_steps must be >= 1, got {num_steps}")
-    if kind not in TOKEN_SCHEDULES:
-        raise GenerationError(f"unknown token schedule {kind!r}; choose one of {', '.join(TOKEN_SCHEDULES)}")
+    if schedule not in TOKEN_SCHEDULES:
+        raise GenerationError(f"unknown token schedule {schedule!r}; choose one of {', '.join(TOKEN_SCHEDULES)}")
     if num_tokens == 0:
         return []
     steps = min(num_steps, num_tokens)
-    if kind == "linear":
+    if schedule == "linear":
         base, rest = divmod(num_tokens, steps)
         return [base + (1 if i < rest else 0) for i in range(steps)]
     remaining = [math.floor(num_tokens * math.cos(math.pi / 2 * t / steps)) for t in range(steps + 1)]
@@ -45,7 +45,7 @@ def token_schedule(num_tokens: int, num_steps: int, kind: str = "cosine") -> lis
     return counts
 
 
-def temperature_schedule(temperature: float, counts: list[int], kind: str = "constant") -> list[float]:
+def temperature_schedule(temperature: float, counts: list[int], schedule: str = "constant") -> list[float]:
     """One temperature per step of a token schedule ``counts``.
 
     ``constant``: ``temperature`` every step. ``linear``: decays linearly from ``temperature`` to 0 with
@@ -56,15 +56,15 @@ def temperature_schedule(temperature: float, counts: list[int], kind: str = "con
         raise GenerationError(f"temperature must be >= 0, got {temperature}")
     total = max(sum(counts), 1)
     done = [sum(counts[:i]) / total for i in range(len(counts))]
-    if kind == "constant":
+    if schedule == "constant":
         return [float(temperature)] * len(counts)
-    if kind == "linear":
+    if schedule == "linear":
         return [float(temperature) * (1.0 - d) for d in done]
-    if kind.startswith("onex"):
-        parts = kind.split(":")
+    if schedule.startswith("onex"):
+        parts = schedule.split(":")
         try:
             t_min, power = float(parts[1]), float(parts[2])
         except (IndexError, ValueError):
-            raise GenerationError(f"temperature schedule {kind!r} must look like 'onex:MIN:POWER', e.g. 'onex:0.5:1.0'") from None
+            raise GenerationError(f"temperature schedule {schedule!r} must look like 'onex:MIN:POWER', e.g. 'onex:0.5:1.0'") from None
         return [t_min + (float(temperature) - t_min) * (1.0 - d) ** power for d in done]
-    raise GenerationError(f"unknown temperature schedule {kind!r}; choose constant, linear or onex:MIN:POWER")
+    raise GenerationError(f"unknown temperature schedule {schedule!r}; choose constant, linear or onex:MIN:POWER")

@@ -14,18 +14,16 @@ import attrs
 
 from fourm_registry import ModalitySpec
 
+from ..kinds import ADAPTERS, adapter_for
 from .errors import GenerationError
 from .schedules import TOKEN_SCHEDULES
 
 SCHEMES = ("maskgit", "roar", "autoregressive")
 
-#: Defaults per modality kind, applied where a TargetConfig leaves a field as None.
-KIND_DEFAULTS: dict[str, dict[str, Any]] = {
-    "image": {"scheme": "maskgit", "steps": 8, "temperature": 1.0, "token_schedule": "cosine", "guidance": 1.0},
-    "vector": {"scheme": "maskgit", "steps": 4, "temperature": 0.5, "token_schedule": "cosine", "guidance": 1.0},
-    "sequence": {"scheme": "autoregressive", "steps": 1, "temperature": 0.0, "token_schedule": "linear",
-                 "guidance": 1.0},
-}
+#: Defaults per modality kind (each kind adapter's ``generation_defaults``), applied where a TargetConfig leaves
+#: a field as None.
+KIND_DEFAULTS: dict[str, dict[str, Any]] = {name: dict(kind.generation_defaults) for name, kind in ADAPTERS.items()
+                                            if kind.generation_defaults}
 
 
 def _weights(value: Mapping[str, float] | None) -> dict[str, float] | None:
@@ -75,14 +73,15 @@ def resolve_target(cfg: TargetConfig, spec: ModalitySpec) -> TargetConfig:
         raise GenerationError(
             f"cannot generate {spec.name!r}: it is a {spec.kind!r} modality the model only reads as input "
             f"(encoder-only); ask for a modality with a decoder, e.g. its tokenized twin")
+    kind = adapter_for(spec)
     defaults = KIND_DEFAULTS[spec.kind]
     filled = {k: (getattr(cfg, k) if getattr(cfg, k) is not None else v) for k, v in defaults.items()}
     cfg = attrs.evolve(cfg, modality=spec.name, **filled)
     if cfg.scheme not in SCHEMES:
         raise GenerationError(f"target {spec.name!r}: unknown scheme {cfg.scheme!r}; choose one of {', '.join(SCHEMES)}")
-    if spec.kind == "sequence" and cfg.scheme != "autoregressive":
+    if kind.autoregressive and cfg.scheme != "autoregressive":
         raise GenerationError(f"target {spec.name!r} is a sequence: only scheme 'autoregressive' applies, got {cfg.scheme!r}")
-    if spec.kind != "sequence" and cfg.scheme == "autoregressive":
+    if not kind.autoregressive and cfg.scheme == "autoregressive":
         raise GenerationError(f"target {spec.name!r} is a {spec.kind!r} modality: use 'maskgit' or 'roar', not 'autoregressive'")
     if cfg.token_schedule not in TOKEN_SCHEDULES:
         raise GenerationError(f"target {spec.name!r}: unknown token schedule {cfg.token_schedule!r}; choose {', '.join(TOKEN_SCHEDULES)}")
@@ -96,7 +95,7 @@ def resolve_target(cfg: TargetConfig, spec: ModalitySpec) -> TargetConfig:
         raise GenerationError(f"target {spec.name!r}: top_k must be >= 0, got {cfg.top_k}")
     if cfg.max_new_tokens is not None and cfg.max_new_tokens < 1:
         raise GenerationError(f"target {spec.name!r}: max_new_tokens must be >= 1, got {cfg.max_new_tokens}")
-    if spec.kind == "sequence":
+    if kind.autoregressive:
         limit = spec.max_length - 1
         n = cfg.max_new_tokens if cfg.max_new_tokens is not None else limit
         if n > limit:

@@ -1,6 +1,7 @@
 """Per-modality embedding modules and sin-cos position tables.
 
-One encoder module and/or one decoder module per modality, chosen by the modality's kind (DESIGN.md §3):
+One encoder module and/or one decoder module per modality; the kind's adapter (:mod:`fourm_core.kinds`) picks
+the encoder module and the position layout:
 
 ============================  =====================================================================
 ``image`` / ``vector``         ``token_emb`` table; position table (2-D sin-cos over the grid, 1-D sin-cos,
@@ -25,6 +26,7 @@ from torch import Tensor, nn
 
 from fourm_registry import ModalitySpec
 
+from ..kinds import adapter_for
 from .config import ModelConfig
 from .kernels import Linear
 
@@ -65,15 +67,17 @@ class _PositionMixin(nn.Module):
 
     def _init_positions(self, spec: ModalitySpec, cfg: ModelConfig, with_mod_emb: bool) -> None:
         d = cfg.dim
-        if spec.kind in ("image", "pixels"):
-            rows = spec.grid[0] * spec.grid[1]
-            table = sincos_2d(spec.grid[0], spec.grid[1], d) if spec.pos_emb == "sincos" else None
-        elif spec.kind == "vector":
-            rows = spec.num_tokens
-            table = sincos_1d(rows, d) if spec.pos_emb == "sincos" else None
-        else:  # sequence, embedding_sequence
-            rows = seq_table_rows(spec, cfg)
-            table = sincos_1d(rows, d) if spec.pos_emb == "sincos" else None
+        kind = adapter_for(spec)
+        self.kind = spec.kind
+        #: encoder position id = number of visible slots before (sequence-like kinds), else the slot index
+        self.positions_count_visible = kind.positions_count_visible
+        #: decoded left to right: teacher-forced token inputs, causal attention within the modality
+        self.autoregressive = kind.autoregressive
+        layout = kind.position_layout(spec, cfg)
+        rows = math.prod(layout)
+        table = None
+        if spec.pos_emb == "sincos":
+            table = sincos_2d(*layout, d) if len(layout) == 2 else sincos_1d(rows, d)
         self.sincos = table is not None
         if table is not None:
             self.register_buffer("pos_emb", table, persistent=False)
@@ -97,9 +101,8 @@ class TokenEncoderEmbedding(_PositionMixin):
 
     def __init__(self, spec: ModalitySpec, cfg: ModelConfig, vocab_size: int):
         super().__init__()
-        self.kind = spec.kind
         self.vocab_size = vocab_size
-        self.token_emb = nn.Embedding(vocab_size, cfg.dim, padding_idx=0 if spec.kind == "sequence" else None)
+        self.token_emb = nn.Embedding(vocab_size, cfg.dim, padding_idx=adapter_for(spec).padding_idx())
         self._init_positions(spec, cfg, with_mod_emb=True)
 
     def embed(self, values: Tensor) -> Tensor:
@@ -117,7 +120,6 @@ class PatchEncoderEmbedding(_PositionMixin):
 
     def __init__(self, spec: ModalitySpec, cfg: ModelConfig):
         super().__init__()
-        self.kind = spec.kind
         self.patch_size = spec.patch_size
         self.channels = spec.channels
         self.grid = spec.grid
@@ -151,7 +153,6 @@ class ProjEncoderEmbedding(_PositionMixin):
 
     def __init__(self, spec: ModalitySpec, cfg: ModelConfig):
         super().__init__()
-        self.kind = spec.kind
         self.embed_dim = spec.embed_dim
         self.proj = Linear(spec.embed_dim, cfg.dim, bias=False)
         self._init_positions(spec, cfg, with_mod_emb=True)
@@ -175,13 +176,12 @@ class TokenDecoderEmbedding(_PositionMixin):
 
     def __init__(self, spec: ModalitySpec, cfg: ModelConfig, vocab_size: int, own_mod_emb: bool):
         super().__init__()
-        self.kind = spec.kind
+        kind = adapter_for(spec)
         self.vocab_size = vocab_size
         self.max_length = spec.max_length
         self.tied = cfg.tie_output_embeddings
-        needs_table = spec.kind == "sequence" or self.tied
-        self.token_emb = (nn.Embedding(vocab_size, cfg.dim, padding_idx=0 if spec.kind == "sequence" else None)
-                          if needs_table else None)
+        needs_table = kind.autoregressive or self.tied  # teacher-forced inputs, or the tied output head
+        self.token_emb = (nn.Embedding(vocab_size, cfg.dim, padding_idx=kind.padding_idx()) if needs_table else None)
         self.to_logits = None if self.tied else Linear(cfg.dim, vocab_size, bias=False)
         self._init_positions(spec, cfg, with_mod_emb=own_mod_emb)
 
@@ -199,14 +199,8 @@ class TokenDecoderEmbedding(_PositionMixin):
 
 
 def build_encoder_embedding(spec: ModalitySpec, cfg: ModelConfig, vocab_size: int | None) -> nn.Module:
-    """The encoder embedding module for ``spec``'s kind."""
-    if spec.kind in ("image", "vector", "sequence"):
-        return TokenEncoderEmbedding(spec, cfg, vocab_size)
-    if spec.kind == "pixels":
-        return PatchEncoderEmbedding(spec, cfg)
-    if spec.kind == "embedding_sequence":
-        return ProjEncoderEmbedding(spec, cfg)
-    raise ValueError(f"modality {spec.name!r}: no encoder embedding for kind {spec.kind!r}")
+    """The encoder embedding module for ``spec``, chosen by its kind's adapter."""
+    return adapter_for(spec).encoder_embedding(spec, cfg, vocab_size)
 
 
 def xavier_qkv_(linear: nn.Linear, parts: int) -> None:

@@ -1,8 +1,8 @@
 """The 4M encoder-decoder (:class:`FourM`), assembled from a :class:`fourm_registry.ModalitySet`.
 
 Input: a ``mod_dict`` ``{name: {"tensor", "input_mask", "target_mask", "decoder_attention_mask"}}`` with a leading
-batch axis, boolean masks **True = masked / not used** (docs/architecture.md; layout of the reference, see
-``shared/conformance/ml4m_tiny/FORMAT.md`` §3). Modalities of the model absent from a mod_dict are skipped.
+batch axis, boolean masks **True = masked / not used** (docs/architecture.md; the reference's layout).
+Modalities of the model absent from a mod_dict are skipped.
 
 Training forward::
 
@@ -41,8 +41,9 @@ The generation code (``fourm_core.generation``) drives the model through these s
     Output logits of ``modality`` for decoder outputs ``hidden`` (..., D).
 
 Decoder attention in training: a query never attends another modality's slots; inside a modality the
-reference's ``decoder_attention_mask`` rule applies (bidirectional for image/vector targets, causal for
-sequence targets, FORMAT.md §5.4).
+reference's ``decoder_attention_mask`` rule applies: a target slot attends the modality's target slots whose
+rank (among its targets) is below the running sum of ``decoder_attention_mask`` up to that slot (the target
+count at the first slot: bidirectional, the default for image/vector; ones: causal, the default for sequences).
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ from torch import Tensor, nn
 
 from fourm_registry import ModalitySet, ModalitySpec
 
+from ..kinds import ModDictError, adapter_for
 from .blocks import DecoderBlock, EncoderBlock, StepPlan, decoder_step, layer_norm, step_plan
 from .config import ModelConfig
 from .embeddings import (
@@ -73,11 +75,6 @@ from .kernels import Linear, linear
 log = logging.getLogger(__name__)
 
 LOSS_TYPES = ("mod", "mod_reference", "token_reference")
-_TOKEN_KINDS = ("image", "vector", "sequence")
-
-
-class ModDictError(ValueError):
-    """A mod_dict entry has a missing key, a wrong shape or dtype, or out-of-range token ids."""
 
 
 @dataclass
@@ -187,7 +184,7 @@ class FourM(nn.Module):
             raise ValueError(f"vocab_sizes names unknown modalities {unknown}; model modalities: {', '.join(modalities.names)}")
         self.vocab_sizes: dict[str, int] = {}
         for spec in modalities.specs:
-            if spec.kind in _TOKEN_KINDS:
+            if adapter_for(spec).discrete:
                 v = int(vocab_sizes.get(spec.name, spec.vocab_size))
                 if v <= 0:
                     raise ValueError(f"modality {spec.name!r}: vocab size must be positive, got {v}")
@@ -263,34 +260,7 @@ class FourM(nn.Module):
             spec = self.modalities[name]
             entry = self._entry(mod_dict, name)
             t = entry["tensor"]
-            if spec.kind == "pixels":
-                exp = (spec.channels, *spec.image_size)
-                if t.ndim != 4 or tuple(t.shape[1:]) != exp or not t.is_floating_point():
-                    raise ModDictError(f"mod_dict[{name!r}]['tensor'] must be float (B, {exp[0]}, {exp[1]}, {exp[2]}) "
-                                       f"pixels, got {t.dtype} {tuple(t.shape)}")
-                n = spec.num_tokens
-            elif spec.kind == "embedding_sequence":
-                if t.ndim != 3 or t.shape[2] != spec.embed_dim or not t.is_floating_point():
-                    raise ModDictError(f"mod_dict[{name!r}]['tensor'] must be float (B, L, {spec.embed_dim}), "
-                                       f"got {t.dtype} {tuple(t.shape)}")
-                n = t.shape[1]
-            else:
-                if t.ndim != 2 or t.dtype.is_floating_point or t.dtype == torch.bool:
-                    raise ModDictError(f"mod_dict[{name!r}]['tensor'] must be integer token ids (B, N), "
-                                       f"got {t.dtype} {tuple(t.shape)}")
-                n = t.shape[1]
-                if spec.kind != "sequence" and n != spec.num_tokens:
-                    raise ModDictError(f"mod_dict[{name!r}]['tensor'] has {n} tokens per sample; modality "
-                                       f"{name!r} has {spec.num_tokens}")
-                if spec.kind == "sequence" and n < 2:
-                    raise ModDictError(f"mod_dict[{name!r}]['tensor'] must hold at least 2 slots, got {n}")
-                if t.numel():
-                    lo, hi = int(t.min()), int(t.max())
-                    v = self.vocab_sizes[name]
-                    if lo < 0 or hi >= v:
-                        raise ModDictError(f"mod_dict[{name!r}]['tensor'] has token ids in [{lo}, {hi}] but the "
-                                           f"vocabulary of {name!r} has {v} entries; was it tokenized with another "
-                                           f"tokenizer? (pass vocab_sizes= to build_model to match it)")
+            n = adapter_for(spec).check_model_tensor(spec, t, self.vocab_sizes.get(name))
             if batch is None:
                 batch = t.shape[0]
             elif t.shape[0] != batch:
@@ -348,8 +318,8 @@ class FourM(nn.Module):
                 values = emb.gather_patches(t, bi, pos)
             else:
                 values = t[bi, pos]
-            if emb.kind in ("sequence", "embedding_sequence"):
-                # position id = number of visible tokens before this slot (FORMAT.md §4.1)
+            if emb.positions_count_visible:
+                # position id = number of visible tokens before this slot
                 pos_ids = ((~masks[i]).long().cumsum(1) - 1)[bi, pos]
             else:
                 pos_ids = pos
@@ -394,7 +364,7 @@ class FourM(nn.Module):
                            f"{', '.join(self.decoder_modalities)}")
         emb = self.decoder_embeddings[modality]
         positions = positions.long()
-        if emb.kind == "sequence":
+        if emb.autoregressive:
             if tokens is None:
                 raise ValueError(f"decoder_queries({modality!r}): a sequence modality needs `tokens` (B, M)")
             x = emb.token_emb(tokens.long())
@@ -470,7 +440,7 @@ class FourM(nn.Module):
             tm = entry["target_mask"].bool()
             t = entry["tensor"]
             dam = entry.get("decoder_attention_mask")
-            if emb.kind == "sequence":
+            if emb.autoregressive:
                 slot_mask = tm[:, :-1] | tm[:, 1:]
                 targets, inputs = t[:, 1:], t[:, :-1]
                 tpos = (~tm).long().cumsum(1) - 1
@@ -483,7 +453,7 @@ class FourM(nn.Module):
             valid = (~slot_mask).long()
             rank = valid.cumsum(1) - 1  # rank among this modality's valid slots
             if values is None:  # default: bidirectional for image/vector, causal for sequences
-                reach = rank + 1 if emb.kind == "sequence" else valid.sum(1, keepdim=True).expand_as(rank)
+                reach = rank + 1 if emb.autoregressive else valid.sum(1, keepdim=True).expand_as(rank)
             else:
                 reach = (values.long() * valid).cumsum(1)
             out.append(dict(name=m, slot_mask=slot_mask, targets=targets, inputs=inputs, tpos=tpos,
@@ -523,7 +493,7 @@ class FourM(nn.Module):
         krank = torch.cat([s["rank"] for s in slots], 1).gather(1, keep)
         kreach = torch.cat([s["reach"] for s in slots], 1).gather(1, keep)
 
-        # self-attention: same modality, key rank < query reach (FORMAT.md §5.4); always the diagonal
+        # self-attention: same modality, key rank < query reach; always the diagonal
         allowed = (kmod[:, :, None] == kmod[:, None, :]) & (krank[:, None, :] < kreach[:, :, None])
         allowed = allowed & ~padding[:, None, :]
         allowed = allowed | torch.eye(num_decoder_tokens, dtype=torch.bool, device=dev)[None]

@@ -10,6 +10,8 @@ from torch import Tensor
 
 from fourm_registry import ModalitySet, ModalitySpec
 
+from ..kinds import adapter_for
+
 PLAIN_SERIALIZER = "fourm_core.compat.serializer:PlainTextSerializer"
 
 
@@ -26,8 +28,9 @@ def tiny_modalities(plugin: str = "fourm-testing") -> ModalitySet:
     ])
 
 
-def _token_entry(g: torch.Generator, b: int, n: int, vocab: int, decode: bool) -> dict[str, Tensor]:
-    """Random disjoint input / target subsets; the first target slot carries the target count (FORMAT.md §5.4)."""
+def token_entry(g: torch.Generator, b: int, n: int, vocab: int, decode: bool) -> dict[str, Tensor]:
+    """Random disjoint input / target subsets; the first target slot carries the number of
+    targets (the targets of a modality attend to each other)."""
     perm = torch.rand(b, n, generator=g).argsort(1)
     n_in = torch.randint(1, max(2, n // 2), (b, 1), generator=g)
     n_tg = torch.randint(1, max(2, n // 2), (b, 1), generator=g) if decode else torch.zeros(b, 1, dtype=torch.long)
@@ -42,7 +45,7 @@ def _token_entry(g: torch.Generator, b: int, n: int, vocab: int, decode: bool) -
             "target_mask": target_mask, "decoder_attention_mask": dam}
 
 
-def _sequence_entry(g: torch.Generator, b: int, max_length: int, vocab: int) -> dict[str, Tensor]:
+def sequence_entry(g: torch.Generator, b: int, max_length: int, vocab: int) -> dict[str, Tensor]:
     """Reference layout: encoder input at the start, decoder target from ``input_budget = max_length + 1``."""
     length = 2 * (max_length + 1)
     budget = max_length + 1
@@ -69,18 +72,5 @@ def random_mod_dict(modalities: ModalitySet, batch: int = 3, seed: int = 0,
     out: dict[str, dict[str, Tensor]] = {}
     for spec in modalities.specs:
         v = vocab_sizes.get(spec.name, spec.vocab_size)
-        if spec.kind in ("image", "vector"):
-            out[spec.name] = _token_entry(g, batch, spec.num_tokens, v, bool(spec.decoder))
-        elif spec.kind == "sequence":
-            out[spec.name] = _sequence_entry(g, batch, spec.max_length, v)
-        elif spec.kind == "pixels":
-            h, w = spec.image_size
-            entry = _token_entry(g, batch, spec.num_tokens, 2, False)
-            entry["tensor"] = torch.randn(batch, spec.channels, h, w, generator=g)
-            out[spec.name] = {"tensor": entry["tensor"], "input_mask": entry["input_mask"]}
-        else:  # embedding_sequence
-            n = spec.max_length
-            k = torch.randint(1, n + 1, (batch, 1), generator=g)
-            out[spec.name] = {"tensor": torch.randn(batch, n, spec.embed_dim, generator=g),
-                              "input_mask": torch.arange(n)[None] >= k}
+        out[spec.name] = adapter_for(spec).random_entry(spec, g, batch, v)
     return out

@@ -16,11 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from .images import Box, crop_resize, pca_rgb, stack_hwc, to_pil
+from .images import IMAGENET_MEAN, IMAGENET_STD, Box, crop_resize, pca_rgb, stack_hwc, to_pil
 
-#: ImageNet normalisation (DINOv2, SAM); OpenAI CLIP uses its own (see the open_clip preprocess config).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+# IMAGENET_MEAN / IMAGENET_STD (re-exported): DINOv2 and SAM normalise with them; OpenAI CLIP uses its own
+# statistics (see the open_clip preprocess config).
 
 
 def preprocess_uint8(images: Sequence[np.ndarray], size: int | tuple[int, int], mean: Sequence[float],

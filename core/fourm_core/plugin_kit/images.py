@@ -12,6 +12,11 @@ import numpy as np
 
 Box = tuple[int, int, int, int]
 
+#: ImageNet statistics: the normalisation of RGB inputs of 4M's patch embedding, its RGB tokenizer and the
+#: feature extractors (DINOv2, SAM) that pseudo-label from RGB
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 
 def _check_hwc(array: np.ndarray, what: str) -> np.ndarray:
     if not isinstance(array, np.ndarray) or array.ndim != 3:
@@ -170,3 +175,18 @@ def rgb_inputs(inputs: dict, modality: str) -> list[np.ndarray]:
             raise ValueError(f"labeler of modality {modality!r}: rgb sample {i} must be a uint8 (H, W, 3) array, "
                              f"got {desc}")
     return rgbs
+
+
+def pixels_to_tensor(images: Sequence[np.ndarray]):
+    """uint8 ``(H, W, C)`` arrays → float32 ``(B, C, H, W)`` in [0, 1], ImageNet-normalised when ``C == 3``.
+
+    The default tensor of a ``pixels`` modality whose plugin declares no transform (with one, the plugin's
+    ``to_tensor`` decides)."""
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(np.stack(images))).permute(0, 3, 1, 2).float().div_(255.0)
+    if x.shape[1] == 3:
+        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        x = (x - mean) / std
+    return x

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from fourm_registry import ModalitySet, ModalitySpec
 from fourm_registry.errors import FourmError
 
+from ..kinds import ADAPTERS, adapter_for
 from .base import CONFIG_NAME, load_tokenizer
 from .sequence import SequenceTokenizer
 from .text import TextTokenizer
@@ -27,7 +28,7 @@ logger = logging.getLogger(__name__)
 TEXT_DIR = "text"
 TEXT_FILE = "tokenizer.json"
 #: kinds whose tokens come from a tokenizer (pixels / embedding_sequence are fed to the model as they are)
-TOKENIZED_KINDS = ("image", "vector", "sequence")
+TOKENIZED_KINDS = tuple(name for name, kind in ADAPTERS.items() if kind.discrete)
 
 
 class CodecError(FourmError, ValueError):
@@ -42,12 +43,12 @@ class ArrayTransform:
     """Default raw ↔ tensor transform for modalities whose plugin declares none.
 
     Image-like raws are ``(H, W, C)`` (or ``(H, W)``) arrays: uint8 is scaled to [0, 1]; integer class maps
-    with ``num_classes`` become ``(B, H, W)`` int64 ids; floats pass through. Vectors are ``(D,)`` arrays.
-    ``from_tensor`` inverts it (class probabilities → argmax ids; uint8 rounded and clipped).
+    with ``num_classes`` become ``(B, H, W)`` int64 ids; floats pass through. ``vector=True``: raws are
+    ``(D,)`` arrays. ``from_tensor`` inverts it (class probabilities → argmax ids; uint8 rounded and clipped).
     """
 
-    def __init__(self, *, kind: str = "image", dtype: str = "float32", num_classes: int | None = None):
-        self.kind, self.dtype, self.num_classes = kind, dtype, num_classes
+    def __init__(self, *, vector: bool = False, dtype: str = "float32", num_classes: int | None = None):
+        self.vector, self.dtype, self.num_classes = vector, dtype, num_classes
 
     def crop(self, raw: np.ndarray, box: tuple[int, int, int, int], flip: bool, size: tuple[int, int]) -> np.ndarray:
         """Crop ``box=(top, left, height, width)``, optionally flip horizontally, resize to ``size``."""
@@ -71,7 +72,7 @@ class ArrayTransform:
 
     def to_tensor(self, raws: list[Any]) -> torch.Tensor:
         arr = np.stack([np.asarray(r) for r in raws])
-        if self.kind == "vector":
+        if self.vector:
             return torch.from_numpy(arr.astype(np.float32))
         if arr.ndim == 3:
             arr = arr[..., None]
@@ -82,7 +83,7 @@ class ArrayTransform:
 
     def from_tensor(self, x: torch.Tensor) -> list[np.ndarray]:
         x = x.detach().float().cpu()
-        if self.kind == "vector":
+        if self.vector:
             return [r.numpy().astype(self.dtype) for r in x]
         if self.num_classes and x.dim() == 4 and x.shape[1] == self.num_classes:
             return [r.numpy().astype(self.dtype) for r in x.argmax(dim=1)]
@@ -95,7 +96,8 @@ class ArrayTransform:
 def default_transform(spec: ModalitySpec, tokenizer: Any = None) -> ArrayTransform:
     dtype = spec.storage.dtype if spec.storage is not None and not spec.storage.is_json else "float32"
     num_classes = getattr(tokenizer, "config", {}).get("num_classes") if tokenizer is not None else None
-    return ArrayTransform(kind="vector" if spec.kind == "vector" else "image", dtype=dtype, num_classes=num_classes)
+    image_like = adapter_for(spec).image_like
+    return ArrayTransform(vector=not image_like, dtype=dtype, num_classes=num_classes)
 
 
 class ModalityCodec:
@@ -103,16 +105,17 @@ class ModalityCodec:
 
     def __init__(self, spec: ModalitySpec, tokenizer: Any, transform: Any = None, serializer: Any = None):
         self.spec = spec
-        if spec.kind == "sequence":
+        self.text = adapter_for(spec).autoregressive  # text ids through the shared tokenizer and a serializer
+        if self.text:
             if not isinstance(tokenizer, SequenceTokenizer):
                 raise CodecError(f"modality {spec.name!r} is a sequence: its tokenizer must be a SequenceTokenizer, "
                                  f"got {type(tokenizer).__name__}")
             tokenizer = tokenizer.bind(serializer=serializer, modality=spec.name)
-        elif spec.kind not in TOKENIZED_KINDS:
+        elif not adapter_for(spec).discrete:
             raise CodecError(f"modality {spec.name!r} of kind {spec.kind!r} is not tokenized (only {TOKENIZED_KINDS})")
         self.tokenizer = tokenizer
         self.serializer = serializer
-        self.transform = transform if transform is not None or spec.kind == "sequence" else default_transform(spec, tokenizer)
+        self.transform = transform if transform is not None or self.text else default_transform(spec, tokenizer)
 
     @property
     def name(self) -> str:
@@ -131,13 +134,13 @@ class ModalityCodec:
 
     def encode(self, raws: list[Any]) -> torch.Tensor:
         """Raw values of this modality → ``(B, num_tokens)`` int64 ids."""
-        if self.spec.kind == "sequence":
+        if self.text:
             return self.tokenizer.encode(list(raws))
         return self.tokenizer.encode(self.to_tensor(raws)).cpu()
 
     def decode(self, tokens: torch.Tensor) -> list[Any]:
         """``(B, num_tokens)`` ids → raw values."""
-        if self.spec.kind == "sequence":
+        if self.text:
             return self.tokenizer.decode(tokens)
         return self.transform.from_tensor(self.tokenizer.decode(tokens))
 
@@ -151,10 +154,10 @@ def load_codecs(directory: str | os.PathLike, modalities: ModalitySet, *, map_lo
     codecs: dict[str, ModalityCodec] = {}
     text: TextTokenizer | None = None
     for spec in modalities.specs:
-        if spec.kind not in TOKENIZED_KINDS:
+        if not adapter_for(spec).discrete:
             continue
         transform = spec.transform.build() if spec.transform is not None else None
-        if spec.kind == "sequence":
+        if adapter_for(spec).autoregressive:
             if text is None:
                 path = root / TEXT_DIR / TEXT_FILE
                 if not path.is_file():

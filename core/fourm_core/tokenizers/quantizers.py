@@ -170,14 +170,14 @@ class FSQ(nn.Module):
         return QuantizerOutput(quantized, indices, z.new_zeros(()), counts)
 
 
-def build_quantizer(kind: str, *, codebook_size: int, code_dim: int, fsq_levels: list[int] | None, decay: float,
+def build_quantizer(name: str, *, codebook_size: int, code_dim: int, fsq_levels: list[int] | None, decay: float,
                     commitment_weight: float, dead_code_threshold: float, owner: str) -> nn.Module:
-    """A quantizer from a family's config (``kind`` is ``"ema_vq"`` or ``"fsq"``)."""
-    if kind == "ema_vq":
+    """A quantizer from a family's config (``name`` is ``"ema_vq"`` or ``"fsq"``)."""
+    if name == "ema_vq":
         return EMAVectorQuantizer(codebook_size, code_dim, decay=decay, commitment_weight=commitment_weight,
                                   dead_code_threshold=dead_code_threshold)
-    if kind == "fsq":
+    if name == "fsq":
         if not fsq_levels:
             raise ValueError(f"{owner}: quantizer 'fsq' needs fsq_levels, e.g. [8, 5, 5, 5] (1000 codes)")
         return FSQ(fsq_levels)
-    raise ValueError(f"{owner}: unknown quantizer {kind!r}; choose 'ema_vq' or 'fsq'")
+    raise ValueError(f"{owner}: unknown quantizer {name!r}; choose 'ema_vq' or 'fsq'")

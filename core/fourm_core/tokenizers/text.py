@@ -113,9 +113,11 @@ class TextTokenizer:
     def build_for(cls, modalities: ModalitySet, corpus: Iterable[str], vocab_size: int = 30000,
                   **kwargs) -> TextTokenizer:
         """Train with the special tokens declared by every ``sequence`` modality of ``modalities``."""
+        from ..kinds import adapter_for
+
         extra: list[str] = []
         for spec in modalities.specs:
-            if spec.kind == "sequence":
+            if adapter_for(spec).autoregressive:  # the modalities that share this text vocabulary
                 extra.extend(spec.special_tokens)
         return cls.train(corpus, special_tokens=extra, vocab_size=vocab_size, **kwargs)
 
