@@ -22,8 +22,8 @@ SCHEMES = ("maskgit", "roar", "autoregressive")
 
 #: Defaults per modality kind (each kind adapter's ``generation_defaults``), applied where a TargetConfig leaves
 #: a field as None.
-KIND_DEFAULTS: dict[str, dict[str, Any]] = {name: dict(kind.generation_defaults) for name, kind in ADAPTERS.items()
-                                            if kind.generation_defaults}
+KIND_DEFAULTS: dict[str, dict[str, Any]] = {name: dict(a.generation_defaults) for name, a in ADAPTERS.items()
+                                            if a.generation_defaults}
 
 
 def _weights(value: Mapping[str, float] | None) -> dict[str, float] | None:

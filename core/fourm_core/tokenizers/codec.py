@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 TEXT_DIR = "text"
 TEXT_FILE = "tokenizer.json"
 #: kinds whose tokens come from a tokenizer (pixels / embedding_sequence are fed to the model as they are)
-TOKENIZED_KINDS = tuple(name for name, kind in ADAPTERS.items() if kind.discrete)
+TOKENIZED_KINDS = tuple(name for name, a in ADAPTERS.items() if a.discrete)
 
 
 class CodecError(FourmError, ValueError):
