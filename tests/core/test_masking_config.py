@@ -142,6 +142,10 @@ BAD_CONFIGS = [
     ("abc", r"masking config: expected a mapping, got str"),
     ({"input_token": 3}, r"masking config: unknown key\(s\) 'input_token'; valid keys: input_tokens, target_tokens, "
                          r"mixture, modalities, transfer, fill_budget, allow_unknown_modalities$"),
+    # the attrs field is named after the YAML key: `fixed` is not a key, and a user's key is quoted verbatim
+    ({"fixed": {"inputs": ["rgb"], "targets": ["depth"]}},
+     r"masking config: unknown key\(s\) 'fixed'; valid keys: .*modalities, transfer, fill_budget"),
+    ({"prefixed_tokens": 3}, r"masking config: unknown key\(s\) 'prefixed_tokens'; valid keys:"),
     ({"input_tokens": True}, r"masking: input_tokens: expected an int or \[min, max\], got True"),
     ({"input_tokens": "many"}, r"masking: input_tokens: expected an int or \[min, max\] of ints, got 'many'"),
     ({"input_tokens": [1, 2, 3]}, r"masking: input_tokens: expected an int or \[min, max\] of ints"),
@@ -411,3 +415,20 @@ def test_masker_input_checks():
     small = Masker(ms, MaskingConfig(), text=TextVocabInfo(vocab_size=300))
     with pytest.raises(MaskingError, match=r"'caption' has token ids in \[0, 309\] outside the vocabulary \[0, 300\)"):
         small({"caption": torch.where(good["caption"] == 300, 309, good["caption"])})
+
+
+def test_every_modality_kind_has_one_masking_layout():
+    """The masker picks each modality's layout once, from one table keyed by kind: every registry kind is in it,
+    the decodable kinds are the registry's, and a kind missing from the table raises naming the modality."""
+    from fourm_core.masking.layouts import LAYOUTS, layout_for
+    from fourm_registry.specs import DECODABLE_KINDS, KINDS
+
+    assert set(LAYOUTS) == set(KINDS)
+    assert {k for k, lay in LAYOUTS.items() if lay.decodable} == set(DECODABLE_KINDS)
+    masker = Masker(_mods(), MaskingConfig())
+    assert all(m.layout is LAYOUTS[m.kind] for m in masker.mods)
+    odd = ModalitySpec(name="depth", kind="image", grid=(4, 4), vocab_size=32)
+    object.__setattr__(odd, "kind", "hologram")  # bypass the registry's kind check
+    with pytest.raises(MaskingError, match=r"modality 'depth': kind 'hologram' has no masking layout; the masker "
+                                           r"knows image, vector, pixels, sequence, embedding_sequence"):
+        layout_for(odd)
