@@ -65,6 +65,7 @@ class Layout:
         return f"int64 (B, {m.n})"
 
     def vocab_size(self, spec: ModalitySpec, text: TextVocabInfo) -> int | None:
+        """Exclusive upper bound of the token ids (``None``: only non-negative is checked)."""
         return spec.vocab_size
 
     def lengths(self, t: torch.Tensor, m: _Mod, text: TextVocabInfo) -> torch.Tensor:
@@ -106,9 +107,8 @@ class SequenceLayout(Layout):
         return n + 1
 
     def expected(self, t: torch.Tensor, m: _Mod) -> str | None:
-        if t.ndim == 2 and t.shape[1] == m.n and not t.is_floating_point():
-            return None
-        return f"int64 (B, {m.n}) (tokens, [EOS], then [PAD]=0)"
+        want = super().expected(t, m)
+        return None if want is None else f"{want} (tokens, [EOS], then [PAD]=0)"
 
     def vocab_size(self, spec: ModalitySpec, text: TextVocabInfo) -> int | None:
         return text.vocab_size

@@ -296,8 +296,10 @@ class Masker:
         tab = self.tables.to(dev)
         avail, length = self._token_counts(data, pres, bsz, dev)
         transfer = cfg.transfer is not None
-        inp = transfer_inputs(tab, avail, length) if transfer else draw_inputs(tab, avail, length,
-                                                                               cfg.input_tokens, gen)
+        if transfer:
+            inp = transfer_inputs(tab, avail, length)
+        else:
+            inp = draw_inputs(tab, avail, length, cfg.input_tokens, gen)
         states, in_used, tgt_len = self._span_masks(tab, data, length, inp, chunks, gen)
         in_budget = inp.budget
         if transfer:
