@@ -244,7 +244,7 @@ def test_target_truncation_starts_at_a_sentinel():
 
 def test_transfer_masking():
     ms = _specs()
-    cfg = MaskingConfig.transfer(inputs=["rgb@224", "caption"], targets=["depth", "det"])
+    cfg = MaskingConfig.for_transfer(inputs=["rgb@224", "caption"], targets=["depth", "det"])
     masker = Masker(ms, cfg)
     assert masker.num_encoder_tokens == 16 + 24 and masker.num_decoder_tokens == 16 + 25
     batch = _batch(ms, 3)
@@ -356,14 +356,14 @@ def test_config_from_yaml_and_errors(tmp_path):
     with pytest.raises(MaskingError, match="does not exist"):
         MaskingConfig.from_yaml(tmp_path / "nope.yaml")
     with pytest.raises(MaskingError, match="both input and target"):
-        MaskingConfig.transfer(inputs=["rgb"], targets=["rgb"])
+        MaskingConfig.for_transfer(inputs=["rgb"], targets=["rgb"])
     ms = _specs()
     with pytest.raises(MaskingError, match="unknown modality 'dept'; the masker's modalities are .*depth"):
         Masker(ms, MaskingConfig.from_dict({"mixture": [{"input_alphas": {"dept": 1.0}}]}))
     Masker(ms, MaskingConfig.from_dict({"mixture": [{"input_alphas": {"dept": 1.0}}],
                                         "allow_unknown_modalities": True}))
     with pytest.raises(MaskingError, match="'rgb' .*cannot be a decoder target"):
-        Masker(ms, MaskingConfig.transfer(inputs=["depth"], targets=["rgb"]))
+        Masker(ms, MaskingConfig.for_transfer(inputs=["depth"], targets=["rgb"]))
     with pytest.raises(MaskingError, match="min_tokens sum to 40"):
         Masker(ms, MaskingConfig.from_dict({"input_tokens": 30, "modalities": {"depth": {"min_tokens": 40}}}))
     with pytest.raises(MaskingError, match="chunk start token 'box' is not in the text vocabulary"):

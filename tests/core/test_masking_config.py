@@ -58,12 +58,12 @@ def _batch(ms: ModalitySet, bsz: int, seed: int = 0) -> dict[str, torch.Tensor]:
 
 
 # ------------------------------------------------------------------------------------------------------------
-# the YAML `transfer` key (attrs field `fixed`)
+# the YAML `transfer` key (attrs field `transfer`)
 # ------------------------------------------------------------------------------------------------------------
 
 
 def test_yaml_transfer_key_builds_fixed_masking(tmp_path):
-    """``transfer: {inputs, targets}`` in YAML becomes ``config.fixed``; catches the key not mapped (it would
+    """``transfer: {inputs, targets}`` in YAML becomes ``config.transfer``; catches the key not mapped (it would
     raise as unknown) or mapped to the wrong field."""
     p = tmp_path / "t.yaml"
     p.write_text(textwrap.dedent("""
@@ -72,14 +72,14 @@ def test_yaml_transfer_key_builds_fixed_masking(tmp_path):
           targets: [tok_depth@224]
     """))
     cfg = MaskingConfig.from_yaml(p)
-    assert cfg.fixed == TransferConfig(inputs=("rgb@224", "caption"), targets=("tok_depth@224",))
-    assert cfg == MaskingConfig.transfer(inputs=["rgb@224", "caption"], targets=["tok_depth@224"])
+    assert cfg.transfer == TransferConfig(inputs=("rgb@224", "caption"), targets=("tok_depth@224",))
+    assert cfg == MaskingConfig.for_transfer(inputs=["rgb@224", "caption"], targets=["tok_depth@224"])
     # written back under the YAML name, never as `fixed`, and read back equal
     d = cfg.to_dict()
     assert "fixed" not in d and d["transfer"] == {"inputs": ["rgb@224", "caption"], "targets": ["tok_depth@224"]}
     assert MaskingConfig.from_dict(d) == cfg
     # null means random masking
-    assert MaskingConfig.from_dict({"transfer": None}).fixed is None
+    assert MaskingConfig.from_dict({"transfer": None}).transfer is None
     assert MaskingConfig.from_dict({}).to_dict()["transfer"] is None
 
 
@@ -107,7 +107,7 @@ def test_transfer_masks_do_not_depend_on_the_generator():
     """Transfer masking has nothing random: any seed (or none) gives the same masks; a sequence target sits at
     ``max_length`` (not at a drawn budget), as ``[S_1] tokens [S_2]``."""
     ms = _mods()
-    cfg = MaskingConfig.transfer(inputs=["depth"], targets=["caption", "glob"])
+    cfg = MaskingConfig.for_transfer(inputs=["depth"], targets=["caption", "glob"])
     masker = Masker(ms, cfg)
     batch = _batch(ms, 3)
     a = masker(batch)
@@ -126,7 +126,7 @@ def test_transfer_masks_do_not_depend_on_the_generator():
 
 def test_transfer_absent_sample_is_neither_input_nor_target():
     ms = _mods()
-    masker = Masker(ms, MaskingConfig.transfer(inputs=["depth"], targets=["glob"]))
+    masker = Masker(ms, MaskingConfig.for_transfer(inputs=["depth"], targets=["glob"]))
     out = masker(_batch(ms, 3), present={"depth": torch.tensor([True, False, True]),
                                          "glob": torch.tensor([False, True, True])})
     assert out["depth"]["input_mask"].all(1).tolist() == [False, True, False]
@@ -142,6 +142,10 @@ BAD_CONFIGS = [
     ("abc", r"masking config: expected a mapping, got str"),
     ({"input_token": 3}, r"masking config: unknown key\(s\) 'input_token'; valid keys: input_tokens, target_tokens, "
                          r"mixture, modalities, transfer, fill_budget, allow_unknown_modalities$"),
+    # the attrs field is named after the YAML key: `fixed` is not a key, and a user's key is quoted verbatim
+    ({"fixed": {"inputs": ["rgb"], "targets": ["depth"]}},
+     r"masking config: unknown key\(s\) 'fixed'; valid keys: .*modalities, transfer, fill_budget"),
+    ({"prefixed_tokens": 3}, r"masking config: unknown key\(s\) 'prefixed_tokens'; valid keys:"),
     ({"input_tokens": True}, r"masking: input_tokens: expected an int or \[min, max\], got True"),
     ({"input_tokens": "many"}, r"masking: input_tokens: expected an int or \[min, max\] of ints, got 'many'"),
     ({"input_tokens": [1, 2, 3]}, r"masking: input_tokens: expected an int or \[min, max\] of ints"),
@@ -411,3 +415,20 @@ def test_masker_input_checks():
     small = Masker(ms, MaskingConfig(), text=TextVocabInfo(vocab_size=300))
     with pytest.raises(MaskingError, match=r"'caption' has token ids in \[0, 309\] outside the vocabulary \[0, 300\)"):
         small({"caption": torch.where(good["caption"] == 300, 309, good["caption"])})
+
+
+def test_every_modality_kind_has_one_masking_layout():
+    """The masker picks each modality's layout once, from one table keyed by kind: every registry kind is in it,
+    the decodable kinds are the registry's, and a kind missing from the table raises naming the modality."""
+    from fourm_core.masking.layouts import LAYOUTS, layout_for
+    from fourm_registry.specs import DECODABLE_KINDS, KINDS
+
+    assert set(LAYOUTS) == set(KINDS)
+    assert {k for k, lay in LAYOUTS.items() if lay.decodable} == set(DECODABLE_KINDS)
+    masker = Masker(_mods(), MaskingConfig())
+    assert all(m.layout is LAYOUTS[m.kind] for m in masker.mods)
+    odd = ModalitySpec(name="depth", kind="image", grid=(4, 4), vocab_size=32)
+    object.__setattr__(odd, "kind", "hologram")  # bypass the registry's kind check
+    with pytest.raises(MaskingError, match=r"modality 'depth': kind 'hologram' has no masking layout; the masker "
+                                           r"knows image, vector, pixels, sequence, embedding_sequence"):
+        layout_for(odd)

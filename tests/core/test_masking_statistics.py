@@ -312,11 +312,11 @@ def test_tiny_alphas_still_place_the_whole_budget():
 # ------------------------------------------------------------------------------------------------------------
 # the gamma sampler behind the Dirichlet draws
 # ------------------------------------------------------------------------------------------------------------
-# It exists because torch's Gamma / Dirichlet (torch.distributions, torch._standard_gamma) take no
-# torch.Generator, so a seeded masker could not be reproducible per generator, and because for the sparse
-# mixtures' tiny alphas (0.01) Gamma samples underflow to 0 in any float type: it returns log Gamma samples,
-# using Gamma(a) = Gamma(a + 1) * U^(1/a) in log space for a < 1.  (Private: imported here because its moments
-# are the contract the Dirichlet budgets rest on.)
+# It exists because torch.distributions.Dirichlet takes no torch.Generator (its sample() draws from the global
+# RNG, so a seeded masker could not be reproducible per generator), rejects alpha 0, and for the sparse mixtures'
+# tiny alphas its linear-space Gamma samples underflow (at alpha 0.001 some rows come out exactly uniform):
+# it returns log Gamma samples, using Gamma(a) = Gamma(a + 1) * U^(1/a) in log space for a < 1.  (Private:
+# imported here because its moments are the contract the Dirichlet budgets rest on.)
 
 
 @pytest.mark.parametrize("alpha", [0.3, 1.0, 2.5, 40.0])
