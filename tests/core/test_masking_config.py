@@ -418,17 +418,20 @@ def test_masker_input_checks():
 
 
 def test_every_modality_kind_has_one_masking_layout():
-    """The masker picks each modality's layout once, from one table keyed by kind: every registry kind is in it,
-    the decodable kinds are the registry's, and a kind missing from the table raises naming the modality."""
+    """The masker picks each modality's layout once, the one its kind adapter names: every registry kind names
+    a layout of the table, the decodable kinds are the registry's, and a kind without one raises naming the
+    modality."""
+    from fourm_core.kinds import ADAPTERS
     from fourm_core.masking.layouts import LAYOUTS, layout_for
     from fourm_registry.specs import DECODABLE_KINDS, KINDS
 
-    assert set(LAYOUTS) == set(KINDS)
-    assert {k for k, lay in LAYOUTS.items() if lay.decodable} == set(DECODABLE_KINDS)
+    assert set(ADAPTERS) == set(KINDS)
+    assert all(ADAPTERS[k].mask_layout in LAYOUTS for k in KINDS)
+    assert {k for k in KINDS if LAYOUTS[ADAPTERS[k].mask_layout].decodable} == set(DECODABLE_KINDS)
     masker = Masker(_mods(), MaskingConfig())
-    assert all(m.layout is LAYOUTS[m.kind] for m in masker.mods)
+    assert all(m.layout is LAYOUTS[ADAPTERS[m.kind].mask_layout] for m in masker.mods)
     odd = ModalitySpec(name="depth", kind="image", grid=(4, 4), vocab_size=32)
     object.__setattr__(odd, "kind", "hologram")  # bypass the registry's kind check
     with pytest.raises(MaskingError, match=r"modality 'depth': kind 'hologram' has no masking layout; the masker "
-                                           r"knows image, vector, pixels, sequence, embedding_sequence"):
+                                           r"knows image, vector, sequence, pixels, embedding_sequence"):
         layout_for(odd)

@@ -34,6 +34,7 @@ class PixelsKind(KindAdapter):
     image_like = True
     loader_uses_crop = True
     rgb_input = True
+    mask_layout = "patches"
 
     def num_slots(self, spec: ModalitySpec) -> int:
         return spec.num_tokens

@@ -1,8 +1,9 @@
 """Per-kind masking layouts: how a modality's batch is checked, counted, span-masked and written into the
 ``mod_dict`` entry ``{"tensor", "input_mask", "target_mask", "decoder_attention_mask"}`` (True = masked).
 
-One :class:`Layout` object per modality kind, in the single table :data:`LAYOUTS`; the masker looks each
-modality's layout up once, at construction (:func:`layout_for`), and never branches on the kind afterwards.
+One :class:`Layout` object per layout, in the single table :data:`LAYOUTS`; each kind adapter names its
+layout (``mask_layout``), the masker looks each modality's layout up once, at construction
+(:func:`layout_for`), and never branches on the kind afterwards.
 
 =======================  =================================================================================
 kind                     layout
@@ -169,23 +170,25 @@ class EmbeddingLayout(Layout):
         return _embedding_layout(t, state)
 
 
-#: the masking layout of each modality kind
+#: the masking layouts, by the name a kind adapter gives in ``mask_layout`` (:mod:`fourm_core.kinds`)
 LAYOUTS: dict[str, Layout] = {
-    "image": Layout(),
-    "vector": Layout(),
-    "pixels": PixelsLayout(),
-    "sequence": SequenceLayout(),
-    "embedding_sequence": EmbeddingLayout(),
+    "tokens": Layout(),
+    "patches": PixelsLayout(),
+    "span": SequenceLayout(),
+    "rows": EmbeddingLayout(),
 }
 
 
 def layout_for(spec: ModalitySpec) -> Layout:
-    """The layout of ``spec``'s kind; raises naming the modality when the kind has none."""
-    try:
-        return LAYOUTS[spec.kind]
-    except KeyError:
+    """The layout ``spec``'s kind adapter names; raises naming the modality when there is none."""
+    from ..kinds import ADAPTERS
+
+    kind = ADAPTERS.get(spec.kind)
+    layout = LAYOUTS.get(kind.mask_layout) if kind is not None else None
+    if layout is None:
         raise MaskingError(f"modality {spec.name!r}: kind {spec.kind!r} has no masking layout; the masker knows "
-                           f"{', '.join(LAYOUTS)}") from None
+                           f"{', '.join(ADAPTERS)}")
+    return layout
 
 
 # ----------------------------------------------------------------------------------------------------------
