@@ -33,3 +33,15 @@ stays fast. :func:`fourm_quickstart.run.run_quickstart` runs everything from Pyt
 """
 
 __version__ = "0.1.0"
+__all__ = ["QuickstartConfig", "QuickstartError", "run_quickstart"]
+
+#: public names, imported on first use (importing the package stays cheap)
+_EXPORTS = {"QuickstartConfig": "config", "QuickstartError": "config", "run_quickstart": "run"}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'fourm_quickstart' has no attribute {name!r}")

@@ -74,5 +74,5 @@ def _stack(images: list[Any]) -> Any:
 
 
 def grey_images(strength: Any) -> list[np.ndarray]:
-    """A ``(B, 1, H, W)`` tensor of values in [0, 1] → B uint8 ``(H, W, 1)`` grey images (0 → black, 1 → white)."""
+    """A ``(B, 1, H, W)`` tensor of values in [0, 1] → B uint8 ``(H, W, 1)`` grey images (0 black, 1 white)."""
     return [np.clip(a.permute(1, 2, 0).numpy() * 255.0, 0, 255).astype(np.uint8) for a in strength]

@@ -41,8 +41,8 @@ def run_quickstart(cfg: QuickstartConfig, *, echo: Callable[[str], None] | None 
         raise QuickstartError(f"quickstart needs the modalities {', '.join(REQUIRED)}; missing {', '.join(missing)}: "
                               f"install the plugins (pip install -e plugins/rgb -e plugins/canny_edge) and check "
                               f"FOURM_PLUGINS / FOURM_DISABLE_PLUGINS")
-    summary: dict[str, Any] = {"config": {k: (dict(v) if k == "model" else v) for k, v in dataclasses.asdict(cfg).items()},
-                               "torch_threads": torch.get_num_threads(), "ran": [], "skipped": []}
+    config = {k: (dict(v) if k == "model" else v) for k, v in dataclasses.asdict(cfg).items()}
+    summary: dict[str, Any] = {"config": config, "torch_threads": torch.get_num_threads(), "ran": [], "skipped": []}
     run = _Run(cfg, out, installed, clock, say, summary)
     data = run.data(rng)
     runnable = run.label(data["url"])
@@ -158,11 +158,11 @@ class _Run:
         self.summary["generation"] = gen
         self.summary["ran"] += [{"stage": "generate", "tasks": ["rgb -> canny_edge, color_palette, metadata",
                                                                 "canny_edge + color_palette -> rgb"]}]
-        ea = gen["edge_token_accuracy"]
+        ea, pal = gen["edge_token_accuracy"], gen.get("palette_distance")
         self.say(f"[5/5] generate: edge-token accuracy {ea['model']:.3f} vs {ea['baseline_most_frequent_token']:.3f} "
-                 f"(most frequent token)" + (f"; palette distance {gen['palette_distance']['model']} vs "
-                                             f"{gen['palette_distance']['baseline_fixed_medoid_palette']} (fixed palette)"
-                                             if "palette_distance" in gen else "")
+                 f"(most frequent token)"
+                 + (f"; palette distance {pal['model']} vs {pal['baseline_fixed_medoid_palette']} (fixed palette)"
+                    if pal is not None else "")
                  + f" ({self.clock.stages['generate']:.0f} s)")
 
 

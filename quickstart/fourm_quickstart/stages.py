@@ -141,11 +141,13 @@ def train_tokenizers_timeboxed(names: Sequence[str], url: str, tok_dir: Path, se
         base = dict(batch_size=32, lr=2e-3, warmup_steps=0, crop_scale=(0.4, 1.0), save_every=10**9, log_every=calib,
                     seed=cfg.seed, cpu=True, num_recon_images=cfg.show, num_workers=1,
                     tokenizer=small_tokenizer_overrides(spec, cfg.tokenizer_size))
-        first = train_tokenizer(n, url, tok_dir, config=TokenizerTrainConfig(steps=calib, **base), modalities=modalities)
+        first = train_tokenizer(n, url, tok_dir, config=TokenizerTrainConfig(steps=calib, **base),
+                                modalities=modalities)
         rate = float(first["final"].get("images_per_s", 0.0)) / base["batch_size"]  # steps / s
         left = budget - (time.perf_counter() - t0)
         steps = cfg.steps if cfg.steps is not None else _steps_for(left * 0.95, rate, calib, cfg.min_tokenizer_steps)
-        summary = train_tokenizer(n, url, tok_dir, config=TokenizerTrainConfig(steps=steps, **{**base, "log_every": 10}),
+        summary = train_tokenizer(n, url, tok_dir,
+                                  config=TokenizerTrainConfig(steps=steps, **{**base, "log_every": 10}),
                                   resume=True, modalities=modalities)
         records = _read_jsonl(Path(summary["metrics_file"]))
         recon = summary.get("recon_png")
@@ -153,7 +155,8 @@ def train_tokenizers_timeboxed(names: Sequence[str], url: str, tok_dir: Path, se
                   "recon_loss": _first_last(records, "recon_loss") if any("recon_loss" in r for r in records)
                   else _first_last(records), "codebook_usage": records[-1].get("usage") if records else None,
                   "recon_png": recon}
-        log.info("quickstart: tokenizer %s: %d steps in %.0f s, loss %s", n, steps, out[n]["seconds"], out[n]["recon_loss"])
+        log.info("quickstart: tokenizer %s: %d steps in %.0f s, loss %s", n, steps, out[n]["seconds"],
+                 out[n]["recon_loss"])
     return out
 
 

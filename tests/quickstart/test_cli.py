@@ -36,3 +36,13 @@ def test_python_m_runs_the_same_command():
     res = subprocess.run([sys.executable, "-m", "fourm_quickstart", "--minutes", "0"], capture_output=True,
                          text=True, timeout=120)
     assert res.returncode != 0 and "--minutes must be > 0" in res.stderr, res.stderr
+
+
+def test_package_exports_the_run_api_lazily():
+    import fourm_quickstart
+    from fourm_quickstart.config import QuickstartConfig, QuickstartError
+    from fourm_quickstart.run import run_quickstart
+
+    assert fourm_quickstart.QuickstartConfig is QuickstartConfig
+    assert fourm_quickstart.QuickstartError is QuickstartError
+    assert fourm_quickstart.run_quickstart is run_quickstart
