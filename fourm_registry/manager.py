@@ -4,7 +4,8 @@ Loading is lazy (the first call of :func:`get_manager` does it), happens in a fi
 entry point name) and ends with a check that every implemented hook exists. Two environment variables
 help debugging and tests:
 
-``FOURM_PLUGINS=a,b``           load only these modality plugins (built-ins ``core`` and ``trainers`` still load)
+``FOURM_PLUGINS=a,b``           load only these modality plugins (the command plugins ``core``, ``trainers``
+                                and ``quickstart`` still load)
 ``FOURM_DISABLE_PLUGINS=a,b``   never load these plugins (built-ins included)
 """
 
@@ -26,7 +27,7 @@ from .specs import ModalitySet, ModalitySpec
 
 ENTRY_POINT_GROUP = "fourm"
 #: Plugins that provide commands rather than modalities; ``FOURM_PLUGINS`` does not filter them out.
-BUILTIN_PLUGINS = ("core", "trainers")
+BUILTIN_PLUGINS = ("core", "trainers", "quickstart")
 
 
 @attrs.frozen

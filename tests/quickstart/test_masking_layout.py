@@ -75,7 +75,7 @@ def _target(entry: dict[str, torch.Tensor], row: int) -> list[int]:
 
 @pytest.mark.parametrize("name", SEQ)
 def test_quickstart_masking_lays_out_fully_masked_sequences_as_the_sampler_reads_them(mods, name):
-    from fourm_trainers.quickstart import quickstart_masking
+    from fourm_quickstart.stages import quickstart_masking
 
     cond = _sampler_conditioning(mods, name)
     sampler_visible = _visible(cond, 0)
@@ -127,7 +127,7 @@ def test_core_masker_gives_a_zero_budget_sequence_no_encoder_token(mods):
 
 
 def test_quickstart_masking_is_a_valid_config_for_any_modality_set(mods):
-    from fourm_trainers.quickstart import quickstart_masking
+    from fourm_quickstart.stages import quickstart_masking
 
     d = quickstart_masking(("rgb", "tok_rgb", "canny_edge"), (), input_tokens=(32, 64), target_tokens=(32, 64))
     assert [c["name"] for c in d["mixture"]] == ["all2all", "rgb2all", "edges+palette2rgb"]

@@ -127,7 +127,7 @@ def test_quickstart_rejects_bad_options(tmp_path):
 
 def test_labeler_plan_and_weights_lookup(tmp_path):
     from fourm_registry import get_modalities
-    from fourm_trainers.quickstart import plan_labelers, weights_available
+    from fourm_quickstart.plan import plan_labelers, weights_available
 
     mods = get_modalities()
     runnable, skipped = plan_labelers(mods)

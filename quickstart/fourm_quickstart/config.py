@@ -1,0 +1,63 @@
+"""What the quickstart does (:class:`QuickstartConfig`), the modalities it needs, and its error type."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from fourm_registry import FourmError
+
+#: modalities the quickstart cannot do without (plugins fourm-rgb and fourm-canny-edge)
+REQUIRED = ("rgb", "tok_rgb", "canny_edge")
+#: weight-free sequence modalities used when installed
+OPTIONAL = ("color_palette", "metadata")
+#: photos whose crops are only used for evaluation (never trained on)
+HELD_OUT = ("coffee", "china", "grace_hopper")
+
+
+class QuickstartError(FourmError, RuntimeError):
+    """The quickstart cannot run (a required plugin is missing, the output directory is unusable...)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class QuickstartConfig:
+    """What the quickstart does. ``minutes`` is the wall-time budget of the whole run."""
+
+    out: str = "quickstart-out"
+    minutes: float = 8.0
+    seed: int = 0
+    #: training crops (random crops of the training photos)
+    samples: int = 384
+    #: evaluation crops per held-out photo
+    eval_crops: int = 8
+    #: rows drawn in each PNG grid
+    show: int = 6
+    #: crops per sample in the tokenize job
+    token_crops: int = 2
+    raw_size: int = 256
+    #: tokenizer input size (patch 8 → the specs' 14 × 14 grid)
+    tokenizer_size: int = 112
+    #: model config for the 4M (a fourm_core.model preset name plus overrides)
+    model: tuple[tuple[str, Any], ...] = (("dim", 128), ("encoder_depth", 3), ("decoder_depth", 3),
+                                         ("num_heads", 4))
+    batch_size: int = 16
+    #: share of the budget left after data/labels for: tokenizers, 4M (the rest: tokenize, generation)
+    tokenizer_share: float = 0.18
+    train_share: float = 0.70
+    #: minimum steps whatever the budget (a tiny budget still produces every artefact)
+    min_tokenizer_steps: int = 8
+    min_train_steps: int = 8
+    #: exact step count of every tokenizer and of the 4M instead of the time-boxed counts (tests: counts that
+    #: do not depend on the machine's speed); at least the calibration steps (10)
+    steps: int | None = None
+    use_model_labelers: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.minutes > 0:
+            raise QuickstartError(f"quickstart: --minutes must be > 0, got {self.minutes}")
+        if self.samples < 8:
+            raise QuickstartError(f"quickstart: samples must be >= 8, got {self.samples}")
+        if self.eval_crops < 1 or self.show < 1:
+            raise QuickstartError("quickstart: eval_crops and show must be >= 1")
+        if self.steps is not None and self.steps < 10:
+            raise QuickstartError(f"quickstart: --steps must be >= 10 (the calibration steps), got {self.steps}")

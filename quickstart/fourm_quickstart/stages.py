@@ -1,0 +1,236 @@
+"""The quickstart's stages that build things: the data (crops → store), the tokenizers and the 4M, the two
+trainers time-boxed to a share of the budget (a few calibration steps, then a resume with as many steps as the
+remaining time allows at the measured speed)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fourm_registry import ModalitySet, ModalitySpec
+
+from .config import HELD_OUT, QuickstartConfig
+from .photos import centre_and_random_crops, load_photos, random_crops
+
+log = logging.getLogger(__name__)
+
+
+class Clock:
+    """Stage timings and the remaining budget."""
+
+    def __init__(self, minutes: float):
+        self.t0 = time.perf_counter()
+        self.budget = minutes * 60.0
+        self.stages: dict[str, float] = {}
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def left(self) -> float:
+        return self.budget - self.elapsed()
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stages[name] = round(time.perf_counter() - t, 2)
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def _first_last(records: list[dict[str, Any]], key: str = "loss") -> dict[str, float | None]:
+    vals = [r[key] for r in records if key in r and r.get("split") is None]
+    return {"first": vals[0] if vals else None, "last": vals[-1] if vals else None}
+
+
+def _steps_for(seconds: float, rate: float, done: int, minimum: int) -> int:
+    return max(minimum, done + int(max(0.0, seconds) * rate))
+
+
+# --------------------------------------------------------------------------------------------------
+# stage 1: data
+def build_data(cfg: QuickstartConfig, data_dir: Path, rng: np.random.Generator) -> dict[str, Any]:
+    """Write training crops as PNGs, ingest them into ``data_dir/train.zarr``; return the evaluation crops."""
+    from PIL import Image
+
+    from fourm_core.data import ingest
+
+    photos = load_photos()
+    held = [n for n in HELD_OUT if n in photos]
+    train_names = [n for n in photos if n not in held]
+    if not held:  # a package lacks every held-out photo: hold out the last one found
+        held, train_names = train_names[-1:], train_names[:-1]
+    per = [cfg.samples // len(train_names) + (1 if i < cfg.samples % len(train_names) else 0)
+           for i in range(len(train_names))]
+    folder = data_dir / "photos"
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    from tqdm.auto import tqdm
+
+    with tqdm(total=cfg.samples, desc="crops", unit="crop", dynamic_ncols=True) as bar:
+        for name, n in zip(train_names, per):
+            for i, crop in enumerate(random_crops(photos[name], n, cfg.raw_size, rng)):
+                Image.fromarray(crop).save(folder / f"{name}_{i:03d}.png", compress_level=1)
+                bar.update(1)
+    url = str(data_dir / "train.zarr")
+    report = ingest(str(folder), url, raw_size=cfg.raw_size, samples_per_shard=64, overwrite=True)
+    eval_crops, eval_names = [], []
+    for name in held:
+        crops = centre_and_random_crops(photos[name], cfg.eval_crops, cfg.raw_size, rng)
+        eval_crops += crops
+        eval_names += [f"{name}_{i}" for i in range(len(crops))]
+    # interleave photos so that the first rows of a grid show every held-out photo
+    order = sorted(range(len(eval_crops)), key=lambda i: (i % cfg.eval_crops, i // cfg.eval_crops))
+    return {"url": url, "num_samples": report.num_samples, "train_photos": train_names, "held_out_photos": held,
+            "eval_rgb": [eval_crops[i] for i in order], "eval_names": [eval_names[i] for i in order],
+            "crops_dir": str(folder)}
+
+
+# --------------------------------------------------------------------------------------------------
+# stage 3: tokenizers
+#: the demo's small tokenizer vocabularies (every other modality: :data:`SMALL_VOCAB_DEFAULT`): few codes fill
+#: up (and become predictable for the 4M) within the quickstart's steps
+SMALL_VOCAB = {"tok_rgb": 512, "canny_edge": 128}
+SMALL_VOCAB_DEFAULT = 256
+#: share of the tokenizer budget per modality (others: 1.0). Thin edges are the hardest to tokenize: the edge
+#: tokenizer gets the largest share (tok_rgb only needs the patches' colours, learnt in a few dozen steps)
+TOKENIZER_TIME_WEIGHTS = {"canny_edge": 1.5}
+
+
+def small_tokenizer_overrides(spec: ModalitySpec, size: int) -> dict[str, Any]:
+    """Constructor overrides of a tiny tokenizer for ``spec``, derived from the spec itself: a vector
+    modality only gets a small vocabulary; an image modality a one-block ViT VQ-VAE whose patch size keeps the
+    spec's token grid at input size ``size`` (patch = size // grid rows). Channels and the decoder stay the
+    plugin's own (its tokenizer factory's defaults)."""
+    if spec.kind == "vector":
+        return {"vocab_size": SMALL_VOCAB_DEFAULT}
+    gh, gw = spec.grid
+    patch = max(1, size // gh)
+    return dict(image_size=[patch * gh, patch * gw], patch_size=patch, dim=64, depth=1, num_heads=2,
+                vocab_size=SMALL_VOCAB.get(spec.name, SMALL_VOCAB_DEFAULT), code_dim=16)
+
+
+def train_tokenizers_timeboxed(names: Sequence[str], url: str, tok_dir: Path, seconds: float, cfg: QuickstartConfig,
+                               modalities: ModalitySet) -> dict[str, Any]:
+    """Train each image/vector tokenizer for its share of ``seconds`` (calibrate, then resume)."""
+    from fourm_trainers.tokenizer_train import TokenizerTrainConfig, train_tokenizer
+
+    weights = {n: TOKENIZER_TIME_WEIGHTS.get(n, 1.0) for n in names}
+    total_w = sum(weights.values()) or 1.0
+    out: dict[str, Any] = {}
+    calib = 8
+    for n in names:
+        spec = modalities[n]
+        budget = seconds * weights[n] / total_w
+        t0 = time.perf_counter()
+        base = dict(batch_size=32, lr=2e-3, warmup_steps=0, crop_scale=(0.4, 1.0), save_every=10**9, log_every=calib,
+                    seed=cfg.seed, cpu=True, num_recon_images=cfg.show, num_workers=1,
+                    tokenizer=small_tokenizer_overrides(spec, cfg.tokenizer_size))
+        first = train_tokenizer(n, url, tok_dir, config=TokenizerTrainConfig(steps=calib, **base),
+                                modalities=modalities)
+        rate = float(first["final"].get("images_per_s", 0.0)) / base["batch_size"]  # steps / s
+        left = budget - (time.perf_counter() - t0)
+        steps = cfg.steps if cfg.steps is not None else _steps_for(left * 0.95, rate, calib, cfg.min_tokenizer_steps)
+        summary = train_tokenizer(n, url, tok_dir,
+                                  config=TokenizerTrainConfig(steps=steps, **{**base, "log_every": 10}),
+                                  resume=True, modalities=modalities)
+        records = _read_jsonl(Path(summary["metrics_file"]))
+        recon = summary.get("recon_png")
+        out[n] = {"steps": steps, "seconds": round(time.perf_counter() - t0, 1),
+                  "recon_loss": _first_last(records, "recon_loss") if any("recon_loss" in r for r in records)
+                  else _first_last(records), "codebook_usage": records[-1].get("usage") if records else None,
+                  "recon_png": recon}
+        log.info("quickstart: tokenizer %s: %d steps in %.0f s, loss %s", n, steps, out[n]["seconds"],
+                 out[n]["recon_loss"])
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# stage 4: 4M training
+#: input alpha of a sequence in components where it should (almost) always be fully masked: > 0 so that the
+#: sequence's ``min_tokens`` = 1 applies (one visible sentinel, as the sampler conditions), tiny so that the
+#: Dirichlet share rarely gives it more
+_TINY_ALPHA = 1e-3
+
+
+def quickstart_masking(names: Sequence[str], sequences: Sequence[str], *, input_tokens: tuple[int, int],
+                       target_tokens: tuple[int, int]) -> dict[str, Any]:
+    """The quickstart's masking mixture (a :class:`fourm_core.masking.MaskingConfig` mapping).
+
+    * ``all2all`` (weight 0.2): every modality is input and target (alphas 0.5), as in the reference;
+    * ``rgb2all`` (weight 0.6): the photo's pixels are the input, every other modality a target, and each
+      sequence is **entirely** masked: its encoder input is the single sentinel ``[S_1]`` and its target
+      ``[S_1] tokens... [EOS] [S_2]``, exactly what the autoregressive sampler conditions on at inference
+      (rgb → palette, metadata). Without such samples a small model only sees short spans of a sequence
+      as targets and learns to close a span after 1–3 tokens;
+    * ``edges+palette2rgb`` (weight 0.2): ``canny_edge`` and ``color_palette`` (kept whole) are the
+      input, ``tok_rgb`` the target (the edges + palette → rgb demo).
+
+    Every sequence gets ``min_tokens: 1``: the masker gives a sequence with a zero input budget no encoder
+    token at all while the sampler always shows ``[S_1]`` (see ``tests/quickstart/test_masking_layout.py``);
+    with one token of input budget a fully masked sequence is laid out as the sampler expects.
+    """
+    seq = [n for n in sequences if n in names]
+    comps: list[dict[str, Any]] = [
+        {"name": "all2all", "weight": 0.2, "input_alphas": {"*": 0.5}, "target_alphas": {"*": 0.5}},
+        {"name": "rgb2all", "weight": 0.6,
+         "input_alphas": {"*": 0.0, "rgb": 1.0, **{n: _TINY_ALPHA for n in seq}},
+         "target_alphas": {"*": 0.5, "rgb": 0.0, **{n: 1.0 for n in seq}}},
+    ]
+    if "canny_edge" in names and "tok_rgb" in names:
+        cond = ["canny_edge"] + (["color_palette"] if "color_palette" in names else [])
+        comps.append({"name": "edges+palette2rgb", "weight": 0.2,
+                      "input_alphas": {"*": 0.0, **{n: 1.0 for n in cond}},
+                      "target_alphas": {"*": 0.0, "tok_rgb": 1.0},
+                      "keep": {n: "all" for n in cond if n in seq}})
+    return {"input_tokens": list(input_tokens), "target_tokens": list(target_tokens), "mixture": comps,
+            "modalities": {n: {"min_tokens": 1} for n in seq}}
+
+
+def train_fourm_timeboxed(url: str, tok_dir: Path, run_dir: Path, names: Sequence[str], vocab: dict[str, int],
+                          seconds: float, cfg: QuickstartConfig, sequences: Sequence[str] = ()) -> dict[str, Any]:
+    """Train a small 4M for about ``seconds`` (a few calibration steps, then resume with the rest)."""
+    from fourm_trainers.config import TrainConfig
+    from fourm_trainers.train import train
+
+    tokens_per_step = 256
+    base = {
+        "out_dir": str(run_dir), "datasets": [{"path": url}], "modalities": list(names), "tokenizers": str(tok_dir),
+        "model": {"preset": "debug", **dict(cfg.model)}, "vocab_sizes": vocab,
+        "masking": quickstart_masking(names, sequences, input_tokens=(64, 128), target_tokens=(64, 128)),
+        "batch_size": cfg.batch_size, "optimizer": {"lr": 2e-3, "min_lr": 1e-4, "weight_decay": 0.05},
+        "schedule": {"warmup_tokens": 20 * cfg.batch_size * tokens_per_step}, "clip_grad": 1.0,
+        "log_every": 5, "seed": cfg.seed, "cpu": True, "mixed_precision": "no",
+    }
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    t0 = time.perf_counter()
+    calib = 10
+    first = train(TrainConfig.from_dict({**base, "max_steps": 10**6}), stop_after=calib)
+    rate = float(first["steps_per_s"])
+    left = seconds - (time.perf_counter() - t0)
+    steps = cfg.steps if cfg.steps is not None else _steps_for(left * 0.97, rate, calib, cfg.min_train_steps)
+    summary = train(TrainConfig.from_dict({**base, "max_steps": steps}), resume=True)
+    records = _read_jsonl(run_dir / "metrics.jsonl")
+    per_mod = {k.split("/", 1)[1]: _first_last(records, k) for k in sorted({k for r in records for k in r})
+               if k.startswith("loss/")}
+    return {"steps": steps, "seconds": round(time.perf_counter() - t0, 1), "steps_per_s": summary["steps_per_s"],
+            "tokens_per_s": summary["tokens_per_s"], "loss": _first_last(records), "loss_per_modality": per_mod,
+            "final": summary.get("final"), "model": base["model"], "batch_size": cfg.batch_size,
+            "masking": base["masking"]}
+
