@@ -221,24 +221,26 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------------ logging
 
+    def _record(self, rec: dict[str, Any], tracked: dict[str, float]) -> None:
+        """One ``metrics.jsonl`` line, and ``tracked`` to the trackers: by the main process only."""
+        if self.acc.is_main_process:
+            metrics.append(self.metrics_path, rec)
+            if self.cfg.tracker:
+                self.acc.log(tracked, step=self.state.step)
+
     def _log_step(self, stats: StepStats) -> None:
-        cfg, st, acc = self.cfg, self.state, self.acc
-        if acc.is_main_process and st.step % cfg.log_every == 0:
+        st = self.state
+        if st.step % self.cfg.log_every == 0:
             rec: dict[str, Any] = {"step": st.step, "tokens_seen": st.tokens_seen, "lr": stats.lr,
                                    "loss": stats.mean_loss, "grad_norm": stats.grad_norm}
             rec.update({f"loss/{m}": v for m, v in stats.losses.items()})
-            metrics.append(self.metrics_path, rec)
-            if cfg.tracker:
-                acc.log({k: v for k, v in rec.items() if k != "step"}, step=st.step)
+            self._record(rec, {k: v for k, v in rec.items() if k != "step"})
 
     def _evaluate_and_log(self) -> None:
-        cfg, st, acc = self.cfg, self.state, self.acc
+        st = self.state
         self.last_val = self.evaluate()
-        if acc.is_main_process:
-            metrics.append(self.metrics_path, {"split": "val", "step": st.step, "tokens_seen": st.tokens_seen,
-                                               **self.last_val})
-            if cfg.tracker:
-                acc.log({f"val/{k}": v for k, v in self.last_val.items()}, step=st.step)
+        self._record({"split": "val", "step": st.step, "tokens_seen": st.tokens_seen, **self.last_val},
+                     {f"val/{k}": v for k, v in self.last_val.items()})
 
     # ------------------------------------------------------------------------------------------------ the run
 
