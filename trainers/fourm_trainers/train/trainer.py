@@ -56,10 +56,8 @@ class StepStats:
 
 class Trainer:
     """One training run of ``cfg``. Its progress (step, tokens seen, data position) is :attr:`state`, saved and
-    restored with the model, optimizer and RNG states by every checkpoint.
-
-    Exact resume: the data order is a pure function of (seed, epoch), the position in it is saved, and each
-    micro-batch's masks come from a generator seeded by (seed, step, micro-batch, rank)."""
+    restored with the model, optimizer and RNG states by every checkpoint; each micro-batch's masks come from a
+    generator seeded by (seed, step, micro-batch, rank), so a resumed run repeats an uninterrupted one."""
 
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
