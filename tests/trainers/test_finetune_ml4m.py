@@ -16,6 +16,7 @@ from trainer_helpers import _views, base_config, build_store, real_photos
 
 from fourm_trainers import train as T
 from fourm_trainers.config import TrainConfig
+from fourm_trainers.train import build as trainer_build
 
 REF = Path(__file__).resolve().parents[2].parent / "shared" / "conformance" / "ml4m_tiny"
 pytestmark = pytest.mark.requires(
@@ -40,7 +41,7 @@ def _capture_first_forward(monkeypatch) -> dict:
     """Patch the trainer's model builder so that the first training forward records its inputs and the
     parameters it ran with (before any optimizer step)."""
     seen: dict = {}
-    orig = T.build_or_load_model
+    orig = trainer_build.build_or_load_model
 
     def hook(module, args, kwargs):
         if "params" not in seen:
@@ -54,7 +55,7 @@ def _capture_first_forward(monkeypatch) -> dict:
         seen["model"] = model
         return model
 
-    monkeypatch.setattr(T, "build_or_load_model", build)
+    monkeypatch.setattr(trainer_build, "build_or_load_model", build)
     return seen
 
 

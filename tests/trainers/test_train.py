@@ -138,9 +138,10 @@ def test_short_run_eval_final_model_and_exact_resume(tmp_path, stores):
 _PAUSING_TRAINER = """
 import sys
 from fourm_trainers import train as T
+from fourm_trainers.train import metrics
 
 pause_at = int(sys.argv[1])
-_append = T._append
+_append = metrics.append
 
 
 def append(path, rec):
@@ -150,7 +151,7 @@ def append(path, rec):
         sys.stdin.readline()
 
 
-T._append = append
+metrics.append = append
 sys.exit(T.main(sys.argv[2:]))
 """
 
@@ -256,12 +257,13 @@ def test_two_process_data_parallel(tmp_path, stores):
         "from pathlib import Path\n"
         "from fourm_trainers.config import TrainConfig\n"
         "from fourm_trainers import train as T\n"
+        "from fourm_trainers.train import build as B\n"
         "cfg = TrainConfig.from_yaml(sys.argv[1])\n"
         "captured = {}\n"
-        "orig = T.build_or_load_model\n"
+        "orig = B.build_or_load_model\n"
         "def grab(*a, **k):\n"
         "    m = orig(*a, **k); captured['m'] = m; return m\n"
-        "T.build_or_load_model = grab\n"
+        "B.build_or_load_model = grab\n"
         "s = T.train(cfg)\n"
         "vec = torch.cat([p.detach().flatten() for p in captured['m'].parameters()])\n"
         "rank = dist.get_rank()\n"

@@ -1,0 +1,10 @@
+"""``python -m fourm_trainers.train`` (and ``accelerate launch -m`` / ``torchrun -m``): the ``fourm train`` command."""
+
+from __future__ import annotations
+
+import sys
+
+from . import main
+
+if __name__ == "__main__":
+    sys.exit(main())
