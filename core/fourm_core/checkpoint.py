@@ -21,7 +21,7 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import torch
@@ -29,9 +29,12 @@ from safetensors.torch import load_file, save_file
 
 from fourm_registry import ModalitySet, ModalitySpec, UnknownModalityError
 
+from .errors import CheckpointError
 from .kinds import adapter_for
-from .model import FourM, ModelConfig
-from .model.config import ConfigError
+from .model.config import ConfigError, ModelConfig
+
+if TYPE_CHECKING:
+    from .model import FourM
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +47,6 @@ _SPEC_KEYS = ("name", "plugin", "version", "kind", "vocab_size", "num_tokens", "
 #: plugin marker of modalities synthesized by ``fourm_core.compat`` (rebuilt from the checkpoint itself)
 SYNTHESIZED_PLUGIN = "fourm-core (ml4m import)"
 _SERIALIZER = "fourm_core.compat.serializer:PlainTextSerializer"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be found, read, or matched to the installed plugins."""
 
 
 def _spec_entry(spec: ModalitySpec) -> dict[str, Any]:
@@ -159,9 +158,10 @@ def read_config(directory: str | os.PathLike) -> dict[str, Any]:
     return cfg
 
 
-def from_pretrained(dir_or_hub_id: str | os.PathLike, *, modalities: ModalitySet | None = None,
+def from_pretrained(dir_or_hub_id: str | os.PathLike, *, model_class: type[FourM], modalities: ModalitySet | None = None,
                     map_location: str | torch.device = "cpu") -> FourM:
-    """Load a :class:`FourM` saved by :func:`save_pretrained` from a directory or a hub id.
+    """Load a ``model_class`` (:class:`FourM`) saved by :func:`save_pretrained` from a directory or a hub id
+    (the model calls this from :meth:`FourM.from_pretrained`; this module never imports the model class).
 
     ``modalities``: where to look the checkpoint's modalities up (default: the installed plugins)."""
     d = _resolve_dir(dir_or_hub_id)
@@ -175,7 +175,7 @@ def from_pretrained(dir_or_hub_id: str | os.PathLike, *, modalities: ModalitySet
 
         modalities = get_modalities()
     specs = ModalitySet(_rebuild_spec(e, modalities) for e in cfg["modalities"])
-    model = FourM(specs, model_cfg, vocab_sizes=cfg.get("vocab_sizes") or {})
+    model = model_class(specs, model_cfg, vocab_sizes=cfg.get("vocab_sizes") or {})
     wpath = d / WEIGHTS_NAME
     if not wpath.exists():
         raise CheckpointError(f"{wpath} not found: the checkpoint directory {d} has no weights")

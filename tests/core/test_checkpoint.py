@@ -7,9 +7,11 @@ import json
 import pytest
 import torch
 
-from fourm_core.checkpoint import CheckpointError, from_pretrained
+from fourm_core.checkpoint import CheckpointError
 from fourm_core.model import FourM, build_model
 from fourm_core.model.testing import random_mod_dict, tiny_modalities
+
+from_pretrained = FourM.from_pretrained  # what the tests below load through
 
 torch.set_num_threads(1)
 

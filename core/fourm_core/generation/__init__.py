@@ -1,4 +1,4 @@
-"""Generation with a FourM model (DESIGN.md §4): MaskGIT and ROAR for image/vector targets, autoregressive
+"""Generation with a FourM model: MaskGIT and ROAR for image/vector targets, autoregressive
 decoding with a KV cache for sequences, token / temperature schedules, top-k / top-p, classifier-free and
 weighted multi-condition guidance (one enlarged batch), chained targets, seeds, a step-by-step iterator.
 

@@ -1,17 +1,10 @@
-"""Errors raised by generation and the any-to-any API (subclasses of the registry's FourmError, so the
-``fourm`` CLI prints them as one clean line)."""
+"""Errors raised by generation and the any-to-any API (defined in :mod:`fourm_core.errors`; subclasses of the
+registry's FourmError, so the ``fourm`` CLI prints them as one clean line)."""
 
 from __future__ import annotations
 
-from fourm_registry.errors import FourmError, UnknownModalityError
+from fourm_registry.errors import UnknownModalityError
 
-
-class GenerationError(FourmError, ValueError):
-    """A generation request is invalid (bad target, bad input, bad schedule); the message names the fix."""
-
-
-class TokenizerMissingError(FourmError, LookupError):
-    """A modality has no tokenizer (codec) available, so raw data cannot be encoded or decoded."""
-
+from ..errors import GenerationError, TokenizerMissingError
 
 __all__ = ["GenerationError", "TokenizerMissingError", "UnknownModalityError"]

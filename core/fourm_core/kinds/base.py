@@ -6,8 +6,8 @@ which checks a batch must pass. Core code asks the kind's adapter (:func:`fourm_
 instead of branching on the kind's name, so a new kind is one new module implementing this class.
 
 Adapters are stateless singletons; every method takes the :class:`~fourm_registry.ModalitySpec` it works for.
-Heavy imports (the model's embedding modules, the generation errors) happen inside the methods, so importing
-this package never pulls in the model or the generation code.
+The model's embedding modules and test builders are imported inside the methods that build them (the model
+imports this package, not the other way round at import time).
 """
 
 from __future__ import annotations
@@ -22,14 +22,13 @@ from torch import Tensor
 
 from fourm_registry import ModalitySpec
 
+from ..errors import CheckpointError, GenerationError, ModDictError
 
-class ModDictError(ValueError):
-    """A mod_dict entry has a missing key, a wrong shape or dtype, or out-of-range token ids."""
+__all__ = ["CheckpointError", "KindAdapter", "ModDictError", "TokenKind", "check_id_range", "check_token_ids",
+           "looks_like_ids", "to_numpy_image"]
 
 
 def _generation_error(message: str) -> Exception:
-    from ..generation.errors import GenerationError
-
     return GenerationError(message)
 
 

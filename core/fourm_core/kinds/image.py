@@ -8,7 +8,7 @@ from torch import Tensor
 
 from fourm_registry import ModalitySpec
 
-from .base import TokenKind, to_numpy_image
+from .base import CheckpointError, TokenKind, to_numpy_image
 
 
 class ImageKind(TokenKind):
@@ -33,8 +33,6 @@ class ImageKind(TokenKind):
 def check_saved_grid(spec: ModalitySpec, entry: dict[str, Any], name: str) -> dict[str, Any]:
     """A checkpoint's grid must be the installed plugin's (position tables and patch counts depend on it)."""
     if entry.get("grid") and tuple(entry["grid"]) != spec.grid:
-        from ..checkpoint import CheckpointError
-
         raise CheckpointError(f"checkpoint modality {name!r} has a {tuple(entry['grid'])} grid but the installed "
                               f"{spec.plugin} {spec.version} has {spec.grid}; install the plugin version "
                               f"{entry.get('version')} the checkpoint was trained with")

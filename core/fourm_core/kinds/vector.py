@@ -9,7 +9,7 @@ from torch import Tensor
 
 from fourm_registry import ModalitySpec
 
-from .base import TokenKind, _generation_error
+from .base import CheckpointError, TokenKind, _generation_error
 
 
 class VectorKind(TokenKind):
@@ -22,8 +22,6 @@ class VectorKind(TokenKind):
 
     def checkpoint_layout(self, spec: ModalitySpec, entry: dict[str, Any], name: str) -> dict[str, Any]:
         if entry.get("num_tokens") not in (None, spec.num_tokens):
-            from ..checkpoint import CheckpointError
-
             raise CheckpointError(f"checkpoint modality {name!r} has {entry['num_tokens']} tokens but the installed "
                                   f"{spec.plugin} {spec.version} has {spec.num_tokens}")
         return {}

@@ -60,6 +60,7 @@ from torch import Tensor, nn
 
 from fourm_registry import ModalitySet, ModalitySpec
 
+from .. import checkpoint
 from ..kinds import ModDictError, adapter_for
 from .blocks import DecoderBlock, EncoderBlock, StepPlan, decoder_step, layer_norm, step_plan
 from .config import ModelConfig
@@ -560,18 +561,14 @@ class FourM(nn.Module):
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Write ``model.safetensors`` + ``config.json`` into ``directory`` (see :mod:`fourm_core.checkpoint`);
         other files there (e.g. ``tokenizers/``) are left alone."""
-        from ..checkpoint import save_pretrained
-
-        save_pretrained(self, directory)
+        checkpoint.save_pretrained(self, directory)
 
     @classmethod
     def from_pretrained(cls, dir_or_hub_id: str | os.PathLike, **kwargs: Any) -> FourM:
         """Load a model saved by :meth:`save_pretrained` from a local directory or a hub id.
 
         Keyword arguments go to :func:`fourm_core.checkpoint.from_pretrained` (``modalities=``, ``map_location=``)."""
-        from ..checkpoint import from_pretrained
-
-        return from_pretrained(dir_or_hub_id, **kwargs)
+        return checkpoint.from_pretrained(dir_or_hub_id, model_class=cls, **kwargs)
 
     def num_parameters(self) -> int:
         """Number of distinct parameters (tied tensors counted once)."""

@@ -1,4 +1,4 @@
-"""Tokenizer families (DESIGN.md §4): every modality becomes discrete tokens through one of these.
+"""Tokenizer families: every modality becomes discrete tokens through one of these.
 
 * :class:`ViTVQVAE` – image-like modalities of any channel count (grid of VQ ids)
 * :class:`MLPVQ` – global vectors (K tokens per vector)

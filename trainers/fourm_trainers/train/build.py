@@ -38,14 +38,15 @@ class KindRules(NamedTuple):
 
 
 def kind_rules(spec: Any) -> KindRules:
-    """The trainer's per-kind rules for ``spec``: the one place where the trainer tests ``spec.kind``."""
-    if spec.kind == "sequence":
-        return KindRules(stored="tokens", tokenizer="text")
-    if spec.kind in ("image", "vector"):
-        return KindRules(stored="tokens", tokenizer="own")
-    if spec.kind in ("pixels", "embedding_sequence"):
-        return KindRules(stored="raw", tokenizer=None)
-    return KindRules(stored=None, tokenizer=None)
+    """The trainer's rules for ``spec``, from its kind adapter (:mod:`fourm_core.kinds`): token kinds train
+    from stored tokens, the others from raw data; sequences share the text tokenizer."""
+    from fourm_core.kinds import ADAPTERS
+
+    kind = ADAPTERS.get(spec.kind)
+    if kind is None:
+        return KindRules(stored=None, tokenizer=None)
+    tokenizer = ("text" if kind.autoregressive else "own") if kind.discrete else None
+    return KindRules(stored="tokens" if kind.discrete else "raw", tokenizer=tokenizer)
 
 
 def discover_modalities(datasets: Sequence[str], requested: Sequence[str] | None) -> Any:
