@@ -35,8 +35,16 @@ GROUPS: dict[str, dict[str, list[str]]] = {
         "tests": ["tests/generation"],
     },
     "masking": {
-        "mutate": ["fourm_core/masking.py"],
+        "mutate": ["fourm_core/masking/config.py", "fourm_core/masking/draws.py", "fourm_core/masking/budgets.py",
+                   "fourm_core/masking/layouts.py", "fourm_core/masking/masker.py"],
         "tests": ["tests/core/test_masking.py", "tests/core/test_masking_*.py", "tests/quickstart/test_masking_layout.py"],
+    },
+    "kinds": {
+        "mutate": ["fourm_core/kinds/base.py", "fourm_core/kinds/image.py", "fourm_core/kinds/vector.py",
+                   "fourm_core/kinds/sequence.py", "fourm_core/kinds/pixels.py",
+                   "fourm_core/kinds/embedding_sequence.py"],
+        "tests": ["tests/core/test_kinds.py", "tests/core/test_model.py", "tests/core/test_checkpoint.py",
+                  "tests/generation", "tests/data/test_data_pipeline.py"],
     },
     "store": {
         "mutate": ["fourm_core/data/store.py"],
