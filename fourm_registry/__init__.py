@@ -40,9 +40,9 @@ from .strict import check_keys, check_mapping
 __version__ = "0.1.0"
 
 __all__ = [
-    "ComponentError", "ComponentRef", "CropTransform", "DECODABLE_KINDS", "FACTORY_CONTEXT", "Labeler", "Serializer",
-    "Transform", "Visualizer", "check_keys", "check_mapping", "missing_members", "protocol_for", "DuplicateModalityError", "ENTRY_POINT_GROUP",
-    "FourmError", "KINDS", "MaskingDefaults", "ModalitySet", "ModalitySpec", "PluginLoadError", "PluginManager",
-    "PluginValidationError", "SpecError", "StorageSpec", "UnknownModalityError", "get_manager", "get_modalities",
-    "hookimpl", "modality_id", "reset_manager",
+    "ComponentError", "ComponentRef", "CropTransform", "DECODABLE_KINDS", "DuplicateModalityError", "ENTRY_POINT_GROUP",
+    "FACTORY_CONTEXT", "FourmError", "KINDS", "Labeler", "MaskingDefaults", "ModalitySet", "ModalitySpec",
+    "PluginLoadError", "PluginManager", "PluginValidationError", "Serializer", "SpecError", "StorageSpec", "Transform",
+    "UnknownModalityError", "Visualizer", "check_keys", "check_mapping", "get_manager", "get_modalities", "hookimpl",
+    "missing_members", "modality_id", "protocol_for", "reset_manager",
 ]

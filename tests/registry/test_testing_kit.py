@@ -36,7 +36,7 @@ def test_kit_exports_resolve():
 
 def test_core_declares_the_kit_entry_point_and_its_extra():
     project = tomllib.loads((ROOT / "core" / "pyproject.toml").read_text())["project"]
-    assert project["entry-points"]["pytest11"] == {"fourm": "fourm_core.testing.plugin"}
+    assert project["entry-points"]["pytest11"] == {"fourm_core.testing.plugin": "fourm_core.testing.plugin"}
     testing = " ".join(project["optional-dependencies"]["testing"])
     assert "pytest" in testing and "scikit-image" in testing
     registry = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]

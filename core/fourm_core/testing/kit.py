@@ -264,8 +264,8 @@ class ModalityPluginTests:
         if spec.tokenizer is not None:
             params = inspect.signature(spec.tokenizer.load()).parameters
             takes_spec = "spec" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
-            assert takes_spec, (f"modality {self.modality!r}: its tokenizer factory {spec.tokenizer.target!r} must take "
-                                f"spec= (it derives vocabulary, grid and token count from the ModalitySpec)")
+            assert takes_spec, (f"modality {self.modality!r}: its tokenizer factory {spec.tokenizer.target!r} must "
+                                f"take spec= (it derives vocabulary, grid and token count from the ModalitySpec)")
 
     def test_example_raw_matches_storage(self):
         self._skip_unless("storage", f" (its raw comes from source {self.spec.source!r}, whose plugin checks it)")
