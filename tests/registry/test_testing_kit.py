@@ -43,6 +43,27 @@ def test_core_declares_the_kit_entry_point_and_its_extra():
     assert not any(d.startswith(("fourm-core", "scikit-image", "torch")) for d in registry["dependencies"])
 
 
+PLUGIN_USER = """
+def test_photos(fourm_photos):
+    assert len(fourm_photos) == 3 and fourm_photos[0].shape == (256, 256, 3)
+
+
+def test_kit_asserts_are_rewritten():
+    import fourm_core.testing.kit as kit
+
+    assert hasattr(kit, "@pytest_ar"), "the kit module was imported without pytest's assertion rewriting"
+"""
+
+
+def test_pytest_plugin_provides_photos_and_rewrites_the_kit(tmp_path, subprocess_env):
+    (tmp_path / "test_user.py").write_text(PLUGIN_USER)
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "fourm_core.testing.plugin",
+                          "-W", "error::pytest.PytestAssertRewriteWarning", str(tmp_path / "test_user.py")],
+                         capture_output=True, text=True, cwd=tmp_path, env=subprocess_env)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert "2 passed" in run.stdout
+
+
 # -- tokenizer factories derive their layout from the spec ---------------------------------------------
 VIT = {"dim": 32, "depth": 1, "num_heads": 2}
 MLP = {"hidden_dim": 32, "depth": 1}
