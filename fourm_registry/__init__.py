@@ -4,6 +4,16 @@ Plugins register :class:`ModalitySpec` objects through :func:`hookspecs.fourm_re
 the core builds models, data pipelines and generation from the resulting :class:`ModalitySet`.
 """
 
+from .contracts import (
+    FACTORY_CONTEXT,
+    CropTransform,
+    Labeler,
+    Serializer,
+    Transform,
+    Visualizer,
+    missing_members,
+    protocol_for,
+)
 from .errors import (
     ComponentError,
     DuplicateModalityError,
@@ -25,12 +35,14 @@ from .specs import (
     StorageSpec,
     modality_id,
 )
+from .strict import check_keys, check_mapping
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ComponentError", "ComponentRef", "DECODABLE_KINDS", "DuplicateModalityError", "ENTRY_POINT_GROUP",
-    "FourmError", "KINDS", "MaskingDefaults", "ModalitySet", "ModalitySpec", "PluginLoadError", "PluginManager",
-    "PluginValidationError", "SpecError", "StorageSpec", "UnknownModalityError", "get_manager", "get_modalities",
-    "hookimpl", "modality_id", "reset_manager",
+    "ComponentError", "ComponentRef", "CropTransform", "DECODABLE_KINDS", "DuplicateModalityError", "ENTRY_POINT_GROUP",
+    "FACTORY_CONTEXT", "FourmError", "KINDS", "Labeler", "MaskingDefaults", "ModalitySet", "ModalitySpec",
+    "PluginLoadError", "PluginManager", "PluginValidationError", "Serializer", "SpecError", "StorageSpec", "Transform",
+    "UnknownModalityError", "Visualizer", "check_keys", "check_mapping", "get_manager", "get_modalities", "hookimpl",
+    "missing_members", "modality_id", "protocol_for", "reset_manager",
 ]

@@ -15,14 +15,18 @@ from typing import Any
 
 import attrs
 
+from .contracts import ALWAYS_PASSED, FACTORY_CONTEXT
 from .errors import ComponentError, DuplicateModalityError, SpecError, UnknownModalityError
+from .strict import check_keys
 
-#: How the core treats a modality (DESIGN.md §3).
+#: How the core treats a modality (the token layouts are listed in :class:`ModalitySpec`).
 KINDS = ("image", "pixels", "sequence", "vector", "embedding_sequence")
 #: Kinds whose targets the decoder can predict.
 DECODABLE_KINDS = ("image", "sequence", "vector")
 #: Storage dtypes: numpy dtype names, plus ``json`` (one JSON document per sample, variable length).
 STORAGE_DTYPES = ("uint8", "int8", "uint16", "int16", "int32", "int64", "float16", "float32", "bool", "json")
+#: The components a spec may reference, in listing order.
+COMPONENTS = ("tokenizer", "labeler", "visualizer", "serializer", "transform")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _REF_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
@@ -37,20 +41,43 @@ def _fail(spec_name: str | None, field: str, message: str) -> SpecError:
     return SpecError(f"invalid {where}: field {field!r}: {message}")
 
 
+def _tuple_of_str(value: Iterable[str] | str | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value)
+
+
 @attrs.frozen(kw_only=True)
 class ComponentRef:
     """A lazy reference to a factory: ``target`` is ``"package.module:attribute"``.
 
-    ``kwargs`` are the default keyword arguments :meth:`build` passes to the factory.
+    ``kwargs`` are the default keyword arguments :meth:`build` passes to the factory. ``context`` names the
+    host context the factory takes (``raw_size`` for a transform, ``tokenizer_dir`` for a serializer; see
+    :data:`fourm_registry.contracts.FACTORY_CONTEXT`). A :class:`ModalitySpec` binds each of its refs to itself
+    and to the component it is (``component``, ``spec``), so that a tokenizer factory receives ``spec=``.
     """
 
     target: str = attrs.field()
     kwargs: Mapping[str, Any] = attrs.field(factory=dict, converter=lambda d: dict(d or {}), eq=False, hash=False)
+    context: tuple[str, ...] = attrs.field(default=(), converter=_tuple_of_str)
+    #: which component of ``spec`` this ref is (set by the spec)
+    component: str | None = attrs.field(default=None, eq=False, hash=False, repr=False)
+    #: the spec this ref belongs to (set by the spec)
+    spec: ModalitySpec | None = attrs.field(default=None, eq=False, hash=False, repr=False)
 
     @target.validator
     def _check_target(self, attribute, value):
         if not isinstance(value, str) or not _REF_RE.match(value):
             raise SpecError(f"component reference {value!r} must look like 'package.module:attribute'")
+
+    @property
+    def _where(self) -> str:
+        if self.spec is None:
+            return f"component {self.target!r}"
+        return (f"the {self.component} of modality {self.spec.name!r} (plugin {self.spec.plugin or '?'}, "
+                f"factory {self.target!r})")
 
     def load(self) -> Any:
         """Import and return the referenced object (not called)."""
@@ -69,24 +96,54 @@ class ComponentRef:
                 raise ComponentError(f"component {self.target!r}: {module_name!r} has no attribute {part!r}") from exc
         return obj
 
-    def build(self, *, optional: Mapping[str, Any] | None = None, **overrides: Any) -> Any:
-        """Call the referenced factory with ``kwargs`` updated by ``overrides``.
+    def factory_context(self, context: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The context :meth:`build` passes: ``spec=`` for a tokenizer, plus the declared names ``context``
+        (what the host knows) provides."""
+        passed: dict[str, Any] = {}
+        if self.spec is not None and "spec" in ALWAYS_PASSED.get(self.component or "", ()):
+            passed["spec"] = self.spec
+        for name in self.context:
+            if context is not None and name in context:
+                passed[name] = context[name]
+        return passed
 
-        ``optional`` holds context the host can offer (e.g. ``raw_size`` of the store, the tokenizer
-        directory); each entry is passed only if the factory's signature accepts it.
+    def build(self, *, context: Mapping[str, Any] | None = None, **overrides: Any) -> Any:
+        """Call the referenced factory with its context (:meth:`factory_context`), then ``kwargs`` updated by
+        ``overrides``.
+
+        ``context`` holds what the host knows (e.g. ``raw_size`` of the store, the tokenizer directory); only
+        the names this ref declares are passed. A factory that does not take a name it is passed fails with a
+        :class:`ComponentError` naming the modality, the component and the parameter.
         """
         factory = self.load()
-        extra: dict[str, Any] = {}
-        if optional:
-            import inspect
+        passed = self.factory_context(context)
+        try:
+            return factory(**{**passed, **self.kwargs, **overrides})
+        except TypeError as exc:
+            rejected = _rejected_keywords(factory, passed)
+            if not rejected:
+                raise
+            raise ComponentError(
+                f"{self._where} does not take the keyword(s) {', '.join(map(repr, rejected))}, which the "
+                f"{self.component or 'component'} contract passes to it; add the parameter(s) to the factory "
+                f"(or drop them from the ref's context)"
+            ) from exc
 
-            try:
-                params = inspect.signature(factory).parameters
-            except (TypeError, ValueError):
-                params = {}
-            takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-            extra = {k: v for k, v in optional.items() if takes_any or k in params}
-        return factory(**{**extra, **self.kwargs, **overrides})
+
+def _rejected_keywords(factory: Any, passed: Mapping[str, Any]) -> list[str]:
+    """The names of ``passed`` the signature of ``factory`` does not accept (to explain a TypeError)."""
+    import inspect
+
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return []
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return []
+    return [name for name in passed if name not in params or params[name].kind is inspect.Parameter.POSITIONAL_ONLY]
+
+
+_REF_KEYS = ("target", "kwargs", "context")
 
 
 def _to_ref(value: Any) -> ComponentRef | None:
@@ -95,7 +152,9 @@ def _to_ref(value: Any) -> ComponentRef | None:
     if isinstance(value, str):
         return ComponentRef(target=value)
     if isinstance(value, Mapping):
-        return ComponentRef(target=value.get("target", ""), kwargs=value.get("kwargs", {}))
+        check_keys(value, _REF_KEYS, "component reference")
+        return ComponentRef(target=value.get("target", ""), kwargs=value.get("kwargs", {}),
+                            context=value.get("context", ()))
     raise SpecError(f"component must be None, 'module:attr' or ComponentRef, got {type(value).__name__}")
 
 
@@ -103,17 +162,9 @@ def _optional_ref():
     return attrs.field(default=None, converter=_to_ref)
 
 
-def _tuple_of_str(value: Iterable[str] | str | None) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return (value,)
-    return tuple(value)
-
-
 @attrs.frozen(kw_only=True)
 class StorageSpec:
-    """How one sample of a modality's raw data is stored in a zarr store (DESIGN.md §5).
+    """How one sample of a modality's raw data is stored in a zarr store.
 
     ``dtype`` is a numpy dtype name or ``"json"`` (a JSON document per sample: captions, boxes, ...).
     ``shape`` is the fixed per-sample shape (``()`` for json). Image-like raw data is stored channels-last
@@ -270,6 +321,16 @@ class ModalitySpec:
             raise _fail(n, "storage", f"must be a StorageSpec, got {type(self.storage).__name__}")
         if not isinstance(self.masking, MaskingDefaults):
             raise _fail(n, "masking", f"must be a MaskingDefaults, got {type(self.masking).__name__}")
+        for component in COMPONENTS:
+            ref = getattr(self, component)
+            if ref is None:
+                continue
+            allowed = tuple(c for c in FACTORY_CONTEXT[component] if c not in ALWAYS_PASSED.get(component, ()))
+            bad = [c for c in ref.context if c not in allowed]
+            if bad:
+                raise _fail(n, component, f"context {', '.join(map(repr, bad))} is not host context of a "
+                                          f"{component} factory; allowed: {', '.join(allowed) or 'none'}")
+            object.__setattr__(self, component, attrs.evolve(ref, component=component, spec=self))
 
     def _derived_num_tokens(self) -> int | None:
         if self.kind in ("image", "pixels"):
@@ -292,7 +353,7 @@ class ModalitySpec:
 
     def components(self) -> dict[str, bool]:
         """Which components this modality declares (for listings)."""
-        return {c: getattr(self, c) is not None for c in ("tokenizer", "labeler", "visualizer", "serializer", "transform")}
+        return {c: getattr(self, c) is not None for c in COMPONENTS}
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-friendly summary (used by ``fourm modalities --json`` and checkpoint configs)."""

@@ -142,8 +142,12 @@ def test_feature_modality_components():
         t.to_tensor([np.zeros((4, 4, 5), np.float16)])
     assert kit.visualize_features(np.random.default_rng(0).normal(size=(4, 4, 6))).mode == "RGB"
     assert kit.visualize_global(np.arange(6, dtype=np.float16)).mode == "RGB"
-    tok = kit.make_global_tokenizer(hidden_dim=8, depth=1, codebook_size=16)
-    assert tok is not None
+    from fourm_registry import ModalitySpec, StorageSpec
+
+    spec = ModalitySpec(name="feat_global", kind="vector", vocab_size=16, num_tokens=4,
+                        storage=StorageSpec(dtype="float16", shape=(6,)))
+    tok = kit.make_global_tokenizer(spec=spec, hidden_dim=8, depth=1)
+    assert tok is not None and (tok.num_tokens, tok.vocab_size) == (4, 16)
     lone = FeatureModalityComponents(modality="maponly", channels=6, grid=(4, 4), patch_size=14)
     with pytest.raises(ValueError, match="modality 'maponly' has no global"):
         lone.make_global_transform()

@@ -24,7 +24,7 @@ SCRIPT = textwrap.dedent("""
     from PIL import Image
     from fourm_registry import get_manager
     from fourm_registry.cli import cli
-    from fourm_registry.testing import sample_photos
+    from fourm_core.testing import sample_photos
 
     work = Path(sys.argv[1])
     get_manager().register_commands(cli)

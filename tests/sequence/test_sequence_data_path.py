@@ -43,7 +43,7 @@ def labeled(tmp_path_factory):
 
 
 def test_labels_are_stored_per_spec(labeled):
-    from fourm_registry.testing import check_raw
+    from fourm_core.testing import check_raw
 
     _, store, mods = labeled
     for m in MODS:

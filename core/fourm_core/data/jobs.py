@@ -459,10 +459,10 @@ def tokenize(url: str, modalities: Sequence[str], *, crops: int = 1, tokenizers_
 
 
 def _transform_for(spec: ModalitySpec, codec: Any, *, raw_size: int) -> Any:
-    """The plugin's transform (told the store's raw size when it asks for it), else the codec's default
-    transform when it can crop, else None (no crop)."""
+    """The plugin's transform (told the store's raw size when its ref declares that context), else the codec's
+    default transform when it can crop, else None (no crop)."""
     if spec.transform is not None:
-        return spec.transform.build(optional={"raw_size": raw_size})
+        return spec.transform.build(context={"raw_size": raw_size})
     t = getattr(codec, "transform", None)
     return t if t is not None and callable(getattr(t, "crop", None)) and spec.kind != "vector" else None
 

@@ -174,14 +174,14 @@ class FeatureModalityComponents:
     :param channels: feature dimension ``D`` of both the map ``(h, w, D)`` and the global vector ``(D,)``.
     :param grid: the stored grid ``(h, w)``; :param patch_size: input pixels per feature cell.
     :param global_modality: the global-vector modality, or None when the plugin has none.
-    :param vocab_size: codebook size of both tokenizers; :param global_tokens: tokens per global vector.
+
+    The tokenizer factories take vocabulary size, grid and token count from the spec they are given.
     """
 
     def __init__(self, *, modality: str, channels: int, grid: tuple[int, int], patch_size: int,
-                 global_modality: str | None = None, vocab_size: int = 8192, global_tokens: int = 16):
+                 global_modality: str | None = None):
         self.modality, self.global_modality = modality, global_modality
         self.channels, self.grid, self.patch_size = int(channels), (int(grid[0]), int(grid[1])), int(patch_size)
-        self.vocab_size, self.global_tokens = int(vocab_size), int(global_tokens)
 
     def _global(self) -> str:
         if self.global_modality is None:
@@ -205,16 +205,17 @@ class FeatureModalityComponents:
         """The global embedding as a colour-mapped near-square grid of its values (PIL image)."""
         return visualize_vector(raw)
 
-    def make_feature_tokenizer(self, **overrides: Any):
-        """Untrained cosine-loss ViT VQ-VAE over the ``(D, h, w)`` map: patch 1 → ``h × w`` tokens."""
-        from .feature_tokenizers import feature_map_tokenizer
+    def make_feature_tokenizer(self, *, spec: Any, **overrides: Any):
+        """Untrained cosine-loss ViT VQ-VAE over ``spec``'s ``(D, h, w)`` map: patch 1 → ``h × w`` tokens of
+        ``spec.vocab_size`` codes (``D``: the storage's last axis)."""
+        from .feature_tokenizers import feature_map_tokenizer, stored_channels
 
-        return feature_map_tokenizer(channels=self.channels, grid=self.grid, vocab_size=self.vocab_size,
-                                     modality=self.modality, **overrides)
+        return feature_map_tokenizer(channels=stored_channels(spec), grid=spec.grid, vocab_size=spec.vocab_size,
+                                     modality=spec.name, **overrides)
 
-    def make_global_tokenizer(self, **overrides: Any):
-        """Untrained cosine-loss MLP VQ: the ``D`` vector → ``global_tokens`` tokens."""
-        from .feature_tokenizers import vector_tokenizer
+    def make_global_tokenizer(self, *, spec: Any, **overrides: Any):
+        """Untrained cosine-loss MLP VQ: ``spec``'s ``D`` vector → ``spec.num_tokens`` tokens."""
+        from .feature_tokenizers import stored_channels, vector_tokenizer
 
-        return vector_tokenizer(dim=self.channels, num_tokens=self.global_tokens, vocab_size=self.vocab_size,
-                                modality=self._global(), **overrides)
+        return vector_tokenizer(dim=stored_channels(spec), num_tokens=spec.num_tokens, vocab_size=spec.vocab_size,
+                                modality=spec.name, **overrides)

@@ -137,3 +137,10 @@ def normalize_class_name(name: str) -> str:
     """
     return re.sub(r"[\s\-/_]+", "_", str(name).strip().lower()).strip("_")
 
+
+def sequence_tokenizer(*, spec: Any, **overrides: Any):
+    """The tokenizer factory of a ``sequence`` modality: a :class:`~fourm_core.tokenizers.SequenceTokenizer` of
+    ``spec.max_length`` ids named after the modality (``overrides``, e.g. ``text_tokenizer=``, are passed on)."""
+    from fourm_core.tokenizers import SequenceTokenizer
+
+    return SequenceTokenizer(**{"max_length": spec.max_length, "modality": spec.name, **overrides})

@@ -169,7 +169,7 @@ def load_codecs(directory: str | os.PathLike, modalities: ModalitySet, *, map_lo
                 raise CodecError(f"modality {spec.name!r}: its tokenizer factory returned {type(base).__name__}, "
                                  f"expected a SequenceTokenizer")
             tok = base.bind(text_tokenizer=text, modality=spec.name)
-            serializer = spec.serializer.build(optional={"tokenizer_dir": str(root)})
+            serializer = spec.serializer.build(context={"tokenizer_dir": str(root)})
             codecs[spec.name] = ModalityCodec(spec, tok, transform, serializer)
             continue
         sub = root / spec.name

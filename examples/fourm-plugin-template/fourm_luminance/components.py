@@ -1,4 +1,10 @@
-"""The luminance modality's components: labeler, transform, tokenizer factory, visualizer."""
+"""The luminance modality's components: labeler, transform, tokenizer factory, visualizer.
+
+Each follows its protocol in ``fourm_registry.contracts`` (the contract tests check it): the labeler is called
+with ``{"rgb": [...]}`` and has ``batch_size``; the transform has ``crop``, ``to_tensor`` and ``from_tensor``; the
+tokenizer factory receives ``spec=`` and derives its vocabulary and grid from it; the visualizer returns an RGB
+PIL image.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from fourm_core.plugin_kit.images import crop_resize, to_pil
+from fourm_registry import ModalitySpec
 
 _WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
@@ -44,12 +51,15 @@ class LuminanceTransform:
         return [t.permute(1, 2, 0).cpu().numpy() for t in a]
 
 
-def build_tokenizer(**overrides: Any):
-    """A ViT VQ-VAE over one channel, MSE reconstruction; ``overrides`` come from the training config."""
+def build_tokenizer(*, spec: ModalitySpec, **overrides: Any):
+    """A ViT VQ-VAE over one channel, MSE reconstruction. It is called with the modality's spec (``spec=``) and
+    takes the layout from it: 16 px patches, one token per cell of ``spec.grid`` (224 px for 14 x 14),
+    ``spec.vocab_size`` codes. ``overrides`` come from the training config."""
+    from fourm_core.plugin_kit.feature_tokenizers import stored_channels, vit_layout
     from fourm_core.tokenizers import ViTVQVAE
 
-    config = dict(modality="luminance", in_channels=1, image_size=224, patch_size=16, dim=128, depth=2,
-                  num_heads=4, codebook_size=1024, code_dim=32, loss="mse")
+    config = dict(**vit_layout(spec, patch_size=16), in_channels=stored_channels(spec), dim=128, depth=2,
+                  num_heads=4, codebook_size=spec.vocab_size, code_dim=32, loss="mse")
     config.update(overrides)
     return ViTVQVAE(**config)
 

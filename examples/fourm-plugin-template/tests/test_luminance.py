@@ -1,6 +1,6 @@
 import numpy as np
 
-from fourm_registry.testing import ModalityPluginTests, sample_photos
+from fourm_core.testing import ModalityPluginTests, sample_photos
 
 
 class TestLuminance(ModalityPluginTests):

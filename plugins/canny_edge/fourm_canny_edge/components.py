@@ -12,11 +12,14 @@ Tensors: float32 ``(B, 1, H, W)`` in {0, 1}; :meth:`EdgeTransform.from_tensor` b
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fourm_core.plugin_kit.images import crop_resize, rgb_inputs, stack_hwc, to_pil
+
+if TYPE_CHECKING:
+    from fourm_registry import ModalitySpec
 
 MODALITY = "canny_edge"
 #: after bilinear resampling, pixels at or above this fraction of an edge stay edges
@@ -186,14 +189,16 @@ SOFT_EDGE_DECODER = "canny_edge_soft"
 _register_soft_edge_decoder()
 
 
-def make_tokenizer(**overrides: Any):
-    """Untrained edge tokenizer: ViT VQ-VAE on 1 channel in {0, 1}, 224 px / patch 16 → 14 x 14,
-    vocabulary 8192; its ``canny_edge_soft`` decoder predicts edge strength in [0, 1] and is trained with
-    binary cross-entropy against thickened, blurred edges (see ``SoftEdgeDecoder``). ``overrides`` replace
-    any constructor argument (``decoder={"type": "vit"}, loss="mse"`` gives a plain MSE VQ-VAE)."""
+def make_tokenizer(*, spec: ModalitySpec, **overrides: Any):
+    """Untrained edge tokenizer: ViT VQ-VAE on the spec's channel (edges in {0, 1}) with 16 px patches, one token
+    per cell of the spec's grid (224 px for 14 x 14) and the spec's vocabulary; its ``canny_edge_soft`` decoder
+    predicts edge strength in [0, 1] and is trained with binary cross-entropy against thickened, blurred edges
+    (see ``SoftEdgeDecoder``). ``overrides`` replace any constructor argument (``decoder={"type": "vit"},
+    loss="mse"`` gives a plain MSE VQ-VAE)."""
+    from fourm_core.plugin_kit.feature_tokenizers import stored_channels, vit_layout
     from fourm_core.tokenizers import ViTVQVAE
 
-    config: dict[str, Any] = dict(in_channels=1, image_size=224, patch_size=16, vocab_size=8192, loss="mse",
-                                  modality=MODALITY, decoder={"type": SOFT_EDGE_DECODER})
+    config: dict[str, Any] = dict(in_channels=stored_channels(spec), **vit_layout(spec, patch_size=16),
+                                  vocab_size=spec.vocab_size, loss="mse", decoder={"type": SOFT_EDGE_DECODER})
     config.update(overrides)
     return ViTVQVAE(**config)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fourm_registry import get_modalities
-from fourm_registry.testing import ModalityPluginTests, check_raw, sample_photos
+from fourm_core.testing import ModalityPluginTests, check_raw, sample_photos
 from fourm_canny_edge.components import CannyLabeler
 
 TINY_VQ = dict(image_size=32, patch_size=8, dim=32, depth=1, num_heads=2, vocab_size=64, code_dim=8)
@@ -130,7 +130,7 @@ def test_soft_edge_decoder_targets_decode_and_reload(tmp_path):
 
     from fourm_canny_edge.components import SOFT_EDGE_DECODER, make_tokenizer
 
-    tok = make_tokenizer(**TINY_VQ)
+    tok = make_tokenizer(spec=get_modalities()["canny_edge"], **TINY_VQ)
     assert tok.config["decoder"]["type"] == SOFT_EDGE_DECODER
     x = torch.zeros(1, 1, 32, 32)
     x[0, 0, 16, 4:28] = 1.0  # a one-pixel line

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fourm_registry import ComponentRef, ModalitySpec, StorageSpec, hookimpl
+from fourm_registry import ModalitySpec, StorageSpec, hookimpl
 
 MAX_LENGTH = 256
 DEFAULT_WEIGHTS = "Salesforce/blip-image-captioning-large"
@@ -22,8 +22,7 @@ def fourm_register_modalities(register):
             transform="fourm_caption.components:CaptionTransform",
             serializer="fourm_caption.components:CaptionSerializer",
             visualizer="fourm_caption.components:visualize",
-            tokenizer=ComponentRef(target="fourm_core.tokenizers:SequenceTokenizer",
-                                   kwargs={"max_length": MAX_LENGTH, "modality": "caption"}),
+            tokenizer="fourm_core.plugin_kit.seqtext:sequence_tokenizer",
             default_weights=DEFAULT_WEIGHTS,
             license="Apache-2.0",
         )

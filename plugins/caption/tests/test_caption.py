@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fourm_registry.testing import ModalityPluginTests, sample_photos
+from fourm_core.testing import ModalityPluginTests, sample_photos
 
 from fourm_caption.components import CaptionLabeler, CaptionSerializer, CaptionTransform, visualize
 from fourm_caption.testing import WORDS, save_tiny_blip

@@ -28,7 +28,7 @@ def fourm_register_modalities(register):
         tokenizer=f"{_C}:make_feature_tokenizer",
         labeler=ComponentRef(target=f"{_C}:ClipLabeler"),
         visualizer=f"{_C}:visualize_features",
-        transform=f"{_C}:make_feature_transform",
+        transform=ComponentRef(target=f"{_C}:make_feature_transform", context=("raw_size",)),
         storage=StorageSpec(dtype="float16", shape=(*GRID, FEATURE_DIM)),
         requires=("rgb",),
         license="MIT (OpenAI CLIP weights)",

@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pytest
 
-from fourm_registry.testing import ModalityPluginTests, sample_photos
+from fourm_core.testing import ModalityPluginTests, sample_photos
 
 EMBED = 512
 TINY = {
@@ -139,7 +139,7 @@ def test_fourm_label_job_on_a_store_of_real_photos(tmp_path, tiny_weights):
     """`fourm label` (the data job) runs the tiny CLIP over an ingested store of real photos (spanning shards):
     every stored feature grid is the labeler's output for that stored photo."""
     from fourm_clip.components import ClipLabeler
-    from fourm_core.plugin_kit.testing import label_photo_store
+    from fourm_core.testing import label_photo_store
 
     raws = label_photo_store(tmp_path, "clip", tiny_weights)
     assert len(raws) == 3 and all(r.shape == (14, 14, EMBED) for r in raws)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fourm_registry import ComponentRef, ModalitySpec, StorageSpec, hookimpl
+from fourm_registry import ModalitySpec, StorageSpec, hookimpl
 
 #: 4M-21 layout: ``v1=k`` then 3·k channel tokens; k ≤ 7 → at most 22 tokens (+ EOS) in max_length 23
 MAX_LENGTH = 23
@@ -23,8 +23,7 @@ def fourm_register_modalities(register):
             transform="fourm_color_palette.components:PaletteTransform",
             serializer="fourm_color_palette.components:PaletteSerializer",
             visualizer="fourm_color_palette.components:visualize",
-            tokenizer=ComponentRef(target="fourm_core.tokenizers:SequenceTokenizer",
-                                   kwargs={"max_length": MAX_LENGTH, "modality": "color_palette"}),
+            tokenizer="fourm_core.plugin_kit.seqtext:sequence_tokenizer",
             license="Apache-2.0",
         )
     )

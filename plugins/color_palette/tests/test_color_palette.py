@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fourm_registry.testing import ModalityPluginTests, sample_photos
+from fourm_core.testing import ModalityPluginTests, sample_photos
 
 from fourm_color_palette.components import PaletteLabeler, PaletteSerializer, PaletteTransform, visualize
 

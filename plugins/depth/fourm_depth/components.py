@@ -15,7 +15,7 @@ Tensors: float32 ``(B, 1, H, W)`` in [0, 1].
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,6 +27,9 @@ from fourm_core.plugin_kit.labelers import (
     label_rgb_batches,
     load_processor_and_model,
 )
+
+if TYPE_CHECKING:
+    from fourm_registry import ModalitySpec
 
 log = logging.getLogger(__name__)
 MODALITY = "depth"
@@ -171,12 +174,14 @@ def visualize(raw: np.ndarray):
     return to_pil(colormap(depth[..., 0].astype(np.float32), cmap="turbo_r", vmin=0.0, vmax=1.0))
 
 
-def make_tokenizer(**overrides: Any):
-    """Untrained depth tokenizer: ViT VQ-VAE on 1 channel, 224 px / patch 16 → 14 x 14, vocabulary 8192,
-    L1 loss. ``overrides`` replace any constructor argument."""
+def make_tokenizer(*, spec: ModalitySpec, **overrides: Any):
+    """Untrained depth tokenizer: ViT VQ-VAE on the spec's channel with 16 px patches, one token per cell of the
+    spec's grid (224 px for 14 x 14), the spec's vocabulary, L1 loss. ``overrides`` replace any constructor
+    argument."""
+    from fourm_core.plugin_kit.feature_tokenizers import stored_channels, vit_layout
     from fourm_core.tokenizers import ViTVQVAE
 
-    config: dict[str, Any] = dict(in_channels=1, image_size=224, patch_size=16, vocab_size=8192, loss="l1",
-                                  modality=MODALITY)
+    config: dict[str, Any] = dict(in_channels=stored_channels(spec), **vit_layout(spec, patch_size=16),
+                                  vocab_size=spec.vocab_size, loss="l1")
     config.update(overrides)
     return ViTVQVAE(**config)

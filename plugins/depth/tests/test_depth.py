@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from fourm_core.plugin_kit.hub import WeightsNotAvailableError
-from fourm_core.plugin_kit.testing import label_on_cpu_and_cuda, label_photo_store
+from fourm_core.testing import label_on_cpu_and_cuda, label_photo_store
 from fourm_core.plugin_kit.images import resize_short_side_center_crop
 from fourm_registry import get_modalities
-from fourm_registry.testing import ModalityPluginTests, check_raw, sample_photos
+from fourm_core.testing import ModalityPluginTests, check_raw, sample_photos
 from fourm_depth.components import DepthLabeler, normalize_depth
 
 TINY_VQ = dict(image_size=32, patch_size=8, dim=32, depth=1, num_heads=2, vocab_size=64, code_dim=8)

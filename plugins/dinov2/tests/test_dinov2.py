@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fourm_registry.testing import ModalityPluginTests, sample_photos
+from fourm_core.testing import ModalityPluginTests, sample_photos
 
 HIDDEN = 768
 
@@ -198,7 +198,7 @@ def test_bad_input_names_the_modality(tiny_weights):
 def test_fourm_label_job_on_a_store_of_real_photos(tmp_path, tiny_weights, modality):
     """`fourm label` (the data job) runs the tiny DINOv2 over an ingested store of real photos (spanning shards):
     every stored raw is the model's output for that stored photo."""
-    from fourm_core.plugin_kit.testing import label_photo_store
+    from fourm_core.testing import label_photo_store
     from fourm_dinov2.components import Dinov2Labeler
 
     raws = label_photo_store(tmp_path, modality, tiny_weights)

@@ -28,7 +28,7 @@ def fourm_register_modalities(register):
         tokenizer=f"{_C}:make_feature_tokenizer",
         labeler=ComponentRef(target=f"{_C}:ImageBindLabeler", kwargs={"output": "patch"}),
         visualizer=f"{_C}:visualize_features",
-        transform=f"{_C}:make_feature_transform",
+        transform=ComponentRef(target=f"{_C}:make_feature_transform", context=("raw_size",)),
         storage=StorageSpec(dtype="float16", shape=(*GRID, FEATURE_DIM)),
         requires=("rgb",),
         license="MIT (OpenCLIP ViT-H/14 LAION-2B weights)",

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from fourm_registry.testing import ModalityPluginTests, sample_photos
+from fourm_core.testing import ModalityPluginTests, sample_photos
 
 WIDTH = 1280
 TINY = {
@@ -136,7 +136,7 @@ def test_default_weights_error_names_the_hub_repo():
 def test_fourm_label_job_on_a_store_of_real_photos(tmp_path, tiny_weights, modality):
     """`fourm label` (the data job) runs the tiny ViT-H tower over an ingested store of real photos (spanning
     shards): every stored raw is the labeler's output for that stored photo."""
-    from fourm_core.plugin_kit.testing import label_photo_store
+    from fourm_core.testing import label_photo_store
     from fourm_imagebind.components import ImageBindLabeler
 
     raws = label_photo_store(tmp_path, modality, tiny_weights)

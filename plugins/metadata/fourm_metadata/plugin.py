@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fourm_registry import ComponentRef, ModalitySpec, StorageSpec, hookimpl
+from fourm_registry import ModalitySpec, StorageSpec, hookimpl
 
 #: 4M-21: at most 19 'key value' chunks (38 tokens) + [EOS] (+ a sentinel when masked)
 MAX_LENGTH = 40
@@ -22,8 +22,7 @@ def fourm_register_modalities(register):
             transform="fourm_metadata.components:MetadataTransform",
             serializer="fourm_metadata.components:MetadataSerializer",
             visualizer="fourm_metadata.components:visualize",
-            tokenizer=ComponentRef(target="fourm_core.tokenizers:SequenceTokenizer",
-                                   kwargs={"max_length": MAX_LENGTH, "modality": "metadata"}),
+            tokenizer="fourm_core.plugin_kit.seqtext:sequence_tokenizer",
             license="Apache-2.0",
         )
     )

@@ -21,7 +21,7 @@ the map **and negates x** (in uint8: ``255 - v``). Tensors: float32 ``(B, 3, H, 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,6 +33,9 @@ from fourm_core.plugin_kit.labelers import (
     label_rgb_batches,
     load_processor_and_model,
 )
+
+if TYPE_CHECKING:
+    from fourm_registry import ModalitySpec
 
 log = logging.getLogger(__name__)
 MODALITY = "normal"
@@ -199,12 +202,14 @@ def visualize(raw: np.ndarray):
     return to_pil(_check_normal(np.asarray(raw), "visualize"))
 
 
-def make_tokenizer(**overrides: Any):
-    """Untrained normal tokenizer: ViT VQ-VAE on 3 channels in [-1, 1], 224 px / patch 16 → 14 x 14,
-    vocabulary 8192, MSE loss. ``overrides`` replace any constructor argument."""
+def make_tokenizer(*, spec: ModalitySpec, **overrides: Any):
+    """Untrained normal tokenizer: ViT VQ-VAE on the spec's 3 channels with 16 px patches, one token per cell of
+    the spec's grid (224 px for 14 x 14), the spec's vocabulary, MSE loss. ``overrides`` replace any
+    constructor argument."""
+    from fourm_core.plugin_kit.feature_tokenizers import stored_channels, vit_layout
     from fourm_core.tokenizers import ViTVQVAE
 
-    config: dict[str, Any] = dict(in_channels=3, image_size=224, patch_size=16, vocab_size=8192, loss="mse",
-                                  modality=MODALITY)
+    config: dict[str, Any] = dict(in_channels=stored_channels(spec), **vit_layout(spec, patch_size=16),
+                                  vocab_size=spec.vocab_size, loss="mse")
     config.update(overrides)
     return ViTVQVAE(**config)

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from fourm_core.plugin_kit.hub import WeightsNotAvailableError
-from fourm_core.plugin_kit.testing import label_photo_store
+from fourm_core.testing import label_photo_store
 from fourm_core.plugin_kit.images import resize_short_side_center_crop
 from fourm_registry import get_modalities
-from fourm_registry.testing import ModalityPluginTests, check_raw, sample_photos
+from fourm_core.testing import ModalityPluginTests, check_raw, sample_photos
 from fourm_normal.components import (NormalFromDepthLabeler, NormalLabeler, decode_normals, encode_normals,
                                      normals_from_depth)
 

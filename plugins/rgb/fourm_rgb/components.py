@@ -7,11 +7,14 @@ A crop resamples bilinearly; a horizontal flip mirrors the pixels (nothing else 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fourm_core.plugin_kit.images import crop_resize, stack_hwc, to_pil
+
+if TYPE_CHECKING:
+    from fourm_registry import ModalitySpec
 
 #: ImageNet statistics (the normalisation of the reference's RGB inputs and RGB tokenizer)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -61,12 +64,15 @@ def visualize(raw: np.ndarray):
     return to_pil(_check_rgb(np.asarray(raw), "visualize"))
 
 
-def make_tokenizer(**overrides: Any):
-    """Untrained RGB tokenizer: ViT VQ-VAE, 224 px / patch 16 → 14 x 14 tokens, vocabulary 16384, MSE loss
-    on ImageNet-normalised pixels. ``overrides`` replace any constructor argument (tests use tiny sizes)."""
+def make_tokenizer(*, spec: ModalitySpec, **overrides: Any):
+    """Untrained RGB tokenizer (``tok_rgb``): ViT VQ-VAE on 3 channels with 16 px patches, one token per cell of
+    the spec's grid (224 px for 14 x 14), the spec's vocabulary, MSE loss on ImageNet-normalised pixels.
+    ``overrides`` replace any constructor argument (tests use tiny sizes)."""
+    from fourm_core.plugin_kit.feature_tokenizers import vit_layout
     from fourm_core.tokenizers import ViTVQVAE
 
-    config: dict[str, Any] = dict(in_channels=3, image_size=224, patch_size=16, vocab_size=16384,
-                                  loss="mse", modality="tok_rgb")
+    # tok_rgb stores nothing (it tokenizes the rgb raw), so its channel count is rgb's: 3
+    config: dict[str, Any] = dict(in_channels=3, **vit_layout(spec, patch_size=16), vocab_size=spec.vocab_size,
+                                  loss="mse")
     config.update(overrides)
     return ViTVQVAE(**config)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fourm_registry import get_modalities
-from fourm_registry.testing import ModalityPluginTests, sample_photos
+from fourm_core.testing import ModalityPluginTests, sample_photos
 
 TINY_VQ = dict(image_size=32, patch_size=8, dim=32, depth=1, num_heads=2, vocab_size=64, code_dim=8)
 

@@ -9,12 +9,15 @@ a pixel when upscaled).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fourm_core.plugin_kit.images import crop_resize, stack_hwc, to_pil
 from fourm_sam_instance.masks import boundaries, decode_instances
+
+if TYPE_CHECKING:
+    from fourm_registry import ModalitySpec
 
 MODALITY = "sam_edge"
 
@@ -88,11 +91,13 @@ def visualize(raw: np.ndarray):
     return to_pil(_check(raw))
 
 
-def make_tokenizer(**overrides: Any):
-    """Untrained ViT VQ-VAE for 224 × 224 edge maps: 16 px patches → 14 × 14 tokens, 8192 codes, MSE loss."""
+def make_tokenizer(*, spec: ModalitySpec, **overrides: Any):
+    """Untrained ViT VQ-VAE for edge maps: 16 px patches, one token per cell of the spec's grid (224 px for
+    14 x 14), the spec's vocabulary as codes, MSE loss."""
+    from fourm_core.plugin_kit.feature_tokenizers import stored_channels, vit_layout
     from fourm_core.tokenizers import ViTVQVAE
 
-    config: dict[str, Any] = dict(modality=MODALITY, in_channels=1, image_size=224, patch_size=16, dim=256, depth=4,
-                                  num_heads=4, codebook_size=8192, code_dim=32, loss="mse")
+    config: dict[str, Any] = dict(**vit_layout(spec, patch_size=16), in_channels=stored_channels(spec), dim=256,
+                                  depth=4, num_heads=4, codebook_size=spec.vocab_size, code_dim=32, loss="mse")
     config.update(overrides)
     return ViTVQVAE(**config)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fourm_registry.testing import ModalityPluginTests, sample_photos
+from fourm_core.testing import ModalityPluginTests, sample_photos
 from fourm_sam_instance import masks as M
 from fourm_sam_instance.testing import photo_instances, save_tiny_sam
 
@@ -86,9 +86,9 @@ def test_fourm_label_job_on_a_store_of_real_photos(tmp_path):
     random model keeps masks), then sam_edge from the stored instances; the edges are the outlines of the masks."""
     from fourm_core.data.jobs import ingest, label
     from fourm_core.data.store import Store
-    from fourm_core.plugin_kit.testing import label_photo_store
+    from fourm_core.testing import label_photo_store
     from fourm_registry import get_modalities
-    from fourm_registry.testing import check_raw
+    from fourm_core.testing import check_raw
     from fourm_sam_edge.components import edges_from_instances
 
     weights = save_tiny_sam(tmp_path / "sam")

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fourm_registry.testing import ModalityPluginTests, sample_photos
+from fourm_core.testing import ModalityPluginTests, sample_photos
 from fourm_sam_instance import masks as M
 from fourm_sam_instance.serializer import ENV_MASK_TOKENIZER, MASK_TOKENS, SamInstanceSerializer
 from fourm_sam_instance.testing import photo_instances, save_tiny_sam
@@ -292,7 +292,7 @@ def test_fourm_label_job_on_a_store_of_real_photos(tmp_path, tiny_sam):
     """`fourm label` (the data job) runs the tiny SAM (default automatic-mask settings) over an ingested store of
     real photos (spanning shards); each stored raw is that of the labeler run on the stored photo."""
     from fourm_core.data.store import Store
-    from fourm_core.plugin_kit.testing import label_photo_store
+    from fourm_core.testing import label_photo_store
     from fourm_sam_instance.components import SamInstanceLabeler
 
     raws = label_photo_store(tmp_path, "sam_instance", tiny_sam)

@@ -13,7 +13,7 @@ per-class scores ``(B, K, H, W)`` (argmax).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,6 +26,9 @@ from fourm_core.plugin_kit.labelers import (
     label_rgb_batches,
     load_processor_and_model,
 )
+
+if TYPE_CHECKING:
+    from fourm_registry import ModalitySpec
 
 log = logging.getLogger(__name__)
 MODALITY = "semseg"
@@ -224,12 +227,14 @@ def visualize(raw: np.ndarray, *, max_legend: int = 14):
     return canvas
 
 
-def make_tokenizer(**overrides: Any):
-    """Untrained semseg tokenizer: ViT VQ-VAE over one-hot class maps (133 classes, 255 ignored), 224 px /
-    patch 16 → 14 x 14, vocabulary 4096, cross-entropy loss. ``overrides`` replace any constructor argument."""
+def make_tokenizer(*, spec: ModalitySpec, **overrides: Any):
+    """Untrained semseg tokenizer: ViT VQ-VAE over one-hot class maps (133 classes, 255 ignored) with 16 px
+    patches, one token per cell of the spec's grid (224 px for 14 x 14), the spec's vocabulary, cross-entropy
+    loss. ``overrides`` replace any constructor argument."""
+    from fourm_core.plugin_kit.feature_tokenizers import stored_channels, vit_layout
     from fourm_core.tokenizers import ViTVQVAE
 
-    config: dict[str, Any] = dict(in_channels=1, image_size=224, patch_size=16, vocab_size=4096, loss="ce",
-                                  num_classes=NUM_CLASSES, modality=MODALITY)
+    config: dict[str, Any] = dict(in_channels=stored_channels(spec), **vit_layout(spec, patch_size=16),
+                                  vocab_size=spec.vocab_size, loss="ce", num_classes=NUM_CLASSES)
     config.update(overrides)
     return ViTVQVAE(**config)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fourm_registry.testing import ModalityPluginTests, sample_photos
+from fourm_core.testing import ModalityPluginTests, sample_photos
 
 from fourm_text_embedding.components import TextEmbeddingLabeler, TextEmbeddingTransform, valid_length, visualize
 from fourm_text_embedding.testing import save_tiny_t5

@@ -2,7 +2,7 @@
 
 Usage, in a plugin's ``tests/test_<name>.py``::
 
-    from fourm_registry.testing import ModalityPluginTests
+    from fourm_core.testing import ModalityPluginTests
 
     class TestDepth(ModalityPluginTests):
         modality = "depth"
@@ -14,6 +14,10 @@ Usage, in a plugin's ``tests/test_<name>.py``::
             ...
 
 What the contract checks beyond shapes, and the hooks a subclass may need for it:
+
+* every component follows its ``typing.Protocol`` of :mod:`fourm_registry.contracts` (a transform without
+  ``crop`` fails naming the modality, the component and the missing member), and every factory takes the
+  context it is given (``spec=`` for the tokenizer);
 
 * the transform: an image-like probe whose pixels encode their position (``crop_probe = "ramp"``) or
   rectangles of two values (``"marker"``, with :meth:`ModalityPluginTests.marker_values`) must land where the
@@ -41,95 +45,35 @@ from typing import Any
 
 import attrs
 
-from .manager import get_modalities
-from .specs import ModalitySpec
+from fourm_registry import ModalitySpec, get_modalities
+from fourm_registry.contracts import missing_members, protocol_for
 
-#: side of the square raw images the kit feeds to labelers (the store's default raw_size)
-RAW_SIZE = 256
+from .crops import CROP_BOX, check_marker_crop, check_ramp_crop
+from .samples import RAW_SIZE, check_raw, json_close, raw_equal, sample_photos
 
-
-def sample_photos(n: int = 3, size: int = RAW_SIZE) -> list[Any]:
-    """``n`` real photos shipped by scikit-image, as uint8 (size, size, 3) arrays (short side resized, centre crop)."""
-    from skimage import data
-
-    from fourm_core.plugin_kit.images import resize_short_side_center_crop
-
-    names = ["astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "motorcycle"]
-    photos = []
-    for i in range(n):
-        name = names[i % len(names)]
-        img = data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(data, name)()
-        photos.append(resize_short_side_center_crop(img, size))
-    return photos
+#: what the kit knows as a host: the raw size of its samples, no tokenizer directory
+HOST_CONTEXT = {"raw_size": RAW_SIZE, "tokenizer_dir": None}
 
 
-def check_raw(spec: ModalitySpec, raw: Any) -> None:
-    """Raise ``ValueError`` naming the modality when ``raw`` does not match ``spec.storage``."""
-    import numpy as np
-
-    storage = spec.storage
-    if storage is None:
-        raise ValueError(f"modality {spec.name!r} declares no storage spec")
-    if storage.is_json:
-        try:
-            json.dumps(raw)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"modality {spec.name!r}: raw sample is not JSON-serialisable: {exc}") from exc
+def check_component(spec: ModalitySpec, component: str, obj: Any) -> None:
+    """Raise ``AssertionError`` naming the modality, the component and the missing members when ``obj`` (the
+    built component, or the visualizer itself) does not follow the protocol of ``component`` for ``spec.kind``."""
+    protocol = protocol_for(component, spec.kind)
+    if protocol is None:
         return
-    if not isinstance(raw, np.ndarray):
-        raise ValueError(f"modality {spec.name!r}: raw sample must be a numpy array, got {type(raw).__name__}")
-    if raw.dtype != np.dtype(storage.dtype):
-        raise ValueError(f"modality {spec.name!r}: raw dtype {raw.dtype} != storage dtype {storage.dtype}")
-    if tuple(raw.shape) != tuple(storage.shape):
-        raise ValueError(f"modality {spec.name!r}: raw shape {raw.shape} != storage shape {storage.shape}")
-    if raw.dtype.kind == "f" and not np.isfinite(raw).all():
-        raise ValueError(f"modality {spec.name!r}: raw sample contains NaN or inf")
+    missing = missing_members(obj, protocol)
+    ref = getattr(spec, component)
+    assert not missing, (
+        f"modality {spec.name!r}: its {component} ({ref.target if ref else '?'} gave {type(obj).__name__}) lacks "
+        f"{', '.join(repr(m) for m in missing)} of the {protocol.__name__} protocol (fourm_registry.contracts); "
+        f"add {'it' if len(missing) == 1 else 'them'}")
 
 
-def raw_equal(a: Any, b: Any) -> bool:
-    import numpy as np
-
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        return isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.dtype == b.dtype and np.array_equal(a, b)
-    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
-
-
-def json_close(a: Any, b: Any, atol: float = 0.0) -> bool:
-    """``a`` and ``b`` are the same JSON structure (dict keys, list lengths, strings, bools) with every number
-    within ``atol`` (``atol=0``: equal)."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return a is b
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return abs(float(a) - float(b)) <= atol
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(json_close(a[k], b[k], atol) for k in a)
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(json_close(x, y, atol) for x, y in zip(a, b))
-    return a == b
-
-
-#: the crop box of the transform test, (top, left, height, width) in raw rgb pixels of a RAW_SIZE image: off
-#: centre, not square and scaled differently in x and y, so a transform that ignores it cannot match
-CROP_BOX = (16, 8, RAW_SIZE - 32, RAW_SIZE - 40)
-#: marker rectangles (row0, row1, col0, col1) in [0, 1] of the raw image: left-right asymmetric
-MARKERS = ((0.25, 0.70, 0.20, 0.45), (0.55, 0.90, 0.62, 0.80), (0.05, 0.15, 0.05, 0.95))
-
-
-def source_coords(box, grid: tuple[int, int], size: tuple[int, int], flip: bool):
-    """Where output pixel ``(i, j)`` of ``crop(box, flip, size)`` samples an array on ``grid`` (H, W), in that
-    array's pixel-index coordinates (pixel centres at integers; the box is given in RAW_SIZE pixels):
-    ``(rows (size[0],), cols (size[1],))``."""
-    import numpy as np
-
-    h, w = grid
-    sy, sx = h / RAW_SIZE, w / RAW_SIZE
-    top, left, bh, bw = box[0] * sy, box[1] * sx, box[2] * sy, box[3] * sx
-    rows = top + (np.arange(size[0]) + 0.5) * bh / size[0] - 0.5
-    cols = left + (np.arange(size[1]) + 0.5) * bw / size[1] - 0.5
-    if flip:
-        cols = cols[::-1]
-    return rows, cols
-
+def build_component(spec: ModalitySpec, component: str, **overrides: Any) -> Any:
+    """``spec.<component>`` built as a host does (with :data:`HOST_CONTEXT`) and checked against its protocol."""
+    obj = getattr(spec, component).build(context=HOST_CONTEXT, **overrides)
+    check_component(spec, component, obj)
+    return obj
 
 class ModalityPluginTests:
     """Contract tests for one modality. Subclasses set :attr:`modality` and implement :meth:`example_raw`.
@@ -306,6 +250,23 @@ class ModalityPluginTests:
                 obj = getattr(self.spec, field).load()
                 assert callable(obj), f"component {field} of {self.modality!r} is not callable"
 
+    def test_components_follow_their_protocols(self):
+        """Catches a component that lacks a member the core calls (a transform without ``crop``, a serializer
+        without ``from_text``) or a factory that does not take its context, before a job trips over it."""
+        import inspect
+
+        spec = self.spec
+        for component in ("transform", "serializer"):
+            if getattr(spec, component) is not None:
+                build_component(spec, component)
+        if spec.visualizer is not None:
+            check_component(spec, "visualizer", spec.visualizer.load())
+        if spec.tokenizer is not None:
+            params = inspect.signature(spec.tokenizer.load()).parameters
+            takes_spec = "spec" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+            assert takes_spec, (f"modality {self.modality!r}: its tokenizer factory {spec.tokenizer.target!r} must "
+                                f"take spec= (it derives vocabulary, grid and token count from the ModalitySpec)")
+
     def test_example_raw_matches_storage(self):
         self._skip_unless("storage", f" (its raw comes from source {self.spec.source!r}, whose plugin checks it)")
         for raw in self._examples():
@@ -336,7 +297,7 @@ class ModalityPluginTests:
         if self.spec.transform is None:
             assert self.spec.kind not in ("image", "pixels"), "image-like modalities need a transform"
             self._skip_unless("transform")
-        transform = self.spec.transform.build()
+        transform = build_component(self.spec, "transform")
         storage = self._image_storage()
         if self.spec.kind in ("image", "pixels") and storage is not None and not storage.is_json:
             self._check_image_crop(transform, storage)
@@ -367,9 +328,9 @@ class ModalityPluginTests:
         # pixel maps are cropped to 224 px, feature maps to their own grid (what the tokenize job asks for)
         size = (min(224, grid[0]), min(224, grid[1])) if grid != (RAW_SIZE, RAW_SIZE) else (224, 224)
         if self.crop_probe == "ramp":
-            self._check_ramp_crop(transform, storage, grid, size)
+            check_ramp_crop(self.modality, transform, storage, grid, size)
         elif self.crop_probe == "marker":
-            self._check_marker_crop(transform, storage, grid, size)
+            check_marker_crop(self.modality, transform, storage, grid, size, self.marker_values())
         else:
             raise AssertionError(f"{type(self).__name__}.crop_probe must be 'ramp' or 'marker', "
                                  f"got {self.crop_probe!r}")
@@ -379,72 +340,10 @@ class ModalityPluginTests:
             b = transform.crop(raw, box=CROP_BOX, flip=True, size=size)
             assert a.shape == b.shape == (*size, raw.shape[-1]) and a.dtype == raw.dtype
 
-    def _check_ramp_crop(self, transform, storage, grid, size) -> None:
-        """Each probe pixel holds its own column (then row) index; the crop must return, at every output pixel,
-        the index the box maps it to. Tolerance 0.75 pixel of the source grid: half a pixel for nearest
-        resampling or integer rounding, plus fixed-point interpolation weights and float16 steps (<= 0.16);
-        a box off by one pixel or more, a missing flip or swapped axes all exceed it."""
-        import numpy as np
-
-        dtype = np.dtype(storage.dtype)
-        h, w, c = storage.shape
-        scale = 1.0 if dtype.kind in "ui" else 1.0 / (max(h, w) - 1)  # floats: positions in [0, 1]
-        if dtype.kind in "ui":
-            assert max(h, w) - 1 <= np.iinfo(dtype).max, "grid too large for a ramp of this dtype"
-        rows_i, cols_i = np.mgrid[:h, :w]
-        for axis, index in (("column", cols_i), ("row", rows_i)):
-            probe = np.repeat((index * scale).astype(dtype)[..., None], c, axis=2)
-            for flip in (False, True):
-                out = transform.crop(probe, box=CROP_BOX, flip=flip, size=size)
-                assert out.shape == (*size, c), f"{self.modality}: crop to {size} gave shape {out.shape}"
-                rows, cols = source_coords(CROP_BOX, grid, size, flip)
-                src = cols[None, :] if axis == "column" else rows[:, None]
-                expected = np.clip(np.broadcast_to(src, size), 0, (w if axis == "column" else h) - 1)
-                got = out.astype(np.float64) / scale
-                err = np.abs(got - expected[..., None])
-                assert err.max() <= 0.75, (
-                    f"{self.modality}: crop(box={CROP_BOX}, flip={flip}) put the wrong {axis}s of the raw at its "
-                    f"output: worst error {err.max():.2f} pixels at output pixel "
-                    f"{np.unravel_index(err.argmax(), err.shape)[:2]}")
-
-    def _check_marker_crop(self, transform, storage, grid, size) -> None:
-        """Rectangles of the foreground value on the background: every output pixel whose source point lies
-        more than one source pixel from a rectangle's border must be foreground exactly when the point lies
-        inside a rectangle (the band of one pixel around each border is left to the resampling)."""
-        import numpy as np
-
-        h, w, c = storage.shape
-        bg, fg = (np.asarray(v, dtype=storage.dtype).reshape(c) for v in self.marker_values())
-        yc, xc = (np.arange(h) + 0.5) / h, (np.arange(w) + 0.5) / w
-        mask = np.zeros((h, w), bool)
-        for r0, r1, c0, c1 in MARKERS:
-            mask |= ((yc >= r0) & (yc < r1))[:, None] & ((xc >= c0) & (xc < c1))[None, :]
-        probe = np.where(mask[..., None], fg, bg).astype(storage.dtype)
-        for flip in (False, True):
-            out = transform.crop(probe, box=CROP_BOX, flip=flip, size=size)
-            assert out.shape == (*size, c), f"{self.modality}: crop to {size} gave shape {out.shape}"
-            o = out.astype(np.float64)
-            is_fg = np.linalg.norm(o - fg, axis=-1) < np.linalg.norm(o - bg, axis=-1)
-            rows, cols = source_coords(CROP_BOX, grid, size, flip)
-            inside = np.zeros(size, bool)
-            outside = np.ones(size, bool)
-            for r0, r1, c0, c1 in MARKERS:
-                # borders in pixel-index coordinates lie at r0 * h - 0.5 etc.; 1 pixel of margin each side
-                ry0, ry1, cx0, cx1 = r0 * h - 0.5, r1 * h - 0.5, c0 * w - 0.5, c1 * w - 0.5
-                in_r, in_c = (rows > ry0 + 1) & (rows < ry1 - 1), (cols > cx0 + 1) & (cols < cx1 - 1)
-                out_r, out_c = (rows < ry0 - 1) | (rows > ry1 + 1), (cols < cx0 - 1) | (cols > cx1 + 1)
-                inside |= in_r[:, None] & in_c[None, :]
-                outside &= out_r[:, None] | out_c[None, :]
-            decided = inside | outside
-            assert decided.mean() > 0.8 and inside.any() and outside.any()
-            wrong = decided & (is_fg != inside)
-            assert not wrong.any(), (
-                f"{self.modality}: crop(box={CROP_BOX}, flip={flip}) misplaced the marker rectangles at "
-                f"{int(wrong.sum())} output pixels (first {tuple(int(v) for v in np.argwhere(wrong)[0])})")
-
     def test_labeler_output_matches_storage(self, tmp_path):
         self._skip_unless("labeler")
         labeler = self.make_labeler(tmp_path)
+        check_component(self.spec, "labeler", labeler)
         inputs = self.labeler_inputs()
         missing = [r for r in self.spec.requires if r not in inputs]
         assert not missing, f"labeler_inputs() must provide the required modalities {missing}"
@@ -457,7 +356,7 @@ class ModalityPluginTests:
     def test_serializer_text_round_trip(self):
         """Catches a parser that does not read back what the writer wrote: to_text(from_text(t)) == t."""
         self._skip_unless("serializer")
-        ser = self.spec.serializer.build()
+        ser = build_component(self.spec, "serializer")
         for raw in self._examples():
             text = ser.to_text(raw)
             assert isinstance(text, str)
@@ -468,7 +367,7 @@ class ModalityPluginTests:
         """Catches a writer that drops or garbles a field: from_text(to_text(raw)) is the raw, up to the
         modality's documented loss (:meth:`assert_serialized_close`), and a second pass changes nothing."""
         self._skip_unless("serializer")
-        ser = self.spec.serializer.build()
+        ser = build_component(self.spec, "serializer")
         for raw in self.serializer_raws():
             back = ser.from_text(ser.to_text(raw))
             self.assert_serialized_close(raw, back)
@@ -478,8 +377,8 @@ class ModalityPluginTests:
         from fourm_core.tokenizers import ModalityCodec, TextTokenizer
 
         spec = self.spec
-        transform = spec.transform.build() if spec.transform else None
-        serializer = spec.serializer.build() if spec.serializer else None
+        transform = build_component(spec, "transform") if spec.transform else None
+        serializer = build_component(spec, "serializer") if spec.serializer else None
         if spec.kind == "sequence":
             corpus = [serializer.to_text(r) for r in self._examples() + self.serializer_raws()]
             text = TextTokenizer.train(corpus, special_tokens=list(spec.special_tokens), vocab_size=400)

@@ -1,4 +1,4 @@
-"""Helpers for the tests of model-based modality plugins (on top of :mod:`fourm_registry.testing`).
+"""The label job over real photos, for the tests of model-based modality plugins.
 
 Heavy imports (torch, zarr, the data jobs) happen inside the functions, so importing this module is cheap.
 """
@@ -15,7 +15,7 @@ def label_photo_store(tmp_path: str | PathLike[str], modality: str, weights: str
     """Run the ``fourm label`` data job for ``modality`` over a fresh store of ``n`` real photos and return the
     stored raws, each checked against the modality's storage spec.
 
-    The photos (:func:`fourm_registry.testing.sample_photos`) are saved as PNG files in ``tmp_path/photos``,
+    The photos (:func:`~fourm_core.testing.sample_photos`) are saved as PNG files in ``tmp_path/photos``,
     ingested into ``tmp_path/store.zarr`` (two samples per shard, so that ``n >= 3`` spans shards) and labeled
     with ``weights`` (e.g. a tiny checkpoint the test saved). Raises ``ValueError`` naming the modality when a
     raw does not match the storage spec, ``AssertionError`` when the store does not hold ``n`` raws.
@@ -25,7 +25,7 @@ def label_photo_store(tmp_path: str | PathLike[str], modality: str, weights: str
     from fourm_core.data.jobs import ingest, label
     from fourm_core.data.store import Store
     from fourm_registry import get_modalities
-    from fourm_registry.testing import check_raw, sample_photos
+    from .samples import check_raw, sample_photos
 
     folder = Path(tmp_path) / "photos"
     folder.mkdir()
@@ -45,7 +45,7 @@ def label_photo_store(tmp_path: str | PathLike[str], modality: str, weights: str
 def label_on_cpu_and_cuda(make_labeler: Callable[..., Any], weights: str, n: int = 2) -> tuple[list[Any], list[Any]]:
     """(CPU raws, CUDA raws) of ``make_labeler(weights=weights, device=...)`` on ``n`` real photos, for tests
     that compare the two devices (skip them where ``torch.cuda.is_available()`` is false)."""
-    from fourm_registry.testing import sample_photos
+    from .samples import sample_photos
 
     photos = sample_photos(n)
     cpu = make_labeler(weights=weights)({"rgb": photos})
