@@ -177,14 +177,16 @@ def rgb_inputs(inputs: dict, modality: str) -> list[np.ndarray]:
     return rgbs
 
 
-def pixels_to_tensor(images: Sequence[np.ndarray]):
-    """uint8 ``(H, W, C)`` arrays → float32 ``(B, C, H, W)`` in [0, 1], ImageNet-normalised when ``C == 3``.
+def pixels_to_tensor(images: Sequence[np.ndarray] | np.ndarray):
+    """uint8 ``(H, W, C)`` arrays (or one ``(B, H, W, C)`` array) → float32 ``(B, C, H, W)`` in [0, 1],
+    ImageNet-normalised when ``C == 3``.
 
     The default tensor of a ``pixels`` modality whose plugin declares no transform (with one, the plugin's
     ``to_tensor`` decides)."""
     import torch
 
-    x = torch.from_numpy(np.ascontiguousarray(np.stack(images))).permute(0, 3, 1, 2).float().div_(255.0)
+    batch = images if isinstance(images, np.ndarray) else np.stack(images)
+    x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float().div_(255.0)
     if x.shape[1] == 3:
         mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
         std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)

@@ -43,8 +43,9 @@ def check_ramp_crop(modality: str, transform: Any, storage: Any, grid: tuple[int
 
     dtype = np.dtype(storage.dtype)
     h, w, c = storage.shape
-    scale = 1.0 if dtype.kind in "ui" else 1.0 / (max(h, w) - 1)  # floats: positions in [0, 1]
-    if dtype.kind in "ui":
+    integer = np.issubdtype(dtype, np.integer)
+    scale = 1.0 if integer else 1.0 / (max(h, w) - 1)  # floats: positions in [0, 1]
+    if integer:
         assert max(h, w) - 1 <= np.iinfo(dtype).max, "grid too large for a ramp of this dtype"
     rows_i, cols_i = np.mgrid[:h, :w]
     for axis, index in (("column", cols_i), ("row", rows_i)):

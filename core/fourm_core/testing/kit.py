@@ -51,6 +51,18 @@ from fourm_registry.contracts import missing_members, protocol_for
 from .crops import CROP_BOX, check_marker_crop, check_ramp_crop
 from .samples import RAW_SIZE, check_raw, json_close, raw_equal, sample_photos
 
+
+def _kind(spec: ModalitySpec) -> Any:
+    """The kind adapter of ``spec`` (imported here: the kit stays free of torch until a test runs)."""
+    from fourm_core.kinds import adapter_for
+
+    return adapter_for(spec)
+
+
+def _is_global(kind: Any) -> bool:
+    """A raw with no spatial extent and no boxes (vectors, embedding rows): any crop leaves it unchanged."""
+    return not kind.image_like and not kind.autoregressive
+
 #: what the kit knows as a host: the raw size of its samples, no tokenizer directory
 HOST_CONTEXT = {"raw_size": RAW_SIZE, "tokenizer_dir": None}
 
@@ -228,7 +240,7 @@ class ModalityPluginTests:
         for key in ("name", "kind", "plugin", "version", "num_tokens", "vocab_size", "tokenizer", "labeler", "visualizer"):
             assert key in listed
         assert spec.storage is not None or spec.source is not None, "a modality needs storage or a source"
-        if spec.kind == "sequence":
+        if _kind(spec).autoregressive:  # text through the shared vocabulary needs a serializer
             assert spec.serializer is not None
 
     def test_plugin_module_does_not_import_torch(self):
@@ -295,13 +307,14 @@ class ModalityPluginTests:
         """Catches a transform that ignores ``box`` (offset or scale) or ``flip``, or swaps the axes: a probe
         whose content encodes position must come out exactly where the box and the flip put it."""
         if self.spec.transform is None:
-            assert self.spec.kind not in ("image", "pixels"), "image-like modalities need a transform"
+            assert not _kind(self.spec).image_like, "image-like modalities need a transform"
             self._skip_unless("transform")
         transform = build_component(self.spec, "transform")
         storage = self._image_storage()
-        if self.spec.kind in ("image", "pixels") and storage is not None and not storage.is_json:
+        kind = _kind(self.spec)
+        if kind.image_like and storage is not None and not storage.is_json:
             self._check_image_crop(transform, storage)
-        elif self.spec.kind in ("vector", "embedding_sequence") or self.crop_invariant:
+        elif _is_global(kind) or self.crop_invariant:
             self._check_crop_invariant(transform)
         else:
             cases = self.crop_cases()
@@ -315,7 +328,7 @@ class ModalityPluginTests:
         full = (0, 0, RAW_SIZE, RAW_SIZE)
         for raw in self._examples():
             ref = transform.crop(raw, box=full, flip=False)
-            if self.spec.kind in ("vector", "embedding_sequence"):
+            if _is_global(_kind(self.spec)):
                 assert raw_equal(ref, raw), f"{self.modality}: the full-image crop changed a global raw"
             for box, flip in ((CROP_BOX, False), (CROP_BOX, True), ((100, 3, 50, 70), True)):
                 got = transform.crop(raw, box=box, flip=flip)
@@ -379,7 +392,7 @@ class ModalityPluginTests:
         spec = self.spec
         transform = build_component(spec, "transform") if spec.transform else None
         serializer = build_component(spec, "serializer") if spec.serializer else None
-        if spec.kind == "sequence":
+        if _kind(spec).autoregressive:
             corpus = [serializer.to_text(r) for r in self._examples() + self.serializer_raws()]
             text = TextTokenizer.train(corpus, special_tokens=list(spec.special_tokens), vocab_size=400)
             tokenizer = spec.tokenizer.build(text_tokenizer=text, **self.tokenizer_kwargs())
@@ -390,7 +403,8 @@ class ModalityPluginTests:
     def _tokenizer_inputs(self, raws, transform, tokenizer):
         """Raws at the tokenizer's input size (the full-image crop, as the tokenize job does)."""
         size = getattr(tokenizer, "input_size", None)
-        if transform is not None and size is not None and self.spec.kind == "image" and raws[0].ndim == 3:
+        kind = _kind(self.spec)
+        if transform is not None and size is not None and kind.image_like and kind.discrete and raws[0].ndim == 3:
             full = (0, 0, RAW_SIZE, RAW_SIZE)  # boxes are in raw rgb pixels, also for feature maps
             raws = [transform.crop(r, box=full, flip=False, size=tuple(size)) for r in raws]
         return raws
@@ -420,7 +434,7 @@ class ModalityPluginTests:
 
         torch.manual_seed(0)  # the tokenizer's initial weights too: the bound is checked on one fixed run
         codec, transform, tokenizer = self._codec()
-        if self.spec.kind == "sequence":
+        if _kind(self.spec).autoregressive:
             ser = codec.serializer
             raws = self.serializer_raws()
             with torch.no_grad():

@@ -49,7 +49,7 @@ def check_raw(spec: ModalitySpec, raw: Any) -> None:
         raise ValueError(f"modality {spec.name!r}: raw dtype {raw.dtype} != storage dtype {storage.dtype}")
     if tuple(raw.shape) != tuple(storage.shape):
         raise ValueError(f"modality {spec.name!r}: raw shape {raw.shape} != storage shape {storage.shape}")
-    if raw.dtype.kind == "f" and not np.isfinite(raw).all():
+    if np.issubdtype(raw.dtype, np.floating) and not np.isfinite(raw).all():
         raise ValueError(f"modality {spec.name!r}: raw sample contains NaN or inf")
 
 

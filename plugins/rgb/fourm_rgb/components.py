@@ -11,14 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fourm_core.plugin_kit.images import crop_resize, stack_hwc, to_pil
+from fourm_core.plugin_kit.images import IMAGENET_MEAN, IMAGENET_STD, crop_resize, pixels_to_tensor, stack_hwc, to_pil
 
 if TYPE_CHECKING:
     from fourm_registry import ModalitySpec
-
-#: ImageNet statistics (the normalisation of the reference's RGB inputs and RGB tokenizer)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _check_rgb(raw: Any, where: str) -> np.ndarray:
@@ -38,14 +34,9 @@ class RGBTransform:
         return crop_resize(_check_rgb(raw, "crop"), box, size, flip=flip, interpolation="linear")
 
     def to_tensor(self, raws: list[np.ndarray]):
-        """uint8 (H, W, 3) arrays → ImageNet-normalised float32 tensor (B, 3, H, W)."""
-        import torch
-
-        batch = stack_hwc([_check_rgb(r, "to_tensor") for r in raws], "modality 'rgb'")
-        x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, H, W)
-        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-        return (x - mean) / std
+        """uint8 (H, W, 3) arrays → ImageNet-normalised float32 tensor (B, 3, H, W) (the reference's RGB
+        normalisation, :data:`fourm_core.plugin_kit.images.IMAGENET_MEAN` / ``IMAGENET_STD``)."""
+        return pixels_to_tensor(stack_hwc([_check_rgb(r, "to_tensor") for r in raws], "modality 'rgb'"))
 
     def from_tensor(self, x) -> list[np.ndarray]:
         """ImageNet-normalised (B, 3, H, W) tensor → list of uint8 (H, W, 3) arrays (clipped)."""
