@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fourm_core.kinds import adapter_for
 from fourm_registry import FourmError, ModalitySet, ModalitySpec
 
 log = logging.getLogger(__name__)
@@ -177,7 +178,7 @@ def open_source(data: str, spec: ModalitySpec, cfg: TokenizerTrainConfig) -> Raw
     if is_store:
         return StoreSource(data, name)
     if path.is_dir():
-        if spec.kind not in ("image", "pixels") or (spec.storage is not None and spec.storage.shape
+        if not adapter_for(spec).image_like or (spec.storage is not None and spec.storage.shape
                                                     and spec.storage.shape[-1] != 3):
             raise TokenizerTrainError(f"{data} is a folder: only RGB image modalities can train from image files; "
                                       f"modality {spec.name!r} needs a store (`fourm ingest` then `fourm label`)")
@@ -305,8 +306,9 @@ def train_tokenizer(modality: str, data: str, out: str | os.PathLike, *, config:
     if modality == "text":
         return train_text_tokenizer(data, out, config=cfg, modalities=modalities)
     spec, _ = _resolve_spec(modality, modalities)
-    if spec.kind not in ("image", "vector"):
-        hint = " (sequence modalities share the text tokenizer: use --modality text)" if spec.kind == "sequence" else ""
+    kind = adapter_for(spec)
+    if not kind.discrete or kind.autoregressive:  # a VQ tokenizer of its own: image and vector modalities
+        hint = " (sequence modalities share the text tokenizer: use --modality text)" if kind.autoregressive else ""
         raise TokenizerTrainError(f"modality {spec.name!r} of kind {spec.kind!r} has no trainable tokenizer{hint}")
     if spec.tokenizer is None:
         raise TokenizerTrainError(f"modality {spec.name!r} (plugin {spec.plugin}) declares no tokenizer factory")
@@ -329,7 +331,7 @@ def _train_vq(spec: ModalitySpec, data: str, out: Path, cfg: TokenizerTrainConfi
     set_seed(cfg.seed)
     model = spec.tokenizer.build(**dict(cfg.tokenizer))
     transform = spec.transform.build() if spec.transform is not None else default_transform(spec, model)
-    size = tuple(model.input_size) if spec.kind == "image" and hasattr(model, "input_size") else None
+    size = tuple(model.input_size) if adapter_for(spec).image_like and hasattr(model, "input_size") else None
     source = open_source(data, spec, cfg)
     dataset = CropDataset(source, spec, transform, size, cfg)
 
@@ -367,7 +369,7 @@ def _train_vq(spec: ModalitySpec, data: str, out: Path, cfg: TokenizerTrainConfi
     visualize = spec.visualizer.load() if spec.visualizer is not None else default_visualize
 
     def save_recon(step: int) -> Path | None:
-        if spec.kind != "image" or not accelerator.is_main_process:
+        if not adapter_for(spec).image_like or not accelerator.is_main_process:  # reconstructions of images
             return None
         unwrapped.eval()
         with torch.no_grad():
