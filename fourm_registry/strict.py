@@ -21,10 +21,21 @@ def check_mapping(data: Any, where: str, *, error: type[Exception] = SpecError) 
 
 
 def check_keys(data: Mapping[str, Any], valid: Iterable[str], where: str, *,
-               error: type[Exception] = SpecError) -> None:
+               error: type[Exception] = SpecError, sep: str = ": ") -> None:
     """Raise ``error("{where}: unknown key(s) 'a', 'b'; valid keys: x, y")`` when ``data`` has keys outside
-    ``valid`` (unknown keys sorted, valid keys in the order given)."""
+    ``valid`` (unknown keys sorted, valid keys in the order given; ``sep`` joins ``where`` and the rest)."""
     valid = list(valid)
     unknown = sorted(set(data) - set(valid))
     if unknown:
-        raise error(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(valid)}")
+        raise error(f"{where}{sep}unknown key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(valid)}")
+
+
+def attrs_kwargs(cls: type, data: Any, where: str, *, error: type[Exception] = SpecError) -> dict[str, Any]:
+    """``data`` as keyword arguments of the attrs class ``cls``: ``None`` reads as ``{}``, anything but a mapping
+    raises (:func:`check_mapping`), a key that is not a field raises listing the fields (:func:`check_keys`)."""
+    if data is None:
+        return {}
+    import attrs
+
+    check_keys(check_mapping(data, where, error=error), [f.name for f in attrs.fields(cls)], where, error=error)
+    return dict(data)

@@ -28,6 +28,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from fourm_registry import ModalitySet, ModalitySpec, UnknownModalityError
+from fourm_registry.strict import check_keys
 
 from .errors import CheckpointError
 from .kinds import adapter_for
@@ -144,17 +145,12 @@ def read_config(directory: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"{path} not found: is {directory} a fourm checkpoint directory?") from None
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
-    unknown = sorted(set(cfg) - set(_TOP_KEYS))
-    if unknown:
-        raise CheckpointError(f"{path}: unknown key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(_TOP_KEYS)}")
+    check_keys(cfg, _TOP_KEYS, str(path), error=CheckpointError)
     if cfg.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: format_version {cfg.get('format_version')!r} is not supported (this fourm "
                               f"reads {FORMAT_VERSION}); upgrade fourm-core")
     for i, entry in enumerate(cfg.get("modalities", [])):
-        bad = sorted(set(entry) - set(_SPEC_KEYS))
-        if bad:
-            raise CheckpointError(f"{path}: modalities[{i}] has unknown key(s) {', '.join(map(repr, bad))}; "
-                                  f"valid keys: {', '.join(_SPEC_KEYS)}")
+        check_keys(entry, _SPEC_KEYS, f"{path}: modalities[{i}] has", error=CheckpointError, sep=" ")
     return cfg
 
 

@@ -214,6 +214,26 @@ def test_check_keys_message_and_error_class():
         check_keys({"x": 0}, iter(["y"]), "train config", error=MyError)
 
 
+def test_attrs_kwargs_reads_none_rejects_non_mappings_and_unknown_fields():
+    import attrs
+
+    from fourm_registry.strict import attrs_kwargs
+
+    @attrs.frozen
+    class Section:
+        lr: float = 1.0
+        steps: int = 2
+
+    assert attrs_kwargs(Section, None, "train") == {}
+    assert attrs_kwargs(Section, {"lr": 0.5}, "train") == {"lr": 0.5}
+    with pytest.raises(SpecError, match=r"^train: expected a mapping, got int \(3\)$"):
+        attrs_kwargs(Section, 3, "train")
+    with pytest.raises(KeyError, match=r"train\.optim: unknown key\(s\) 'lrr'; valid keys: lr, steps"):
+        attrs_kwargs(Section, {"lrr": 1}, "train.optim", error=KeyError)
+    with pytest.raises(SpecError, match=r"^a\[0\] has unknown key\(s\) 'x'; valid keys: lr$"):
+        check_keys({"x": 1}, ["lr"], "a[0] has", sep=" ")
+
+
 def test_check_mapping():
     data = {"a": 1}
     assert check_mapping(data, "cfg") is data

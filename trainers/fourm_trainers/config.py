@@ -41,6 +41,7 @@ from typing import Any
 import attrs
 
 from fourm_registry import FourmError
+from fourm_registry.strict import attrs_kwargs
 
 
 class TrainConfigError(FourmError, ValueError):
@@ -48,15 +49,7 @@ class TrainConfigError(FourmError, ValueError):
 
 
 def _strict(cls: type, data: Any, where: str) -> dict[str, Any]:
-    if data is None:
-        return {}
-    if not isinstance(data, Mapping):
-        raise TrainConfigError(f"{where}: expected a mapping, got {type(data).__name__} ({data!r})")
-    valid = [f.name for f in attrs.fields(cls)]
-    unknown = sorted(set(data) - set(valid))
-    if unknown:
-        raise TrainConfigError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(valid)}")
-    return dict(data)
+    return attrs_kwargs(cls, data, where, error=TrainConfigError)
 
 
 def _positive_int(name: str, v: Any, allow_zero: bool = False) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import attrs
 
 from fourm_registry import FourmError
+from fourm_registry.strict import attrs_kwargs
 
 KEEP_SCHEMES = ("random", "all", "binary")
 SPAN_SCHEMES = ("simple", "chunked")
@@ -24,15 +25,7 @@ class MaskingError(FourmError, ValueError):
 def _strict_from_dict(cls: type, data: Mapping[str, Any] | None, where: str) -> dict[str, Any]:
     """``data`` as keyword arguments of the attrs class ``cls``; a key that is not a field raises, listing the
     valid keys (the field names are the YAML keys). ``None`` reads as ``{}``."""
-    if data is None:
-        return {}
-    if not isinstance(data, Mapping):
-        raise MaskingError(f"{where}: expected a mapping, got {type(data).__name__} ({data!r})")
-    valid = [f.name for f in attrs.fields(cls)]
-    unknown = sorted(set(data) - set(valid))
-    if unknown:
-        raise MaskingError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(valid)}")
-    return dict(data)
+    return attrs_kwargs(cls, data, where, error=MaskingError)
 
 
 def _token_range(value: Any, where: str) -> tuple[int, int]:

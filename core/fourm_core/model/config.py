@@ -16,6 +16,8 @@ from typing import Any
 
 import attrs
 
+from fourm_registry.strict import check_keys
+
 #: activation names accepted by ``ModelConfig.act``
 ACTIVATIONS = ("gelu", "swiglu")
 
@@ -116,12 +118,7 @@ class ModelConfig:
         """Build from a dict; ``preset`` names a preset the other keys override. Unknown keys raise."""
         data = dict(data)
         preset = data.pop("preset", None)
-        unknown = sorted(set(data) - set(cls.valid_keys()))
-        if unknown:
-            raise ConfigError(
-                f"model config: unknown key(s) {', '.join(map(repr, unknown))}; valid keys: "
-                f"preset, {', '.join(cls.valid_keys())}"
-            )
+        check_keys(data, ["preset", *cls.valid_keys()], "model config", error=ConfigError)
         if preset is not None:
             return attrs.evolve(get_preset(preset), **data)
         missing = [k for k in ("dim", "encoder_depth", "decoder_depth", "num_heads") if k not in data]

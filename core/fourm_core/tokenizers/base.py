@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from fourm_registry.errors import FourmError
+from fourm_registry.strict import check_keys
 
 logger = logging.getLogger(__name__)
 
@@ -134,11 +135,7 @@ class PretrainedTokenizer(nn.Module):
         """Build an untrained module from a config dict (unknown keys raise)."""
         params = inspect.signature(cls.__init__).parameters
         known = {n for n, p in params.items() if n != "self" and p.kind is p.KEYWORD_ONLY}
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise TokenizerError(
-                f"{cls.__name__} config has unknown keys {unknown}; known keys: {', '.join(sorted(known))}"
-            )
+        check_keys(config, sorted(known), f"{cls.__name__} config", error=TokenizerError)
         return cls(**config)
 
     @classmethod
