@@ -1,10 +1,9 @@
 """The zarr layer under :class:`fourm_core.data.store.Store`: per-sample arrays grouped into shards.
 
-Every data array of a store has one chunk per sample, grouped into zarr shards of ``samples_per_shard``
-samples, with Blosc-zstd compression and a crc32c checksum. Next to each data array ``<name>/<what>`` a bool
-array ``<name>/<what>_done`` (one chunk per shard) records which shards are complete. :class:`ShardedArrays`
-creates, finds and deletes these arrays, keeps the completion records, and reads samples in consecutive runs,
-turning a failed checksum into :class:`CorruptDataError` naming the array and the samples.
+:class:`ShardedArrays` creates, finds and deletes the arrays of a store's group (one chunk per sample, one zarr
+shard per ``samples_per_shard`` samples, Blosc-zstd plus a crc32c checksum), keeps the completion record
+``<name>/<what>_done`` (one bool per shard) of each, and reads samples in consecutive runs, turning a failed
+checksum into :class:`CorruptDataError` naming the array and the samples.
 """
 
 from __future__ import annotations
