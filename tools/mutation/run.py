@@ -47,11 +47,17 @@ GROUPS: dict[str, dict[str, list[str]]] = {
                   "tests/generation", "tests/data/test_data_pipeline.py"],
     },
     "store": {
-        "mutate": ["fourm_core/data/store.py"],
+        "mutate": ["fourm_core/data/store.py", "fourm_core/data/shards.py", "fourm_core/data/raw.py"],
         "tests": ["tests/data", "tests/tokenizers/test_codec_and_job.py"],
     },
     "jobs": {
-        "mutate": ["fourm_core/data/jobs.py"],
+        "mutate": [
+            "fourm_core/data/jobkit.py",
+            "fourm_core/data/ingest_job.py",
+            "fourm_core/data/label_job.py",
+            "fourm_core/data/tokenize_job.py",
+            "fourm_core/data/inspect_job.py",
+        ],
         "tests": ["tests/data", "tests/tokenizers/test_codec_and_job.py"],
     },
     "checkpoint": {

@@ -3,9 +3,12 @@
 Public API (imported lazily so that ``fourm_core.data.cli`` stays free of torch/zarr imports)::
 
     from fourm_core.data import Store, roundtrip_raw                    # store.py: the on-disk format
-    from fourm_core.data import ingest, label, tokenize, inspect_store  # jobs.py
+    from fourm_core.data import ingest, label, tokenize, inspect_store  # jobs.py (one *_job.py module each)
     from fourm_core.data import FourMDataset, FourMSampler, FourMCollate  # dataset.py: the loader
 
+Modules: ``store`` (:class:`Store`) on ``shards`` (the zarr arrays, shards, completion records), ``raw``
+(raw values against a plugin's ``StorageSpec``), ``errors``; ``jobs`` re-exports ``ingest_job``,
+``label_job``, ``tokenize_job`` and ``inspect_job`` (shared plumbing in ``jobkit``); ``crops``; ``dataset``.
 The format is documented in ``docs/dataset-format.md``.
 """
 
@@ -15,11 +18,12 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "Store": "store", "roundtrip_raw": "store", "storage_shape": "store", "FORMAT_VERSION": "store",
-    "StoreError": "store", "FormatVersionError": "store", "CorruptDataError": "store",
-    "IncompleteDataError": "store", "CROP_FIELDS": "store",
-    "ingest": "jobs", "label": "jobs", "tokenize": "jobs", "inspect_store": "jobs", "find_images": "jobs",
-    "IngestReport": "jobs", "JobReport": "jobs",
+    "Store": "store", "roundtrip_raw": "store", "FORMAT_VERSION": "store", "CROP_FIELDS": "store",
+    "storage_shape": "raw",
+    "StoreError": "errors", "FormatVersionError": "errors", "CorruptDataError": "errors",
+    "IncompleteDataError": "errors",
+    "ingest": "ingest_job", "find_images": "ingest_job", "IngestReport": "ingest_job",
+    "label": "label_job", "tokenize": "tokenize_job", "inspect_store": "inspect_job", "JobReport": "jobkit",
     "crop_params": "crops", "load_image": "crops",
     "FourMDataset": "dataset", "FourMSampler": "dataset", "FourMCollate": "dataset",
     "IMAGENET_MEAN": "dataset", "IMAGENET_STD": "dataset",
