@@ -119,23 +119,27 @@ def _gelu_mlp_forward(mlp: Mlp, x: Tensor) -> Tensor:
 
 
 def _routes(model: nn.Module) -> list[tuple[nn.Module, functools.partial]]:
-    """The modules of ``model`` that :func:`routed` redirects, each with its replacement ``forward``.
+    """The modules of ``model`` that :func:`routed` redirects, each with its replacement ``forward``: exact
+    ``nn.Linear`` and ``Mlp`` instances (a subclass may compute something else).
 
-    Only exact ``nn.Linear`` and ``Mlp`` instances (a subclass may compute something else) whose ``forward``
-    nobody has replaced already."""
-    out = []
-    for module in model.modules():
-        if "forward" in module.__dict__:
-            continue
-        if type(module) is nn.Linear:
-            out.append((module, functools.partial(_linear_forward, module)))
-        elif type(module) is Mlp and not module.gated:
-            out.append((module, functools.partial(_gelu_mlp_forward, module)))
-    return out
+    Walking the module tree costs more than a generation step can spare, so it happens once per model. A
+    layer added or replaced afterwards keeps its own ``forward`` (the same results, without oneDNN)."""
+    routes = _known_routes.get(model)
+    if routes is None:
+        routes = []
+        for module in model.modules():
+            if type(module) is nn.Linear:
+                routes.append((module, functools.partial(_linear_forward, module)))
+            elif type(module) is Mlp and not module.gated:
+                routes.append((module, functools.partial(_gelu_mlp_forward, module)))
+        _known_routes[model] = routes
+    return routes
 
 
 _lock = threading.Lock()
-#: model → [depth of nested :func:`routed` contexts, the modules redirected]
+#: model → the modules :func:`routed` redirects (:func:`_routes`)
+_known_routes: weakref.WeakKeyDictionary[nn.Module, list] = weakref.WeakKeyDictionary()
+#: model → [depth of nested :func:`routed` contexts, the modules redirected now]
 _active: weakref.WeakKeyDictionary[nn.Module, list] = weakref.WeakKeyDictionary()
 
 
@@ -147,10 +151,11 @@ def routed(model: nn.Module) -> Iterator[None]:
     summation order, with or without it."""
     with _lock:
         entry = _active.get(model)
-        if entry is None:
-            entry = _active[model] = [0, _routes(model)]
-            for module, forward in entry[1]:
-                module.forward = forward
+        if entry is None:  # skip a module whose forward somebody else has replaced
+            routes = [(m, f) for m, f in _routes(model) if "forward" not in m.__dict__]
+            entry = _active[model] = [0, routes]
+            for module, forward in routes:
+                module.__dict__["forward"] = forward  # an instance attribute: what nn.Module.__call__ runs
         entry[0] += 1
     try:
         yield
