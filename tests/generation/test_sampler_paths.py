@@ -411,6 +411,7 @@ def test_the_backend_selects_one_path_per_device(tiny_model, monkeypatch):
     assert plain.proposal_table("caption") is None
     assert select(tiny_model, "cpu") is not None and select(tiny_model, "cuda") is None
     assert select(tiny_model, torch.device("meta")) is None
+    assert select(torch.nn.Linear(2, 2), "cpu") is None  # only a FourM's structure is known to the fast path
 
     off_cpu = ModelBackend(tiny_model)
     monkeypatch.setattr(ModelBackend, "device", property(lambda self: torch.device("cuda", 0)))

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..model import FourM
 from .onednn import linear, routed
 from .proposal import ProposalTable
 from .step_plan import BlockStep, decode_step, step_plan
@@ -77,6 +78,9 @@ class CpuFastPath:
 
 
 def select(model: Any, device: torch.device | str) -> CpuFastPath | None:
-    """The fast path for generating with ``model`` on ``device``: a :class:`CpuFastPath` on CPU, ``None``
-    elsewhere (the backend then calls the model's own methods, and nothing of this package runs)."""
-    return CpuFastPath(model) if torch.device(device).type == "cpu" else None
+    """The fast path for generating with ``model`` on ``device``: a :class:`CpuFastPath` for a
+    :class:`~fourm_core.model.FourM` on CPU, ``None`` elsewhere and for other models (the backend then calls
+    the model's own methods, and nothing of this package runs)."""
+    if torch.device(device).type != "cpu" or not isinstance(model, FourM):
+        return None
+    return CpuFastPath(model)
