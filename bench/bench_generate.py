@@ -121,9 +121,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--baseline", action="store_true", help="also time the reference's algorithms (interleaved)")
-    p.add_argument("--half-step-logits", action="store_true",
-                   help="opt-in float16 output table for autoregressive steps (Sampler(step_logits_dtype=...)); "
-                        "on the dev CPU no faster than the default transposed float32 table")
     p.add_argument("--no-int8-proposals", action="store_true",
                    help="autoregressive steps compute every float32 logit instead of sampling from the int8 "
                         "proposal table with exact rejection (Sampler(int8_proposals=False))")
@@ -139,8 +136,7 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.manual_seed(args.seed)
     model = reference_model()
-    sampler = Sampler(model, step_logits_dtype=torch.float16 if args.half_step_logits else None,
-                      int8_proposals=not args.no_int8_proposals)
+    sampler = Sampler(model, int8_proposals=not args.no_int8_proposals)
     cases = CASES if args.cases == "all" else tuple(c.strip() for c in args.cases.split(",") if c.strip())
     for name in cases:
         batch, target = _case(name)
@@ -170,7 +166,6 @@ def main(argv: list[str] | None = None) -> None:
             "reference_ms": REFERENCE_MS.get(name),
             "speedup_vs_reference": round(REFERENCE_MS[name] / med, 2) if name in REFERENCE_MS else None,
             "params": model.num_parameters(),
-            "step_logits": "float16" if args.half_step_logits else "float32",
             # whether autoregressive steps really used an int8 table (False without the quantized kernels)
             "int8_proposals": name.startswith("ar_") and sampler.backend.proposal_table(target.modality) is not None,
             "calib_mm512_ms": round(statistics.median(calib), 2),

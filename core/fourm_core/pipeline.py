@@ -79,18 +79,17 @@ class AnyToAny:
 
     ``codecs``: ``{modality: ModalityCodec}`` (``fourm_core.tokenizers``), at least for every token modality
     you give as a raw input or ask as a target. ``defaults``: per-modality :class:`TargetConfig` overrides
-    (e.g. ``{"caption": {"temperature": 0.7, "top_p": 0.9}}``). ``step_logits_dtype``: see :class:`Sampler`.
+    (e.g. ``{"caption": {"temperature": 0.7, "top_p": 0.9}}``).
     """
 
     def __init__(self, model: Any, codecs: Mapping[str, Any] | None = None, *,
                  modalities: ModalitySet | None = None, device: str | torch.device | None = None,
-                 defaults: Mapping[str, Mapping[str, Any]] | None = None,
-                 step_logits_dtype: torch.dtype | None = None):
+                 defaults: Mapping[str, Mapping[str, Any]] | None = None):
         if device is not None:
             model = model.to(device)
         model.eval()
         self.model = model
-        self.sampler = Sampler(model, modalities=modalities, step_logits_dtype=step_logits_dtype)
+        self.sampler = Sampler(model, modalities=modalities)
         self.modalities = self.sampler.modalities
         self.codecs = dict(codecs or {})
         self.defaults = {k: dict(v) for k, v in (defaults or {}).items()}
@@ -99,8 +98,8 @@ class AnyToAny:
     # -- loading ---------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, path_or_hub_id: str | os.PathLike, *, device: str | torch.device = "cpu",
-                        tokenizers: str | os.PathLike | None = None, modalities: ModalitySet | None = None,
-                        step_logits_dtype: torch.dtype | None = None) -> AnyToAny:
+                        tokenizers: str | os.PathLike | None = None,
+                        modalities: ModalitySet | None = None) -> AnyToAny:
         """Load ``FourM.from_pretrained(path)`` and the codecs of ``path/tokenizers/`` (or ``tokenizers``).
 
         ``modalities``: where the checkpoint's modalities are looked up (default: the installed plugins).
@@ -123,7 +122,7 @@ class AnyToAny:
             codecs = dict(load_codecs(tok_dir, wanted))
         else:
             log.warning("%s has no tokenizers/ directory: only token-id inputs and token outputs will work", root)
-        return cls(model, codecs, modalities=specs, device=device, step_logits_dtype=step_logits_dtype)
+        return cls(model, codecs, modalities=specs, device=device)
 
     # -- naming ----------------------------------------------------------------------------------
     def resolve(self, name: str, *, as_target: bool = False) -> str:

@@ -1,6 +1,6 @@
-"""Exact sampling from an int8 proposal table (fourm_core.generation.proposal): the bound holds over the whole
-vocabulary, rejection sampling reproduces the float32 distribution, greedy decoding the float32 argmax, and a
-broken bound falls back to float32 logits."""
+"""Exact sampling from an int8 proposal table (fourm_core.accel.proposal): the bound holds over the whole
+vocabulary (and through guidance), rejection sampling reproduces the float32 distribution, greedy decoding the
+float32 argmax, and a broken bound falls back to float32 logits."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from fourm_core.generation import Sampler, TargetConfig
-from fourm_core.generation.proposal import (
+from fourm_core.generation.sampling import combine_guidance, guidance_bound
+from fourm_core.accel.proposal import (
     MAX_EPS_OVER_T,
     ProposalBoundError,
     ProposalTable,
@@ -155,3 +156,24 @@ def test_proposal_table_follows_the_weights(tiny_model):
     with torch.no_grad():
         model.decoder_embeddings["caption"].output_weight.mul_(2.0)
     assert backend.proposal_table("caption") is not first
+
+
+@pytest.mark.parametrize("scale", [1.0, 2.5, -0.5, [2.0, -1.0, 0.5]])
+def test_guidance_bound_covers_the_error_of_guided_logits(scale):
+    """Inputs off by up to their eps (in the worst direction of each coefficient's sign): the guided logits are
+    off by at most guidance_bound, and the bound is reached, so it is not loose either."""
+    g = torch.Generator().manual_seed(0)
+    n = len(scale) if isinstance(scale, list) else 1
+    cond = [torch.randn(5, 30, generator=g) for _ in range(n)]
+    uncond = torch.randn(5, 30, generator=g)
+    eps = [torch.rand(5, generator=g) for _ in range(n + 1)]
+    coefs = list(scale) if isinstance(scale, list) else [scale]
+    coefs.append(1.0 - sum(coefs))
+    moved = [x + torch.sign(torch.tensor(c)) * e[:, None] for x, c, e in zip([*cond, uncond], coefs, eps)]
+    one = (lambda parts: parts[0]) if n == 1 else (lambda parts: parts)
+    exact = combine_guidance(one(cond), uncond, scale if n > 1 else float(scale))
+    off = combine_guidance(one(moved[:-1]), moved[-1], scale if n > 1 else float(scale))
+    bound = guidance_bound(one(eps[:-1]), eps[-1], scale if n > 1 else float(scale))
+    err = (off - exact).abs().amax(dim=1)
+    assert bool((err <= bound * (1 + 1e-5) + 1e-6).all())
+    torch.testing.assert_close(err, bound, atol=1e-5, rtol=1e-5)

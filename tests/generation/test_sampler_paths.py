@@ -368,3 +368,70 @@ def test_rows_stop_independently_and_keep_their_own_length(tiny_model):
     assert 0 < lengths.count(0) < 32 and lengths.count(8) < 20 and len(set(lengths)) >= 5
     stopped_at = [min(k, 7) for k in lengths]  # a row stopping at step t emits EOS there
     assert len(steps) == max(stopped_at) + 1 and steps[-1].done and not steps[0].done
+
+
+# -- the execution path: the CPU fast path of fourm_core.accel, or the model's own methods --------------------
+def test_step_logits_use_a_transposed_table_that_follows_the_weights(tiny_model, pixels):
+    model = copy.deepcopy(tiny_model)
+    sampler = Sampler(model)
+    inputs = sampler.prepare_inputs({"rgb": pixels})
+    ids = torch.randint(10, 200, (2,))
+    backend = sampler.backend
+
+    def step() -> tuple[torch.Tensor, torch.Tensor]:
+        state = backend.start_sequence(inputs, "caption")
+        logits = backend.next_logits(state, ids, 0)
+        with torch.no_grad():  # the same hidden state through the model's own modules and (V, D) product
+            state2 = backend.start_sequence(inputs, "caption")
+            x, e = model.decoder_queries("caption", torch.zeros((2, 1), dtype=torch.long), ids[:, None])
+            hidden = model.decode(x, e, state2.cache, use_cache=True)
+        return logits, model.logits("caption", hidden[:, 0])
+
+    fast, plain = step()
+    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
+    table = backend.path._output_table("caption")
+    assert table.shape == (model.config.dim, model.vocab_sizes["caption"]) and table.is_contiguous()
+    with torch.no_grad():
+        model.decoder_embeddings["caption"].output_weight.mul_(2.0)
+    fast2, plain2 = step()
+    torch.testing.assert_close(fast2, plain2, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(fast2, fast)
+
+
+def test_the_backend_selects_one_path_per_device(tiny_model, monkeypatch):
+    """On CPU the backend runs the accel fast path, chosen once; ``fast_path=False`` and any other device get
+    the model's own methods, and nothing of the fast path (no proposal table, no routing) is used there."""
+    from fourm_core.accel import CpuFastPath, select
+    from fourm_core.generation.backend import GenerationPath, ModelBackend, PlainPath
+
+    fast, plain = ModelBackend(tiny_model), ModelBackend(tiny_model, fast_path=False)
+    assert isinstance(fast.path, CpuFastPath) and fast.path is fast.path and fast.path.kind == "cpu-fast"
+    assert isinstance(plain.path, PlainPath) and plain.path.kind == "plain"
+    assert isinstance(fast.path, GenerationPath) and isinstance(plain.path, GenerationPath)  # one protocol
+    assert plain.proposal_table("caption") is None
+    assert select(tiny_model, "cpu") is not None and select(tiny_model, "cuda") is None
+    assert select(tiny_model, torch.device("meta")) is None
+    assert select(torch.nn.Linear(2, 2), "cpu") is None  # only a FourM's structure is known to the fast path
+
+    off_cpu = ModelBackend(tiny_model)
+    monkeypatch.setattr(ModelBackend, "device", property(lambda self: torch.device("cuda", 0)))
+    assert isinstance(off_cpu.path, PlainPath) and off_cpu.proposal_table("caption") is None
+
+
+def test_plain_and_fast_paths_generate_the_same_tokens(tiny_model, pixels, tok_rgb):
+    """Greedy captions (with and without guidance) and seeded MaskGIT maps agree between the CPU fast path and
+    the model's own methods (the logits agree up to float32 summation order)."""
+    from fourm_core.generation import ModelBackend
+
+    fast, plain = Sampler(tiny_model), Sampler(ModelBackend(tiny_model, fast_path=False))
+    inputs = {"rgb": pixels, "tok_rgb": tok_rgb}
+    for cfg in (target_cfg("caption", max_new_tokens=6, stop_at_eos=False),
+                target_cfg("caption", max_new_tokens=6, stop_at_eos=False, guidance=2.0),
+                target_cfg("depth")):
+        assert torch.equal(gen(fast, inputs, cfg), gen(plain, inputs, cfg)), cfg
+    state_f = fast.backend.start_sequence(fast.prepare_inputs(inputs), "caption")
+    state_p = plain.backend.start_sequence(plain.prepare_inputs(inputs), "caption")
+    assert state_f.plans is not None and state_p.plans is None
+    ids = torch.tensor([5, 5])
+    torch.testing.assert_close(fast.backend.next_logits(state_f, ids, 0), plain.backend.next_logits(state_p, ids, 0),
+                               atol=1e-5, rtol=1e-5)

@@ -26,7 +26,6 @@ _EXPORTS = {
     "label": "label_job", "tokenize": "tokenize_job", "inspect_store": "inspect_job", "JobReport": "jobkit",
     "crop_params": "crops", "load_image": "crops",
     "FourMDataset": "dataset", "FourMSampler": "dataset", "FourMCollate": "dataset",
-    "IMAGENET_MEAN": "dataset", "IMAGENET_STD": "dataset",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -36,7 +36,6 @@ import torch
 from fourm_registry import ModalitySet, ModalitySpec, get_modalities
 
 from ..kinds import adapter_for
-from ..plugin_kit.images import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401 (fourm_core.data.IMAGENET_*)
 from .store import Store, StoreError
 
 log = logging.getLogger(__name__)

@@ -30,8 +30,7 @@ from fourm_registry import ModalitySet, ModalitySpec
 from ..kinds import adapter_for
 from .backend import ModelBackend
 from .errors import GenerationError
-from .proposal import ProposalBoundError, ProposalTable, sample_with_proposal
-from .sampling import combine_guidance, sample_tokens
+from .sampling import combine_guidance, guidance_bound, sample_tokens
 from .schedules import temperature_schedule, token_schedule
 from .targets import TargetConfig, resolve_target
 
@@ -88,20 +87,17 @@ class Sampler:
 
     ``pad_id`` / ``eos_id`` / ``first_sentinel_id``: ids of ``[PAD]`` (0), ``[EOS]`` (3) and of the sentinel
     that opens the first masked span (``[S_1]`` = 5, as the masking writes it); decoding a sequence starts
-    from that sentinel and stops at ``[EOS]`` or at the next sentinel. ``step_logits_dtype``: opt-in
-    ``torch.float16`` for the one-token logits of autoregressive steps (see :class:`ModelBackend`); the
-    default computes them in the model's precision. ``int8_proposals`` (default True): on CPU, autoregressive
-    steps without top-k / top-p filtering draw from an int8 copy of the output table and correct the draw by
-    rejection, so the tokens follow the exact float32 distribution (:mod:`~fourm_core.generation.proposal`);
-    False always computes the float32 logits.
+    from that sentinel and stops at ``[EOS]`` or at the next sentinel. ``int8_proposals`` (default True): on
+    CPU, autoregressive steps without top-k / top-p filtering draw from an int8 copy of the output table and
+    correct the draw by rejection, so the tokens follow the exact float32 distribution
+    (:mod:`fourm_core.accel.proposal`); False always computes the float32 logits.
     """
 
     def __init__(self, model: Any, *, modalities: ModalitySet | None = None, pad_id: int = PAD_ID,
                  eos_id: int = EOS_ID, first_sentinel_id: int = FIRST_SENTINEL_ID,
-                 num_sentinels: int = NUM_SENTINELS, step_logits_dtype: torch.dtype | None = None,
-                 int8_proposals: bool = True):
+                 num_sentinels: int = NUM_SENTINELS, int8_proposals: bool = True):
         self.backend = model if isinstance(model, ModelBackend) else ModelBackend(
-            model, step_logits_dtype=step_logits_dtype, use_proposals=int8_proposals)
+            model, use_proposals=int8_proposals)
         self.modalities = modalities if modalities is not None else self.backend.modalities
         self.pad_id, self.eos_id = pad_id, eos_id
         self.first_sentinel_id, self.num_sentinels = first_sentinel_id, num_sentinels
@@ -246,42 +242,16 @@ class Sampler:
         return {n: {k: torch.cat([v[n][k] for v in variants], dim=0) for k in variants[0][n]} for n in variants[0]}
 
     @staticmethod
-    def _combine(logits: torch.Tensor, n_variants: int, weights: list[float] | float | None) -> torch.Tensor:
+    def _combine(values: torch.Tensor, n_variants: int, weights: list[float] | float | None,
+                 rule=combine_guidance) -> torch.Tensor:
+        """Guidance over the ``n_variants`` stacked along the batch (conditional ones first, unconditional
+        last): ``rule`` is :func:`combine_guidance` for logits, :func:`guidance_bound` for error bounds."""
         if n_variants == 1:
-            return logits
-        parts = logits.chunk(n_variants, dim=0)
+            return values
+        parts = values.chunk(n_variants, dim=0)
         if isinstance(weights, list):
-            return combine_guidance(list(parts[:-1]), parts[-1], weights)
-        return combine_guidance(parts[0], parts[1], weights)
-
-    @staticmethod
-    def _combine_bound(eps: torch.Tensor, n_variants: int, weights: list[float] | float | None) -> torch.Tensor:
-        """Error bound of :meth:`_combine`'s output given per-variant bounds ``eps`` ``(kB,)``: guidance is a
-        linear combination ``sum_i c_i l_i``, so its error is at most ``sum_i |c_i| eps_i``."""
-        if n_variants == 1:
-            return eps
-        parts = eps.chunk(n_variants, dim=0)
-        coefs = list(weights) if isinstance(weights, list) else [float(weights)]
-        coefs.append(1.0 - sum(coefs))  # the unconditional variant, last
-        return sum(abs(c) * p for c, p in zip(coefs, parts))
-
-    def _sample_with_table(self, table: ProposalTable, hidden: torch.Tensor, name: str, k: int,
-                           weights: list[float] | float | None, temperature: float,
-                           generator: torch.Generator) -> torch.Tensor:
-        """One token per row from the int8 proposal, corrected to the exact float32 distribution (guidance
-        applied to proposal, bound and exact logits alike)."""
-        approx, eps = table.logits(hidden)  # (kB, V), (kB,)
-        approx, eps = self._combine(approx, k, weights), self._combine_bound(eps, k, weights)
-        B = approx.shape[0]
-
-        def exact_at(rows: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-            h = hidden[torch.cat([rows + j * B for j in range(k)])] if k > 1 else hidden[rows]
-            return self._combine(table.exact_at(h, ids if k == 1 else ids.repeat(k, 1)), k, weights)
-
-        def exact_full() -> torch.Tensor:
-            return self._combine(self.backend.step_logits(name, hidden), k, weights)
-
-        return sample_with_proposal(approx, eps, exact_at, exact_full, temperature, generator)
+            return rule(list(parts[:-1]), parts[-1], weights)
+        return rule(parts[0], parts[1], weights)
 
     # -- MaskGIT / ROAR --------------------------------------------------------------------------
     def _iterative(self, mod_dict, spec: ModalitySpec, cfg: TargetConfig, conditions, generator, B):
@@ -351,14 +321,20 @@ class Sampler:
         # one generation (the context keys/values in the cache were computed from them)
         use_table = not cfg.top_k and (not cfg.top_p or cfg.top_p >= 1)
         table = self.backend.proposal_table(name) if use_table else None
+
+        def combine(values: torch.Tensor) -> torch.Tensor:
+            return self._combine(values, k, weights)
+
+        def combine_bound(eps: torch.Tensor) -> torch.Tensor:
+            return self._combine(eps, k, weights, guidance_bound)
+
         for t in range(n_new):
             hidden = self.backend.next_hidden(state, current if k == 1 else current.repeat(k), t)  # (kB, D)
             ids = None
-            if table is not None and hidden.dtype == torch.float32:
-                try:
-                    ids = self._sample_with_table(table, hidden, name, k, weights, cfg.temperature, generator)
-                except ProposalBoundError as exc:
-                    self.backend.disable_proposals(str(exc))
+            if table is not None:
+                ids = self.backend.sample_with_table(table, name, hidden, combine, combine_bound, cfg.temperature,
+                                                     generator)
+                if ids is None and not self.backend.use_proposals:  # the bound broke: float32 from now on
                     table = None
             if ids is None:
                 logits = self._combine(self.backend.step_logits(name, hidden), k, weights)  # (B, V)

@@ -28,7 +28,6 @@ from fourm_registry import ModalitySpec
 
 from ..kinds import adapter_for
 from .config import ModelConfig
-from .kernels import Linear
 
 
 def sincos_1d(num_positions: int, dim: int) -> Tensor:
@@ -123,7 +122,7 @@ class PatchEncoderEmbedding(_PositionMixin):
         self.patch_size = spec.patch_size
         self.channels = spec.channels
         self.grid = spec.grid
-        self.proj = Linear(spec.patch_size * spec.patch_size * spec.channels, cfg.dim, bias=False)
+        self.proj = nn.Linear(spec.patch_size * spec.patch_size * spec.channels, cfg.dim, bias=False)
         self._init_positions(spec, cfg, with_mod_emb=True)
 
     def patches(self, images: Tensor) -> Tensor:
@@ -154,7 +153,7 @@ class ProjEncoderEmbedding(_PositionMixin):
     def __init__(self, spec: ModalitySpec, cfg: ModelConfig):
         super().__init__()
         self.embed_dim = spec.embed_dim
-        self.proj = Linear(spec.embed_dim, cfg.dim, bias=False)
+        self.proj = nn.Linear(spec.embed_dim, cfg.dim, bias=False)
         self._init_positions(spec, cfg, with_mod_emb=True)
 
     def embed(self, values: Tensor) -> Tensor:
@@ -182,7 +181,7 @@ class TokenDecoderEmbedding(_PositionMixin):
         self.tied = cfg.tie_output_embeddings
         needs_table = kind.autoregressive or self.tied  # teacher-forced inputs, or the tied output head
         self.token_emb = (nn.Embedding(vocab_size, cfg.dim, padding_idx=kind.padding_idx()) if needs_table else None)
-        self.to_logits = None if self.tied else Linear(cfg.dim, vocab_size, bias=False)
+        self.to_logits = None if self.tied else nn.Linear(cfg.dim, vocab_size, bias=False)
         self._init_positions(spec, cfg, with_mod_emb=own_mod_emb)
 
     @property

@@ -33,9 +33,8 @@ The generation code (``fourm_core.generation``) drives the model through these s
     (bool, broadcastable to (B, M, past+M), **True = may attend**) restricts self-attention; with
     ``causal=True`` and no mask, query i attends every cached key and queries ≤ i. With ``use_cache=True`` the
     queries' self-attention keys/values are appended to ``cache`` (so later steps attend them): feed a
-    sequence prompt once, then one token per step (a one-token step without autograd on CPU runs the same
-    maths against cached transposed decoder weights, see ``FourM.step_weight_cache``). ``cache.self_length``
-    is the number of cached positions;
+    sequence prompt once, then one token per step (generation runs such steps on CPU through the fast path of
+    ``fourm_core.accel``, the same maths). ``cache.self_length`` is the number of cached positions;
     ``cache.reset_self()`` empties the self-attention part and keeps the cross-attention part.
 ``model.logits(modality, hidden) -> (..., V)``
     Output logits of ``modality`` for decoder outputs ``hidden`` (..., D).
@@ -51,7 +50,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -62,7 +60,7 @@ from fourm_registry import ModalitySet, ModalitySpec
 
 from .. import checkpoint
 from ..kinds import ModDictError, adapter_for
-from .blocks import DecoderBlock, EncoderBlock, StepPlan, decoder_step, layer_norm, step_plan
+from .blocks import DecoderBlock, EncoderBlock, layer_norm
 from .config import ModelConfig
 from .embeddings import (
     PatchEncoderEmbedding,
@@ -71,85 +69,11 @@ from .embeddings import (
     build_encoder_embedding,
     xavier_qkv_,
 )
-from .kernels import Linear, linear
+from .outputs import DecoderCache, DecoderRows, EncoderOutput, FourMOutput
 
 log = logging.getLogger(__name__)
 
 LOSS_TYPES = ("mod", "mod_reference", "token_reference")
-
-
-@dataclass
-class EncoderOutput:
-    """Result of :meth:`FourM.encode` (see the module docstring)."""
-
-    hidden: Tensor  # (B, N, D) after encoder_norm
-    padding_mask: Tensor  # (B, N) bool, True = padding slot
-    pos: Tensor  # (B, N, D) additive position + modality embedding, zero at padding
-    modality_index: Tensor  # (B, N) long, index into `modalities`, -1 = padding
-    position: Tensor  # (B, N) long, token position inside its modality, -1 = padding
-    modalities: tuple[str, ...]  # encoder modalities present in the mod_dict, in slot-concatenation order
-
-
-@dataclass
-class DecoderCache:
-    """Per-layer cross-attention K/V (computed once per encoding) and self-attention K/V (grown by decode)."""
-
-    context: Tensor  # (B, N, D) projected context (decoder_proj_context(hidden) + pos)
-    context_kv: list[tuple[Tensor, Tensor]]  # per layer, each (B, H, N, hd)
-    cross_allowed: Tensor | None  # (B, 1, 1, N) bool True = may attend, None = no padding
-    self_kv: list[tuple[Tensor, Tensor] | None] = field(default_factory=list)
-    #: the decoder's step plans, looked up on the first one-token step (weights do not change while a cache
-    #: is in use: its context keys/values were computed from them)
-    step_plans: list[StepPlan] | None = field(default=None, repr=False)
-
-    @property
-    def self_length(self) -> int:
-        """Number of positions in the self-attention cache."""
-        kv = self.self_kv[0] if self.self_kv else None
-        return 0 if kv is None else kv[0].shape[2]
-
-    def reset_self(self) -> None:
-        """Forget the self-attention cache (keep the cross-attention K/V)."""
-        self.self_kv = [None] * len(self.context_kv)
-
-    def _map(self, fn) -> DecoderCache:
-        return DecoderCache(
-            context=fn(self.context),
-            context_kv=[(fn(k), fn(v)) for k, v in self.context_kv],
-            cross_allowed=None if self.cross_allowed is None else fn(self.cross_allowed),
-            self_kv=[None if kv is None else (fn(kv[0]), fn(kv[1])) for kv in self.self_kv],
-            step_plans=self.step_plans,
-        )
-
-    def repeat_interleave(self, n: int) -> DecoderCache:
-        """A cache whose batch repeats every sample ``n`` times (b0, b0, b1, b1, ...)."""
-        return self._map(lambda t: t.repeat_interleave(n, dim=0))
-
-    def index_select(self, index: Tensor) -> DecoderCache:
-        """A cache holding the samples ``index`` (1-D long) of this one."""
-        return self._map(lambda t: t.index_select(0, index))
-
-
-@dataclass
-class DecoderRows:
-    """Decoder outputs of one modality's target rows, in (batch, slot) order."""
-
-    hidden: Tensor  # (R, D) after decoder_norm
-    batch: Tensor  # (R,) sample index
-    position: Tensor  # (R,) slot position (sequence: input position i whose target is token i+1)
-    targets: Tensor  # (R,) target ids
-    logits: Tensor  # (R, V)
-
-
-@dataclass
-class FourMOutput:
-    """Result of :meth:`FourM.forward`."""
-
-    loss: Tensor  # scalar
-    losses: dict[str, Tensor]  # per target modality: mean cross-entropy (0 for a modality without rows)
-    num_targets: dict[str, int]  # rows per target modality
-    encoder: EncoderOutput | None = None  # with return_details=True
-    decoder_rows: dict[str, DecoderRows] | None = None  # with return_details=True
 
 
 def _key_allowed(padding_mask: Tensor) -> Tensor | None:
@@ -175,10 +99,6 @@ class FourM(nn.Module):
         super().__init__()
         self.config = config
         self.modalities = modalities
-        #: one-token decoding steps on CPU (generation) run against transposed copies of the decoder's linear
-        #: weights, built on first use (one extra copy of those weights in memory); False: plain :meth:`decode`
-        self.step_weight_cache: bool = True
-        self._step_weight_store: tuple[tuple, list[StepPlan]] | None = None
         vocab_sizes = dict(vocab_sizes or {})
         unknown = sorted(set(vocab_sizes) - set(modalities.names))
         if unknown:
@@ -204,7 +124,7 @@ class FourM(nn.Module):
             for m in self.decoder_modalities})
         self.encoder = nn.ModuleList([EncoderBlock(config) for _ in range(config.encoder_depth)])
         self.encoder_norm = layer_norm(d, config)
-        self.decoder_proj_context = Linear(d, d, bias=True)
+        self.decoder_proj_context = nn.Linear(d, d, bias=True)
         self.decoder = nn.ModuleList([DecoderBlock(config) for _ in range(config.decoder_depth)])
         self.decoder_norm = layer_norm(d, config)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, d))
@@ -380,8 +300,6 @@ class FourM(nn.Module):
         """Run the decoder blocks on queries ``x + e`` (B, M, D) → outputs after ``decoder_norm`` (B, M, D)."""
         y = x + e
         m = y.shape[1]
-        if use_cache and m == 1 and self_allowed is None and self._use_step_path(y):
-            return self._decode_step(y, cache)
         past = cache.self_length if use_cache else 0
         if self_allowed is None and causal:
             q = torch.arange(m, device=y.device)[:, None] + past
@@ -396,38 +314,9 @@ class FourM(nn.Module):
                 cache.self_kv[i] = kv
         return self.decoder_norm(y)
 
-    def _use_step_path(self, y: Tensor) -> bool:
-        """One-token incremental steps take :meth:`_decode_step` on CPU without autograd (see
-        :attr:`step_weight_cache`)."""
-        return self.step_weight_cache and y.device.type == "cpu" and not torch.is_grad_enabled()
-
-    def _step_weights(self) -> list[StepPlan]:
-        """Per decoder block, its :func:`~.blocks.step_plan` (linear weights transposed), cached and rebuilt
-        when any decoder parameter changes (storage or in-place update)."""
-        key = tuple((p.data_ptr(), p._version) for p in self.decoder.parameters())
-        cached = self._step_weight_store
-        if cached is None or cached[0] != key:
-            cached = (key, [step_plan(blk) for blk in self.decoder])
-            self._step_weight_store = cached
-        return cached[1]
-
-    def _decode_step(self, y: Tensor, cache: DecoderCache) -> Tensor:
-        """:meth:`decode` for one new position per sample with the self-attention cache: same maths through
-        :func:`~.blocks.decoder_step`, with the linear layers run as ``x @ W^T`` against contiguous transposed
-        copies (faster one-row products on CPU) and without the modules' per-call overhead."""
-        plans = cache.step_plans
-        if plans is None:  # checking the weights' versions costs ~0.1 ms: once per cache, not per step
-            plans = cache.step_plans = self._step_weights()
-        heads, eps = self.config.num_heads, self.config.norm_eps
-        h = y[:, 0]
-        for i, plan in enumerate(plans):
-            h, cache.self_kv[i] = decoder_step(plan, h, cache.context_kv[i], cache.cross_allowed, cache.self_kv[i],
-                                               heads, eps)
-        return self.decoder_norm(h)[:, None]
-
     def logits(self, modality: str, hidden: Tensor) -> Tensor:
         """Logits (..., V) of ``modality`` for decoder outputs ``hidden`` (..., D)."""
-        return linear(hidden, self.decoder_embeddings[modality].output_weight)
+        return F.linear(hidden, self.decoder_embeddings[modality].output_weight)
 
     # ------------------------------------------------------------------ training forward
     def _decoder_slots(self, mod_dict: Mapping[str, Any]) -> list[dict[str, Tensor]]:

@@ -16,10 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .images import IMAGENET_MEAN, IMAGENET_STD, Box, crop_resize, pca_rgb, stack_hwc, to_pil
-
-# IMAGENET_MEAN / IMAGENET_STD (re-exported): DINOv2 and SAM normalise with them; OpenAI CLIP uses its own
-# statistics (see the open_clip preprocess config).
+from .images import Box, crop_resize, pca_rgb, stack_hwc, to_pil
 
 
 def preprocess_uint8(images: Sequence[np.ndarray], size: int | tuple[int, int], mean: Sequence[float],

@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from fourm_core.plugin_kit.features import IMAGENET_MEAN, IMAGENET_STD, FeatureModalityComponents, preprocess_uint8
+from fourm_core.plugin_kit.features import FeatureModalityComponents, preprocess_uint8
+from fourm_core.plugin_kit.images import IMAGENET_MEAN, IMAGENET_STD
 from fourm_core.plugin_kit.hub import resolve_device
 from fourm_core.plugin_kit.labelers import ModelCache, load_model, map_batches, require_rgb
 
