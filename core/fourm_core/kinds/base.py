@@ -1,4 +1,4 @@
-"""The interface every modality kind implements (:class:`KindAdapter`) and the error of a bad model batch.
+"""The interface every modality kind implements (:class:`KindAdapter`) and the checks the token kinds share.
 
 A modality's *kind* (``ModalitySpec.kind``) decides how its data looks at every stage: what the store holds
 for it, the placeholder of an absent sample, how a raw value becomes a tensor, how the model embeds it and
