@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import KindAdapter, ModDictError, TokenKind, looks_like_ids, to_numpy_image
+from ..errors import ModDictError
+from .base import KindAdapter, TokenKind, looks_like_ids, to_numpy_image
 from .embedding_sequence import EmbeddingSequenceKind
 from .image import ImageKind
 from .pixels import PixelsKind, pixel_tensor

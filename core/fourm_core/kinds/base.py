@@ -22,14 +22,9 @@ from torch import Tensor
 
 from fourm_registry import ModalitySpec
 
-from ..errors import CheckpointError, GenerationError, ModDictError
+from ..errors import GenerationError, ModDictError
 
-__all__ = ["CheckpointError", "KindAdapter", "ModDictError", "TokenKind", "check_id_range", "check_token_ids",
-           "looks_like_ids", "to_numpy_image"]
-
-
-def _generation_error(message: str) -> Exception:
-    return GenerationError(message)
+__all__ = ["KindAdapter", "TokenKind", "check_id_range", "check_token_ids", "looks_like_ids", "to_numpy_image"]
 
 
 class KindAdapter:
@@ -170,20 +165,20 @@ class TokenKind(KindAdapter):
     def prepare_input(self, spec: ModalitySpec, t: Tensor, *, vocab_size: int | None,
                       sequence_mask: Any) -> tuple[Tensor, Tensor]:
         if t.ndim != 2 or t.shape[1] != spec.num_tokens:
-            raise _generation_error(f"input {spec.name!r}: expected token ids of shape (B, {spec.num_tokens}), "
+            raise GenerationError(f"input {spec.name!r}: expected token ids of shape (B, {spec.num_tokens}), "
                                     f"got {tuple(t.shape)}")
         if t.is_floating_point():
-            raise _generation_error(f"input {spec.name!r}: token ids must be integers, got {t.dtype}")
+            raise GenerationError(f"input {spec.name!r}: token ids must be integers, got {t.dtype}")
         t = t.long()
         if t.min() < 0 or t.max() >= vocab_size:
-            raise _generation_error(f"input {spec.name!r}: token ids must be in [0, {vocab_size})")
+            raise GenerationError(f"input {spec.name!r}: token ids must be in [0, {vocab_size})")
         return t, torch.zeros(t.shape, dtype=torch.bool, device=t.device)
 
     def encode_raw(self, spec: ModalitySpec, values: list[Any], api: Any) -> Tensor:
         if all(looks_like_ids(v) for v in values):
             ids = torch.stack([v.reshape(-1) for v in values])
             if ids.shape[1] != spec.num_tokens:
-                raise _generation_error(f"input {spec.name!r}: token ids must have {spec.num_tokens} tokens, "
+                raise GenerationError(f"input {spec.name!r}: token ids must have {spec.num_tokens} tokens, "
                                         f"got {ids.shape[1]}")
             return ids.long()
         return self.encode_values(spec, values, api)
@@ -231,13 +226,13 @@ def to_numpy_image(value: Any, name: str) -> np.ndarray:
     elif isinstance(value, torch.Tensor):
         value = value.detach().cpu().numpy()
     elif isinstance(value, (str, os.PathLike)) and Path(value).is_file():
-        raise _generation_error(f"input {name!r}: got a file path {str(value)!r}; open it first (PIL.Image.open) "
+        raise GenerationError(f"input {name!r}: got a file path {str(value)!r}; open it first (PIL.Image.open) "
                                 f"or use the CLI's --in {name}=FILE")
     if not isinstance(value, np.ndarray):
-        raise _generation_error(f"input {name!r}: expected an image (PIL image, numpy array or tensor), "
+        raise GenerationError(f"input {name!r}: expected an image (PIL image, numpy array or tensor), "
                                 f"got {type(value).__name__}")
     if value.ndim == 2:
         value = value[..., None]
     if value.ndim != 3:
-        raise _generation_error(f"input {name!r}: expected an image of shape (H, W) or (H, W, C), got {value.shape}")
+        raise GenerationError(f"input {name!r}: expected an image of shape (H, W) or (H, W, C), got {value.shape}")
     return value

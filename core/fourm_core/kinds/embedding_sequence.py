@@ -13,7 +13,8 @@ from torch import Tensor
 
 from fourm_registry import ModalitySpec
 
-from .base import KindAdapter, ModDictError, _generation_error
+from ..errors import GenerationError, ModDictError
+from .base import KindAdapter
 
 
 class EmbeddingSequenceKind(KindAdapter):
@@ -49,7 +50,7 @@ class EmbeddingSequenceKind(KindAdapter):
     def prepare_input(self, spec: ModalitySpec, t: Tensor, *, vocab_size: int | None,
                       sequence_mask: Any) -> tuple[Tensor, Tensor]:
         if t.ndim != 3 or t.shape[2] != spec.embed_dim:
-            raise _generation_error(f"input {spec.name!r}: expected embeddings of shape (B, L, {spec.embed_dim}), "
+            raise GenerationError(f"input {spec.name!r}: expected embeddings of shape (B, L, {spec.embed_dim}), "
                                     f"got {tuple(t.shape)}")
         t = t.float()
         return t, (t == 0).all(dim=-1)
@@ -60,7 +61,7 @@ class EmbeddingSequenceKind(KindAdapter):
         for i, v in enumerate(values):
             a = torch.as_tensor(np.asarray(v.detach().cpu() if isinstance(v, Tensor) else v), dtype=torch.float32)
             if a.ndim != 2 or a.shape[1] != spec.embed_dim or a.shape[0] > spec.max_length:
-                raise _generation_error(f"input {spec.name!r}: expected (L <= {spec.max_length}, {spec.embed_dim}) "
+                raise GenerationError(f"input {spec.name!r}: expected (L <= {spec.max_length}, {spec.embed_dim}) "
                                         f"embeddings, got {tuple(a.shape)}")
             out[i, : a.shape[0]] = a
         return out

@@ -8,7 +8,8 @@ from torch import Tensor
 
 from fourm_registry import ModalitySpec
 
-from .base import CheckpointError, TokenKind, to_numpy_image
+from ..errors import CheckpointError
+from .base import TokenKind, to_numpy_image
 
 
 class ImageKind(TokenKind):

@@ -16,7 +16,8 @@ from torch import Tensor
 
 from fourm_registry import ModalitySpec
 
-from .base import KindAdapter, ModDictError, _generation_error, to_numpy_image
+from ..errors import GenerationError, ModDictError
+from .base import KindAdapter, to_numpy_image
 from .image import check_saved_grid
 
 
@@ -86,7 +87,7 @@ class PixelsKind(KindAdapter):
                       sequence_mask: Any) -> tuple[Tensor, Tensor]:
         c, (h, w) = spec.channels, spec.image_size
         if t.ndim != 4 or tuple(t.shape[1:]) != (c, h, w):
-            raise _generation_error(f"input {spec.name!r}: expected normalised pixels of shape (B, {c}, {h}, {w}), "
+            raise GenerationError(f"input {spec.name!r}: expected normalised pixels of shape (B, {c}, {h}, {w}), "
                                     f"got {tuple(t.shape)}")
         t = t.float()
         return t, torch.zeros((t.shape[0], spec.num_tokens), dtype=torch.bool, device=t.device)
@@ -100,12 +101,12 @@ class PixelsKind(KindAdapter):
         """A raw input (PIL / array / tensor) → centre square crop at ``spec.image_size``, uint8."""
         raw = to_numpy_image(value, spec.name)
         if raw.shape[2] != spec.channels:
-            raise _generation_error(f"input {spec.name!r}: expected an image with {spec.channels} channels, "
+            raise GenerationError(f"input {spec.name!r}: expected an image with {spec.channels} channels, "
                                     f"got shape {raw.shape}")
         if raw.dtype != np.uint8:
             if np.issubdtype(raw.dtype, np.floating) and raw.max() <= 1.0 + 1e-6 and raw.min() >= 0:
                 raw = np.rint(raw * 255).astype(np.uint8)
             else:
-                raise _generation_error(f"input {spec.name!r}: expected uint8 pixels (or floats in [0, 1]), "
+                raise GenerationError(f"input {spec.name!r}: expected uint8 pixels (or floats in [0, 1]), "
                                         f"got {raw.dtype}")
         return np.ascontiguousarray(api.square_resize(spec, raw, spec.image_size))

@@ -15,7 +15,8 @@ from torch import Tensor
 
 from fourm_registry import ModalitySpec
 
-from .base import KindAdapter, ModDictError, _generation_error, check_id_range, check_token_ids
+from ..errors import GenerationError, ModDictError
+from .base import KindAdapter, check_id_range, check_token_ids
 
 
 class SequenceKind(KindAdapter):
@@ -57,7 +58,7 @@ class SequenceKind(KindAdapter):
     def prepare_input(self, spec: ModalitySpec, t: Tensor, *, vocab_size: int | None,
                       sequence_mask: Any) -> tuple[Tensor, Tensor]:
         if t.ndim != 2 or t.is_floating_point():
-            raise _generation_error(f"input {spec.name!r}: expected integer text ids of shape (B, L), "
+            raise GenerationError(f"input {spec.name!r}: expected integer text ids of shape (B, L), "
                                     f"got {tuple(t.shape)} {t.dtype}")
         t = t.long()
         return t, sequence_mask(t)
@@ -73,6 +74,6 @@ class SequenceKind(KindAdapter):
     def encode_raw(self, spec: ModalitySpec, values: list[Any], api: Any) -> Tensor:
         for v in values:
             if isinstance(v, (torch.Tensor, np.ndarray)) and np.ndim(v) > 1:
-                raise _generation_error(f"input {spec.name!r}: a sequence takes text / JSON values, got an array of "
+                raise GenerationError(f"input {spec.name!r}: a sequence takes text / JSON values, got an array of "
                                         f"shape {tuple(np.shape(v))}")
         return api.codec_encode(api.codec(spec.name), spec, values)

@@ -9,7 +9,8 @@ from torch import Tensor
 
 from fourm_registry import ModalitySpec
 
-from .base import CheckpointError, TokenKind, _generation_error
+from ..errors import CheckpointError, GenerationError
+from .base import TokenKind
 
 
 class VectorKind(TokenKind):
@@ -31,6 +32,6 @@ class VectorKind(TokenKind):
         for v in values:
             a = v.detach().cpu().numpy() if isinstance(v, Tensor) else np.asarray(v)
             if a.ndim != 1 or not np.issubdtype(a.dtype, np.number):
-                raise _generation_error(f"input {spec.name!r}: expected a vector of shape (D,), got {a.dtype} {a.shape}")
+                raise GenerationError(f"input {spec.name!r}: expected a vector of shape (D,), got {a.dtype} {a.shape}")
             vecs.append(a.astype(np.float32))
         return api.codec_encode(api.codec(spec.name), spec, vecs)
