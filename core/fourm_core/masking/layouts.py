@@ -44,16 +44,11 @@ State = dict[str, torch.Tensor]
 
 
 class Layout:
-    """Masking behaviour of one modality kind (image-like token grid by default)."""
+    """Masking behaviour of one modality kind (image-like token grid by default). What the kind itself is
+    (token ids or not, text vocabulary or not) the masker asks the kind adapter (``_Mod.kind_adapter``)."""
 
-    #: a decoder target is possible (when the spec also has ``decoder``)
-    decodable: ClassVar[bool] = True
     #: the input is chosen by span masking (the drawn budget is an upper bound), not as a token count
     span_masked: ClassVar[bool] = False
-    #: ids come from the shared text vocabulary (sentinels, chunk start tokens, ``TextVocabInfo.vocab_size``)
-    text_tokens: ClassVar[bool] = False
-    #: token ids are range-checked against the vocabulary
-    checks_ids: ClassVar[bool] = True
 
     def target_slots(self, n: int) -> int:
         """Decoder slots of a modality with ``n`` token slots when all of it is a target."""
@@ -87,9 +82,6 @@ class Layout:
 class PixelsLayout(Layout):
     """Raw images: masks over the ``grid`` patches, encoder input only."""
 
-    decodable = False
-    checks_ids = False
-
     def expected(self, t: torch.Tensor, m: _Mod) -> str | None:
         s = m.spec
         h, w = s.image_size
@@ -102,7 +94,6 @@ class SequenceLayout(Layout):
     """Text-vocabulary sequences (tokens, ``[EOS]``, ``[PAD]`` padding), span-masked, decodable."""
 
     span_masked = True
-    text_tokens = True
 
     def target_slots(self, n: int) -> int:
         return n + 1
@@ -147,9 +138,7 @@ class SequenceLayout(Layout):
 class EmbeddingLayout(Layout):
     """Rows of continuous vectors (zero rows at the end are absent), span-masked, encoder input only."""
 
-    decodable = False
     span_masked = True
-    checks_ids = False
 
     def expected(self, t: torch.Tensor, m: _Mod) -> str | None:
         d = m.spec.embed_dim

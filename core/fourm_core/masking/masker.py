@@ -15,6 +15,7 @@ import torch
 
 from fourm_registry import ModalitySet, ModalitySpec
 
+from ..kinds import KindAdapter, adapter_for
 from .budgets import (
     BudgetTables,
     InputBudgets,
@@ -55,8 +56,12 @@ class _Mod:
         return bool(self.spec.encoder)
 
     @property
+    def kind_adapter(self) -> KindAdapter:
+        return adapter_for(self.spec)
+
+    @property
     def can_target(self) -> bool:
-        return bool(self.spec.decoder) and self.layout.decodable
+        return bool(self.spec.decoder) and self.kind_adapter.discrete
 
 
 def count_tokens(modalities: ModalitySet, config: MaskingConfig) -> tuple[int, int]:
@@ -102,12 +107,13 @@ class Masker:
         mx = n + 2 if mx is None else mx  # sequences: a full target is max_length + 2 entries
         chunk_ids: list[int] = []
         prefixes: list[str] = []
-        if layout.text_tokens:
+        text_tokens = adapter_for(spec).autoregressive  # the shared text vocabulary: sentinels, chunk starts
+        if text_tokens:
             self._check_sentinels(spec, n)
             if mc.span == "chunked":
                 chunk_ids, prefixes = self._chunk_starts(spec, mc.chunk_start_tokens)
         return _Mod(name=spec.name, spec=spec, kind=spec.kind, n=n, min_tokens=int(mn), max_tokens=int(mx),
-                    keep=mc.keep, span=mc.span if layout.text_tokens else "simple",
+                    keep=mc.keep, span=mc.span if text_tokens else "simple",
                     chunk_ids=tuple(sorted(set(chunk_ids))), chunk_prefixes=tuple(prefixes), layout=layout)
 
     def _check_sentinels(self, spec: ModalitySpec, n: int) -> None:
@@ -264,7 +270,7 @@ class Masker:
                 bsz, device = t.shape[0], t.device
             elif t.shape[0] != bsz:
                 raise MaskingError(f"masker: modality {name!r} has batch size {t.shape[0]}, others have {bsz}")
-            if m.layout.checks_ids and t.numel():
+            if m.kind_adapter.discrete and t.numel():
                 lo, hi = int(t.min()), int(t.max())
                 vocab = m.layout.vocab_size(m.spec, self.text)
                 if lo < 0 or (vocab is not None and hi >= vocab):
@@ -343,7 +349,7 @@ class Masker:
                             self.text.sentinel_start_id)
             states[name] = st
             in_used[:, i] = st["in_len"]
-            tgt_len[:, i] = st["tgt_len"] if m.layout.decodable else 0
+            tgt_len[:, i] = st["tgt_len"] if m.kind_adapter.discrete else 0
         return states, in_used, tgt_len
 
     def _layouts(self, data: dict[str, torch.Tensor], in_budget: torch.Tensor, tgt_budget: torch.Tensor,
