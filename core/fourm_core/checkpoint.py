@@ -83,11 +83,13 @@ def save_pretrained(model: FourM, directory: str | os.PathLike) -> Path:
     return d
 
 
-def _resolve_dir(dir_or_hub_id: str | os.PathLike) -> Path:
+def _resolve_dir(dir_or_hub_id: str | os.PathLike, *, revision: str | None = None, token: str | bool | None = None,
+                 cache_dir: str | os.PathLike | None = None) -> Path:
     p = Path(dir_or_hub_id)
     if p.exists():
         if not p.is_dir():
-            raise CheckpointError(f"{p} is a file; pass the checkpoint directory (with {CONFIG_NAME} and {WEIGHTS_NAME})")
+            raise CheckpointError(f"{p} is a file; pass the checkpoint directory (with {CONFIG_NAME} and {WEIGHTS_NAME})"
+                                  f" or a single released .safetensors file")
         return p
     s = str(dir_or_hub_id)
     looks_like_hub = s.count("/") == 1 and not s.startswith((".", "/", "~")) and not s.endswith("/")
@@ -96,13 +98,35 @@ def _resolve_dir(dir_or_hub_id: str | os.PathLike) -> Path:
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(repo_id=s, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, "tokenizers/*"]))
+        return Path(snapshot_download(repo_id=s, revision=revision, token=token, cache_dir=cache_dir,
+                                      allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, "tokenizers/*"]))
     except Exception as exc:  # noqa: BLE001 - re-raised with instructions
         raise CheckpointError(
-            f"could not get the checkpoint {s!r} from the Hugging Face hub ({type(exc).__name__}: {exc}). "
-            f"On a machine with network access run `huggingface-cli download {s} --local-dir <DIR>`, copy <DIR> "
-            f"here and pass its path to from_pretrained (or unset HF_HUB_OFFLINE if you are online)"
+            f"could not get the checkpoint {s!r}{f' (revision {revision!r})' if revision else ''} from the Hugging "
+            f"Face hub ({type(exc).__name__}: {exc}). On a machine with network access run `huggingface-cli download "
+            f"{s} --local-dir <DIR>`, copy <DIR> here and pass its path to from_pretrained (or unset HF_HUB_OFFLINE "
+            f"if you are online)"
         ) from exc
+
+
+def checkpoint_format(path: Path) -> str:
+    """``"fourm"``, ``"release"`` (a released 4M checkpoint: flat hub config.json), ``"release_file"`` (one
+    ``.safetensors`` with its config in the metadata) or ``"conformance"`` (reference config with ``model`` and
+    ``modalities``) for a local file or directory; ``"fourm"`` when nothing identifies another format."""
+    if path.is_file() and path.suffix == ".safetensors":
+        return "release_file"
+    cfg_path = path / CONFIG_NAME
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return "fourm"  # read_config reports what is wrong
+    if not isinstance(cfg, dict) or "format_version" in cfg:
+        return "fourm"
+    if "domains_in" in cfg and "model" not in cfg:
+        return "release"
+    if "model" in cfg and "modalities" in cfg and isinstance(cfg["modalities"], dict):
+        return "conformance"
+    return "fourm"
 
 
 def _rebuild_spec(entry: Mapping[str, Any], installed: ModalitySet) -> ModalitySpec:
@@ -155,12 +179,29 @@ def read_config(directory: str | os.PathLike) -> dict[str, Any]:
 
 
 def from_pretrained(dir_or_hub_id: str | os.PathLike, *, model_class: type[FourM], modalities: ModalitySet | None = None,
-                    map_location: str | torch.device = "cpu") -> FourM:
-    """Load a ``model_class`` (:class:`FourM`) saved by :func:`save_pretrained` from a directory or a hub id
-    (the model calls this from :meth:`FourM.from_pretrained`; this module never imports the model class).
+                    map_location: str | torch.device = "cpu", revision: str | None = None,
+                    token: str | bool | None = None, cache_dir: str | os.PathLike | None = None) -> FourM:
+    """Load a ``model_class`` (:class:`FourM`) from a directory or a hub id (the model calls this from
+    :meth:`FourM.from_pretrained`; this module never imports the model class).
 
+    Formats (detected): a fourm checkpoint written by :func:`save_pretrained`; a released 4M checkpoint (the
+    reference's hub layout: flat ``config.json`` + ``model.safetensors``, or one ``.safetensors`` whose metadata
+    holds the config; see :mod:`fourm_core.compat.ml4m`); a reference state dict with a ``model`` +
+    ``modalities`` config. ``revision`` / ``token`` / ``cache_dir`` go to ``huggingface_hub`` for hub ids.
     ``modalities``: where to look the checkpoint's modalities up (default: the installed plugins)."""
-    d = _resolve_dir(dir_or_hub_id)
+    p = Path(dir_or_hub_id)
+    d = p if p.is_file() and p.suffix == ".safetensors" else _resolve_dir(dir_or_hub_id, revision=revision,
+                                                                          token=token, cache_dir=cache_dir)
+    fmt = checkpoint_format(d)
+    if fmt in ("release", "release_file"):
+        from .compat.ml4m.release import Located, load_release
+
+        return load_release(Located(d, fmt), installed=modalities, model_class=model_class,
+                            map_location=str(map_location))
+    if fmt == "conformance":
+        from .compat.ml4m.conformance import load_ml4m_checkpoint
+
+        return load_ml4m_checkpoint(d, d, installed=modalities).to(map_location)
     cfg = read_config(d)
     try:
         model_cfg = ModelConfig.from_dict(cfg["model"])

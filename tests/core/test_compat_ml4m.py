@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from fourm_core.compat import ml4m
+from fourm_core.model import FourM
 from fourm_core.model.testing import random_mod_dict
 from fourm_registry import ModalitySet
 
@@ -156,7 +157,7 @@ def test_other_config_swiglu_qknorm_nobias_round_trip(tmp_path):
     mods, names, vocab = ml4m.modalities_from_reference(ref, ModalitySet([]))
     assert names == {"rgb@64": "rgb_64", "tok_depth@64": "tok_depth_64", "tok_pose": "tok_pose"}
     torch.manual_seed(0)
-    model = ml4m.FourM(mods, ml4m.model_config_from_reference(ref["model"]), vocab_sizes=vocab).eval()
+    model = FourM(mods, ml4m.model_config_from_reference(ref["model"]), vocab_sizes=vocab).eval()
     keys = ml4m.to_reference_state_dict(model, names)
     assert "encoder_embeddings.tok_pose.token_emb.weight" in keys and "encoder.2.mlp.fc3.weight" in keys
     assert "decoder.0.cross_attn.k_norm.weight" in keys and "encoder.0.attn.qkv.bias" not in keys
@@ -183,7 +184,7 @@ def test_unsupported_reference_features_raise():
         ml4m.modalities_from_reference(bad, ModalitySet([]))
     ref = _other_reference_config()
     mods, names, vocab = ml4m.modalities_from_reference(ref, ModalitySet([]))
-    model = ml4m.FourM(mods, ml4m.model_config_from_reference(ref["model"]), vocab_sizes=vocab)
+    model = FourM(mods, ml4m.model_config_from_reference(ref["model"]), vocab_sizes=vocab)
     state = ml4m.to_reference_state_dict(model, names)
     state.pop("encoder.1.attn.proj.weight")
     with pytest.raises(ml4m.ML4MImportError, match="lacks 1 parameter.*encoder.1.attn.proj.weight"):

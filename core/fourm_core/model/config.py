@@ -63,6 +63,8 @@ class ModelConfig:
             with std 0.3–1.0 it is at 0.09–0.12); default 0.5. It only changes initialisation.
         seq_pos_table_rows: minimum number of rows of 1-D sin-cos tables (the reference uses 512); a table
             always has at least ``2 * (max_length + 1)`` rows, enough for every slot of a sequence tensor.
+        embedding_proj_bias: a bias on the linear projection of ``embedding_sequence`` inputs (the reference's
+            ``emb_proj`` of ``t5_caption`` has one; fourm-trained models default to none).
     """
 
     dim: int = attrs.field(validator=_positive)
@@ -83,6 +85,7 @@ class ModelConfig:
     init_std: float = 0.02
     input_token_init_std: float | None = 0.5
     seq_pos_table_rows: int = attrs.field(default=512, validator=_positive)
+    embedding_proj_bias: bool = False
 
     def __attrs_post_init__(self) -> None:
         if self.dim % self.num_heads:

@@ -153,7 +153,7 @@ class ProjEncoderEmbedding(_PositionMixin):
     def __init__(self, spec: ModalitySpec, cfg: ModelConfig):
         super().__init__()
         self.embed_dim = spec.embed_dim
-        self.proj = nn.Linear(spec.embed_dim, cfg.dim, bias=False)
+        self.proj = nn.Linear(spec.embed_dim, cfg.dim, bias=cfg.embedding_proj_bias)
         self._init_positions(spec, cfg, with_mod_emb=True)
 
     def embed(self, values: Tensor) -> Tensor:
@@ -163,6 +163,8 @@ class ProjEncoderEmbedding(_PositionMixin):
     def reset_parameters_(self, cfg: ModelConfig) -> None:
         super().reset_parameters_(cfg)
         nn.init.xavier_uniform_(self.proj.weight)
+        if self.proj.bias is not None:
+            nn.init.zeros_(self.proj.bias)
 
 
 class TokenDecoderEmbedding(_PositionMixin):

@@ -454,9 +454,11 @@ class FourM(nn.Module):
 
     @classmethod
     def from_pretrained(cls, dir_or_hub_id: str | os.PathLike, **kwargs: Any) -> FourM:
-        """Load a model saved by :meth:`save_pretrained` from a local directory or a hub id.
+        """Load a model from a local directory, a hub id or a single ``.safetensors``: a fourm checkpoint
+        (:meth:`save_pretrained`) or a released 4M one (``EPFL-VILAB/4M-21_XL``; the format is detected).
 
-        Keyword arguments go to :func:`fourm_core.checkpoint.from_pretrained` (``modalities=``, ``map_location=``)."""
+        Keyword arguments go to :func:`fourm_core.checkpoint.from_pretrained` (``modalities=``, ``map_location=``,
+        ``revision=``, ``token=``, ``cache_dir=``)."""
         return checkpoint.from_pretrained(dir_or_hub_id, model_class=cls, **kwargs)
 
     def num_parameters(self) -> int:
