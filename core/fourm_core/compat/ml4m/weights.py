@@ -13,7 +13,7 @@ Key scheme differences handled here:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -51,6 +51,50 @@ def _shared_counterpart(k: str, ours: Mapping[str, Tensor]) -> str | None:
     return None
 
 
+def _classify(key: str, names: Mapping[str, str], model: FourM, ours: Mapping[str, Tensor],
+              buffers: Mapping[str, Tensor]) -> tuple[str, str]:
+    """(what the reference ``key`` is to ``model``, fourm key): ``param``, ``buffer`` (a sin-cos table),
+    ``zero_bias`` (a bias the fourm model does not have: must be zero), ``unused`` (untied image decoders'
+    input table) or ``unknown``."""
+    k = _rename(key, names)
+    if k not in ours and k not in buffers:
+        k = _shared_counterpart(k, ours) or k
+    if k in ours:
+        return "param", k
+    if k in buffers:
+        return "buffer", k
+    if k.endswith(".bias") and k[: -len(".bias")] + ".weight" in ours:
+        return "zero_bias", k
+    if (k.startswith("decoder_embeddings.") and k.endswith(".token_emb.weight")
+            and not model.config.tie_output_embeddings):
+        return "unused", k
+    return "unknown", k
+
+
+def reference_key_problems(model: FourM, shapes: Mapping[str, Sequence[int]], names: Mapping[str, str]) -> list[str]:
+    """What keeps a reference state dict with these key → shape entries from loading into ``model`` (no values
+    needed: the model may live on the meta device). Empty when every key maps and every parameter is covered."""
+    ours = dict(model.named_parameters())
+    buffers = dict(model.named_buffers())
+    problems, covered = [], set()
+    for key, shape in shapes.items():
+        try:
+            what, k = _classify(key, names, model, ours, buffers)
+        except ML4MImportError as exc:
+            problems.append(str(exc))
+            continue
+        if what == "param":
+            covered.add(k)
+            if tuple(ours[k].shape) != tuple(shape):
+                problems.append(f"{key} {tuple(shape)} vs fourm {k} {tuple(ours[k].shape)}")
+        elif what == "buffer" and tuple(buffers[k].shape[::2]) != tuple(shape)[::2]:  # rows may differ
+            problems.append(f"{key} {tuple(shape)} vs fourm table {k} {tuple(buffers[k].shape)}")
+        elif what == "unknown":
+            problems.append(f"{key} has no counterpart (fourm {k})")
+    problems += [f"fourm parameter {k} has no reference key" for k in sorted(set(ours) - covered)]
+    return problems
+
+
 def load_reference_state_dict(model: FourM, state: Mapping[str, Tensor], names: Mapping[str, str],
                               *, tied: Mapping[str, str] | None = None) -> None:
     """Copy a reference state dict (reference modality names) into ``model`` (float32, strict).
@@ -62,11 +106,9 @@ def load_reference_state_dict(model: FourM, state: Mapping[str, Tensor], names: 
     buffers = dict(model.named_buffers())
     loaded: set[str] = set()
     for key, value in state.items():
-        k = _rename(key, names)
+        what, k = _classify(key, names, model, ours, buffers)
         value = value.float()
-        if k not in ours and k not in buffers:
-            k = _shared_counterpart(k, ours) or k
-        if k in ours:
+        if what == "param":
             p = ours[k]
             if tuple(p.shape) != tuple(value.shape):
                 raise ML4MImportError(f"reference {key!r} has shape {tuple(value.shape)}, fourm {k!r} {tuple(p.shape)}")
@@ -76,27 +118,22 @@ def load_reference_state_dict(model: FourM, state: Mapping[str, Tensor], names: 
             with torch.no_grad():
                 p.copy_(value)
             loaded.add(k)
-        elif k in buffers:  # sin-cos table: ours may have more rows, the reference's 512 may be more than ours
+        elif what == "buffer":  # sin-cos table: ours may have more rows, the reference's 512 may be more than ours
             buf = buffers[k]
             rows = min(buf.shape[1], value.shape[1])
             if buf.shape[2] != value.shape[2] or (buf[:, :rows] - value[:, :rows]).abs().max() > 1e-4:
                 raise ML4MImportError(f"reference position table {key!r} differs from fourm's sin-cos table {k!r}")
             buf[:, :rows] = value[:, :rows]
-        elif k.endswith(".bias") and k[: -len(".bias")] + ".weight" in ours:
+        elif what == "zero_bias":
             if value.abs().max() != 0:
                 raise ML4MImportError(f"reference {key!r} is a non-zero bias but the fourm model built from the "
                                       f"config has none there (norm_bias / qkv_bias / proj_bias / mlp_bias?)")
-            continue  # zero bias buffer of a bias-free LayerNorm
-        elif (k.startswith("decoder_embeddings.") and k.endswith(".token_emb.weight")
-              and not model.config.tie_output_embeddings):
-            continue  # untied reference image decoders keep an unused input table
-        else:
+        elif what == "unknown":
             raise ML4MImportError(f"reference state dict key {key!r} (fourm {k!r}) has no counterpart in the model")
     for dropped, kept in (tied or {}).items():
         if dropped in state or kept not in state:
             continue
-        a, b = _rename(dropped, names), _rename(kept, names)
-        a, b = (_shared_counterpart(x, ours) or x for x in (a, b))
+        a, b = (_classify(x, names, model, ours, buffers)[1] for x in (dropped, kept))
         if a != b:
             raise ML4MImportError(f"the checkpoint ties {dropped!r} to {kept!r}, but fourm keeps them apart "
                                   f"({a!r}, {b!r}): share_modality_embeddings must be true")
