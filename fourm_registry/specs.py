@@ -257,6 +257,9 @@ class ModalitySpec:
     version: str | None = None
     license: str | None = None
     default_weights: str | None = None
+    #: hub id of the reference's released tokenizer of this modality (what released 4M models speak), e.g.
+    #: ``EPFL-VILAB/4M_tokenizers_depth_8k_224-448``; None when the reference released none
+    release_tokenizer: str | None = None
 
     @name.validator
     def _check_name(self, attribute, value):
@@ -377,6 +380,7 @@ class ModalitySpec:
             "visualizer": self.visualizer is not None,
             "serializer": self.serializer is not None,
             "default_weights": self.default_weights,
+            "release_tokenizer": self.release_tokenizer,
             "license": self.license,
             "description": self.description,
         }

@@ -15,6 +15,7 @@ _C = "fourm_canny_edge.components"
 def fourm_register_modalities(register):
     register(ModalitySpec(
         name="canny_edge",
+        release_tokenizer="EPFL-VILAB/4M_tokenizers_edge_8k_224-512",
         kind="image",
         vocab_size=8192,
         grid=(14, 14),

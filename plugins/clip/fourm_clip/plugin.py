@@ -20,6 +20,7 @@ _C = "fourm_clip.components"
 def fourm_register_modalities(register):
     register(ModalitySpec(
         name="clip",
+        release_tokenizer="EPFL-VILAB/4M_tokenizers_CLIP-B16_8k_224-448",
         kind="image",
         vocab_size=8192,
         grid=GRID,

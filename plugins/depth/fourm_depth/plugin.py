@@ -18,6 +18,7 @@ _C = "fourm_depth.components"
 def fourm_register_modalities(register):
     register(ModalitySpec(
         name="depth",
+        release_tokenizer="EPFL-VILAB/4M_tokenizers_depth_8k_224-448",
         kind="image",
         vocab_size=8192,
         grid=(14, 14),

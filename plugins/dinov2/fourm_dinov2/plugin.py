@@ -19,6 +19,7 @@ _C = "fourm_dinov2.components"
 def fourm_register_modalities(register):
     register(ModalitySpec(
         name="dinov2",
+        release_tokenizer="EPFL-VILAB/4M_tokenizers_DINOv2-B14_8k_224-448",
         kind="image",
         vocab_size=8192,
         grid=GRID,
@@ -35,6 +36,7 @@ def fourm_register_modalities(register):
     ))
     register(ModalitySpec(
         name="dinov2_global",
+        release_tokenizer="EPFL-VILAB/4M_tokenizers_DINOv2-B14-global_8k_16_224",
         kind="vector",
         vocab_size=8192,
         num_tokens=16,

@@ -20,6 +20,7 @@ _C = "fourm_imagebind.components"
 def fourm_register_modalities(register):
     register(ModalitySpec(
         name="imagebind",
+        release_tokenizer="EPFL-VILAB/4M_tokenizers_ImageBind-H14_8k_224-448",
         kind="image",
         vocab_size=8192,
         grid=GRID,
@@ -36,6 +37,7 @@ def fourm_register_modalities(register):
     ))
     register(ModalitySpec(
         name="imagebind_global",
+        release_tokenizer="EPFL-VILAB/4M_tokenizers_ImageBind-H14-global_8k_16_224",
         kind="vector",
         vocab_size=8192,
         num_tokens=16,

@@ -17,6 +17,7 @@ _C = "fourm_normal.components"
 def fourm_register_modalities(register):
     register(ModalitySpec(
         name="normal",
+        release_tokenizer="EPFL-VILAB/4M_tokenizers_normal_8k_224-448",
         kind="image",
         vocab_size=8192,
         grid=(14, 14),

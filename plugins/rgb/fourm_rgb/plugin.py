@@ -32,6 +32,7 @@ def fourm_register_modalities(register):
     ))
     register(ModalitySpec(
         name="tok_rgb",
+        release_tokenizer="EPFL-VILAB/4M_tokenizers_rgb_16k_224-448",
         kind="image",
         vocab_size=16384,
         grid=(14, 14),

@@ -12,6 +12,7 @@ _C = "fourm_sam_edge.components"
 def fourm_register_modalities(register):
     register(ModalitySpec(
         name="sam_edge",
+        release_tokenizer="EPFL-VILAB/4M_tokenizers_edge_8k_224-512",
         kind="image",
         vocab_size=8192,
         grid=(14, 14),

@@ -19,6 +19,7 @@ _C = "fourm_semseg.components"
 def fourm_register_modalities(register):
     register(ModalitySpec(
         name="semseg",
+        release_tokenizer="EPFL-VILAB/4M_tokenizers_semseg_4k_224-448",
         kind="image",
         vocab_size=4096,
         grid=(14, 14),

@@ -18,7 +18,7 @@ Modules: ``config`` (model configs), ``table`` (the reference's modalities), ``m
 from .config import ML4MImportError, is_release_config, model_config_from_reference, release_to_reference, sanitize_name
 from .conformance import load_ml4m_checkpoint, mod_dict_from_reference, read_config
 from .modalities import SERIALIZER, modalities_from_reference
-from .release import Located, load_release, locate, save_release
+from .release import Located, load_release, locate, new_release_model, save_release
 from .release_check import verify_model, verify_release
 from .table import REFERENCE_MODALITIES, RefModality, lookup
 from .verify import DEFAULT_TOLERANCES, verify, verify_forward
@@ -27,7 +27,7 @@ from .weights import _rename, load_reference_state_dict, to_reference_state_dict
 __all__ = [
     "DEFAULT_TOLERANCES", "ML4MImportError", "REFERENCE_MODALITIES", "SERIALIZER", "Located", "RefModality",
     "is_release_config", "load_ml4m_checkpoint", "load_reference_state_dict", "load_release", "locate", "lookup",
-    "mod_dict_from_reference", "modalities_from_reference", "model_config_from_reference", "read_config",
+    "mod_dict_from_reference", "modalities_from_reference", "model_config_from_reference", "new_release_model", "read_config",
     "release_to_reference", "sanitize_name", "save_release", "to_reference_state_dict", "verify", "verify_forward",
     "verify_model", "verify_release", "main",
 ]

@@ -2,7 +2,7 @@
 
 A reference name (``tok_depth@224``) maps to the installed plugin modality that declares it as an alias (or has
 that name). An image modality at another resolution (``tok_depth@448``) is the same plugin's modality at
-another grid, under the name ``tok_depth_448`` (alias ``tok_depth@448``). With ``missing="generic"`` (the
+another grid, under the plugin's name with the size (``depth_448``, alias ``tok_depth@448``). With ``missing="generic"`` (the
 conformance sets), names no plugin claims get a generic spec; with ``missing="error"`` (released checkpoints)
 they raise an error naming the plugin distribution to install.
 """
@@ -80,7 +80,8 @@ def _adapt_installed(spec: ModalitySpec, ref_name: str, info: Mapping[str, Any],
                                    pos_emb="sincos" if emb.get("sincos_pos_emb", True) else "learned")
     kind = adapter_for(spec)
     if rename:
-        changes.update(name=sanitize_name(ref_name), aliases=(ref_name,),
+        size = ref_name.rpartition("@")[2]
+        changes.update(name=sanitize_name(f"{spec.name}_{size}"), aliases=(ref_name,),
                        description=f"{spec.description} (at the reference's {ref_name!r} resolution)")
     if typ == "img" and spec.grid is not None:
         grid, patch = _grid(ref_name, info)

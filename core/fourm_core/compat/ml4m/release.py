@@ -188,6 +188,17 @@ def build_from_reference(ref: Mapping[str, Any], state: Mapping[str, Any], *, in
     return model
 
 
+def new_release_model(flat: Mapping[str, Any], *, installed: ModalitySet | None = None,
+                      model_class: type[FourM] = FourM) -> FourM:
+    """A freshly initialised model laid out as a released checkpoint's flat config describes (to train one in
+    the reference's layout, or to build test models); :func:`save_release` writes it in that layout."""
+    ref = release_to_reference(flat, "release config")
+    mods, names, vocab = modalities_from_reference(ref, installed, missing="error")
+    model = model_class(mods, model_config_from_reference(ref["model"]), vocab_sizes=vocab)
+    model.ml4m_names, model.release_config = dict(names), dict(flat)
+    return model
+
+
 def load_release(source: str | os.PathLike | Located, *, installed: ModalitySet | None = None,
                  model_class: type[FourM] = FourM, revision: str | None = None, token: str | bool | None = None,
                  cache_dir: str | os.PathLike | None = None, map_location: str = "cpu") -> FourM:
