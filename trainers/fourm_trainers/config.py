@@ -5,7 +5,7 @@ and listing the valid keys)::
 
     out_dir: runs/debug
     model: {preset: debug}                 # a fourm_core.model preset + ModelConfig overrides
-    init_from: null                        # a fourm model dir (or hub id) to fine-tune
+    init_from: null                        # model to fine-tune: a fourm or released 4M dir, hub id or .safetensors
     init_format: fourm                     # or ml4m: a reference checkpoint (init_ml4m_config: its config.json)
     modalities: null                       # default: every modality with tokens in the datasets + installed plugin
     datasets:                              # training stores with mixture weights
