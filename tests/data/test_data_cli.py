@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from data_helpers import RUNNER, copy_store
+from data_helpers import RAW_SIZE, RUNNER, copy_store
 
 from fourm_core.data import Store, inspect_store, label
 
@@ -83,3 +83,23 @@ def test_two_processes_match_one(ingested, tmp_path, tinynet_weights, tokenizer_
         assert res.returncode == 0, res.stderr
     assert inspect_json(one) == {**inspect_json(two)}
     assert inspect_json(two)["modalities"]["edges"]["tokens"]["complete"] == 8
+
+
+def test_two_processes_on_uneven_shards_finish_and_match_one(photos, tmp_path, registry, tokenizer_dir):
+    """3 shards on 2 processes (the last one partial): rank 0 encodes twice as many batches as rank 1. A
+    tokenizer that communicated while encoding (the EMA quantizer's usage counts) deadlocked here forever."""
+    from fourm_core.data import ingest
+
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    one = str(tmp_path / "one.zarr")
+    ingest(photos, one, samples_per_shard=3, raw_size=RAW_SIZE, registry=registry, progress=False)
+    two = copy_store(one, tmp_path / "two.zarr")
+    args = ["-m", "rgbtok", "--crops", "2", "--tokenizers", tokenizer_dir, "--no-progress"]
+    res = fourm("tokenize", one, *args)
+    assert res.returncode == 0, res.stderr
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    res = subprocess.run([torchrun, "--nproc_per_node", "2", str(RUNNER), "tokenize", two, *args],
+                         capture_output=True, text=True, env=env, timeout=240)
+    assert res.returncode == 0, res.stderr
+    assert inspect_json(one) == inspect_json(two)
+    assert len(Store.open(two).done("rgbtok", "tokens")) == 3

@@ -116,12 +116,14 @@ class EMAVectorQuantizer(nn.Module):
         z = F.normalize(z.float(), dim=-1)
         flat = z.reshape(-1, self.code_dim)  # (N, D)
         indices = self.assign(flat)  # (N,)
-        counts = _all_reduce(torch.bincount(indices, minlength=self.codebook_size))
+        counts = torch.bincount(indices, minlength=self.codebook_size)
         if self.training and torch.is_grad_enabled():  # encode() runs under no_grad: never moves the codebook
-            self._update(flat.detach(), indices, counts)
+            self._update(flat.detach(), indices, _all_reduce(counts))
             # the codebook moved (initialised, updated, restarted): assign against the new one
             indices = self.assign(flat)
             counts = _all_reduce(torch.bincount(indices, minlength=self.codebook_size))
+        # outside a training step the counts stay local: encoding never communicates, so ranks of a data job
+        # may encode different numbers of batches (uneven shards) without waiting for each other
         codes = self.indices_to_codes(indices)  # (N, D)
         loss = self.commitment_weight * F.mse_loss(flat, codes.detach())
         quantized = flat + (codes - flat).detach()  # straight-through
@@ -166,7 +168,9 @@ class FSQ(nn.Module):
         quantized = rounded / self.half_width  # (..., code_dim)
         digits = (torch.round(bounded).detach() + self.half_width).long()
         indices = (digits * self.basis).sum(dim=-1)  # (...)
-        counts = _all_reduce(torch.bincount(indices.reshape(-1), minlength=self.codebook_size))
+        counts = torch.bincount(indices.reshape(-1), minlength=self.codebook_size)
+        if self.training and torch.is_grad_enabled():  # global usage metrics in training steps only
+            counts = _all_reduce(counts)
         return QuantizerOutput(quantized, indices, z.new_zeros(()), counts)
 
 
