@@ -173,7 +173,11 @@ def _resolve_dir(directory_or_hub_id: str | os.PathLike) -> Path:
 
 
 def load_tokenizer(directory_or_hub_id: str | os.PathLike, *, map_location: str = "cpu") -> PretrainedTokenizer:
-    """Load any trainable family from a directory written by ``save_pretrained`` (dispatch on ``family``)."""
+    """Load any trainable family from a directory written by ``save_pretrained`` (dispatch on ``family``).
+
+    A directory of the reference 4M release (a ``config.json`` without ``family``) loads as a
+    :class:`fourm_core.tokenizers.ml4m.ReleasedTokenizer` (same protocol, inference only).
+    """
     from safetensors.torch import load_file
 
     path = _resolve_dir(directory_or_hub_id)
@@ -182,6 +186,10 @@ def load_tokenizer(directory_or_hub_id: str | os.PathLike, *, map_location: str 
         raise TokenizerError(f"{path}: no {CONFIG_NAME}; is this a tokenizer directory written by save_pretrained?")
     with open(cfg_path, encoding="utf-8") as f:
         config = json.load(f)
+    if isinstance(config, dict) and "family" not in config:  # the reference 4M release's hub format
+        from .ml4m.hub import load_released
+
+        return load_released(path, map_location=map_location)
     family = config.pop("family", None)
     if family not in FAMILIES:
         raise TokenizerError(
