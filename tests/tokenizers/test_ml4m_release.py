@@ -113,6 +113,17 @@ def test_divae_encoder_half_reproduces_reference_outputs(name):
     _assert_encoder_matches(model, _io(name))
 
 
+def test_class_from_pretrained_checks_the_class():
+    io = _io("vqvae_rgb")
+    model = VQVAE.from_pretrained(TOKENIZERS / "vqvae_rgb")
+    assert not model.training
+    enc = VQ.from_pretrained(TOKENIZERS / "vqvae_rgb")  # the encoder half of any tokenizer
+    assert type(enc) is VQ and not hasattr(enc, "decoder")
+    torch.testing.assert_close(enc.encode(io["res0.input"]), io["res0.tokens"], atol=0, rtol=0)
+    with pytest.raises(TokenizerError, match="holds a VQVAE, not a DiVAE"):
+        DiVAE.from_pretrained(TOKENIZERS / "vqvae_rgb")
+
+
 def test_divae_without_diffusion_module_reports_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "fourm_core.tokenizers.ml4m.diffusion", None)  # import raises ImportError
     import fourm_core.tokenizers.ml4m as pkg

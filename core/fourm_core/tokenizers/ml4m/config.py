@@ -114,6 +114,8 @@ def resolve_config(config: Mapping[str, Any], kind: str | None = None, *, where:
     if cfg["quant_type"] == "memcodes" and cfg["latent_dim"] % cfg["num_codebooks"]:
         raise TokenizerError(f"{where}: latent_dim {cfg['latent_dim']} is not divisible by num_codebooks "
                              f"{cfg['num_codebooks']} (memcodes splits the latent into heads)")
-    if cfg["n_labels"] is not None and cfg["undo_std"]:
-        raise TokenizerError(f"{where}: undo_std applies to images, but n_labels makes the input a class map")
+    if cfg["undo_std"] and (cfg["n_labels"] is not None or cfg["n_channels"] != 3):
+        raise TokenizerError(f"{where}: undo_std un-standardises RGB images (ImageNet mean / std); it needs "
+                             f"n_channels 3 and no n_labels, got n_channels {cfg['n_channels']}, "
+                             f"n_labels {cfg['n_labels']}")
     return cfg

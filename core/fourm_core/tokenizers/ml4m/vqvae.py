@@ -83,6 +83,25 @@ class VQ(nn.Module):
             self.quantize = Memcodes(dim=self.latent_dim, codebook_size=cfg["codebook_size"],
                                      heads=cfg["num_codebooks"])
 
+    # -- hub format ------------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, name_or_path, **kwargs: Any) -> VQ:
+        """Load a released tokenizer of this class (a directory or a hub id) in eval mode; ``VQ`` loads the
+        encoder half of any of them. Keyword arguments as :func:`fourm_core.tokenizers.ml4m.from_pretrained`."""
+        from .hub import from_pretrained
+
+        model = from_pretrained(name_or_path, encoder_only=cls is VQ, **kwargs)
+        if not isinstance(model, cls):
+            raise TokenizerError(f"{name_or_path}: holds a {type(model).__name__}, not a {cls.__name__}; use "
+                                 f"fourm_core.tokenizers.ml4m.from_pretrained to load either")
+        return model
+
+    def save_pretrained(self, directory) -> None:
+        """Write the released format (``config.json`` + ``model.safetensors``) into ``directory``."""
+        from .hub import save_pretrained
+
+        save_pretrained(self, directory)
+
     # -- sizes -----------------------------------------------------------------------------------------
     @property
     def vocab_size(self) -> int:
