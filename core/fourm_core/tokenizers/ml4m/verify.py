@@ -5,12 +5,16 @@ prefix ``P`` (every ``P.input`` key): ``P.latent``, ``P.quant``, ``P.quant_from_
 ``P.top2_margin`` and, for a VQ-VAE, ``P.decoded``; for a DiVAE, sampler runs ``P.<run>.decoded`` with their
 noise (``P.ddim.initial_noise`` for DDIM, ``P.default.noise<i>`` in draw order for the config's own sampler)
 and timesteps. Checks (float32): latents, quantised latents, margins and VQ-VAE decodes within 1e-5; token ids
-exact except where the stored top-2 margin is below 1e-4; diffusion decodes within 1e-4. Stored tensors no check
-covers (per-step diffusion traces, scheduler tables) are listed in the summary as unchecked.
+exact except where the stored top-2 margin is below 1e-4; diffusion decodes within 1e-4, and, when the diffusion
+module's sampler offers a ``trace`` hook, the sampled timesteps (exact) and every stored per-step sample / model
+output (``P.<run>.step<i>.sample`` / ``.model_output``, 1e-4); the training schedule's ᾱ table
+(``scheduler.train.alphas_cumprod``, 1e-5) when the module offers ``build_scheduler(config)``. Stored tensors no
+check covers are listed in the summary as unchecked.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
@@ -28,6 +32,7 @@ TOL_DIFFUSION = 1e-4
 MARGIN_EXEMPT = 1e-4
 IO_TENSORS = "io.safetensors"
 IO_JSON = "io.json"
+SCHEDULE_KEY = "scheduler.train.alphas_cumprod"
 
 
 @dataclass
@@ -107,15 +112,40 @@ def _diffusion_runs(rep: VerifyReport, model, prefix: str, stored: dict[str, tor
             continue
         used.update({f"{base}.decoded", steps_key})
         h, w = want.shape[-2:]
+        steps: dict[int, tuple[int, torch.Tensor, torch.Tensor]] = {}
         try:
             diffusion = _diffusion_module()
+            extra = {}
+            if "trace" in inspect.signature(diffusion.diffusion_decode).parameters:  # optional per-step hook
+                extra["trace"] = lambda i, t, x, out: steps.__setitem__(i, (int(t), x.detach().clone(),
+                                                                             out.detach().clone()))
             got = diffusion.diffusion_decode(model.decoder, quant, model.config, steps=int(stored[steps_key].numel()),
                                              scheduler=scheduler, noise=noise, image_size=h if h == w else (h, w),
-                                             timestep_spacing=spacing)
+                                             timestep_spacing=spacing, **extra)
         except TokenizerError as exc:
             rep.problems.append(f"{base}: {exc}")
             continue
+        if extra:
+            ts = torch.tensor([steps[i][0] for i in sorted(steps)], dtype=stored[steps_key].dtype)
+            rep.compare(steps_key, ts, stored[steps_key], 0.0)
+            for i, (_, x, out) in steps.items():
+                for name, got_i in (("sample", x), ("model_output", out)):
+                    key = f"{base}.step{i}.{name}"
+                    if key in stored:
+                        used.add(key)
+                        rep.compare(key, got_i, stored[key], TOL_DIFFUSION)
         rep.compare(f"{base}.decoded", got, want, TOL_DIFFUSION)
+
+
+def _check_schedule(rep: VerifyReport, model, want: torch.Tensor, used: set[str]) -> None:
+    """The training scheduler's ᾱ table, when the diffusion module exposes ``build_scheduler(config)``."""
+    from .vqvae import _diffusion_module
+
+    build = getattr(_diffusion_module(), "build_scheduler", None)
+    if build is None:
+        return
+    used.add(SCHEDULE_KEY)
+    rep.compare(SCHEDULE_KEY, torch.as_tensor(build(model.config).alphas_cumprod), want, TOL_LATENT)
 
 
 def check_tokenizer(directory: str | os.PathLike) -> VerifyReport:
@@ -184,6 +214,8 @@ def check_tokenizer(directory: str | os.PathLike) -> VerifyReport:
                     rep.compare(k["decoded"], model.decode_quant(quant), stored[k["decoded"]], TOL_LATENT)
             if kind == "DiVAE" and not encoder_only and k["quant_from_tokens"] in stored:
                 _diffusion_runs(rep, model, prefix, stored, used)
+        if kind == "DiVAE" and not encoder_only and SCHEDULE_KEY in stored:
+            _check_schedule(rep, model, stored[SCHEDULE_KEY], used)
     rep.unchecked = sorted(set(stored) - used)
     return rep
 
