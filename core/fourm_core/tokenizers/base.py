@@ -150,7 +150,9 @@ class PretrainedTokenizer(nn.Module):
         return model
 
 
-def _resolve_dir(directory_or_hub_id: str | os.PathLike) -> Path:
+def _resolve_dir(directory_or_hub_id: str | os.PathLike, *, revision: str | None = None,
+                 token: str | bool | None = None, cache_dir: str | os.PathLike | None = None) -> Path:
+    """A local directory, or the snapshot (config + weights only) of hub repo ``org/name`` at ``revision``."""
     path = Path(directory_or_hub_id)
     if path.is_dir():
         return path
@@ -163,7 +165,8 @@ def _resolve_dir(directory_or_hub_id: str | os.PathLike) -> Path:
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(text, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME]))
+        return Path(snapshot_download(text, revision=revision, token=token, cache_dir=cache_dir,
+                                      allow_patterns=[CONFIG_NAME, WEIGHTS_NAME]))
     except Exception as exc:  # noqa: BLE001 - offline machines: turn it into an actionable message
         raise TokenizerError(
             f"tokenizer {text!r} is not a local directory and could not be fetched from the Hugging Face hub "

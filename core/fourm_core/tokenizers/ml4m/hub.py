@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..base import CONFIG_NAME, WEIGHTS_NAME, TokenizerError
+from ..base import CONFIG_NAME, WEIGHTS_NAME, TokenizerError, _resolve_dir
 from .config import DIVAE_KEYS, VQVAE_KEYS, model_type
 from .vqvae import MODEL_CLASSES, VQ, DiVAE
 
@@ -33,22 +33,7 @@ _ENCODER_PREFIXES = ("cls_emb.", "encoder.", "quant_proj.", "quantize.")
 def resolve_dir(name_or_path: str | os.PathLike, *, revision: str | None = None, token: str | bool | None = None,
                 cache_dir: str | os.PathLike | None = None) -> Path:
     """A local tokenizer directory, or the snapshot of hub repo ``org/name`` holding its two files."""
-    path = Path(name_or_path)
-    if path.is_dir():
-        return path
-    text = str(name_or_path)
-    if path.exists() or text.startswith((".", "/", "~")) or text.count("/") != 1:
-        raise TokenizerError(f"tokenizer {text!r}: no such directory, and not a hub id of the form 'org/name'")
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(text, revision=revision, token=token, cache_dir=cache_dir,
-                                      allow_patterns=[CONFIG_NAME, WEIGHTS_NAME]))
-    except Exception as exc:  # noqa: BLE001 - offline / missing repo: one actionable message
-        raise TokenizerError(
-            f"tokenizer {text!r} (revision {revision or 'main'}) is not a local directory and could not be fetched "
-            f"from the Hugging Face hub or its cache ({type(exc).__name__}: {exc}). Download it with "
-            f"`huggingface-cli download {text} {CONFIG_NAME} {WEIGHTS_NAME} --local-dir DIR` and pass DIR") from exc
+    return _resolve_dir(name_or_path, revision=revision, token=token, cache_dir=cache_dir)
 
 
 def read_config(directory: Path) -> dict[str, Any]:
