@@ -62,7 +62,8 @@ def load_weights_strict(model: nn.Module, state: Mapping[str, torch.Tensor], whe
                  f"{len(unexpected)} unexpected {unexpected[:6]}" if unexpected else "",
                  f"{len(shapes)} of another shape {shapes[:4]}" if shapes else ""]
         raise TokenizerError(f"{where}: the weights do not fit the model its config describes: "
-                             f"{'; '.join(p for p in parts if p)}. Is the config.json the one saved with these weights?")
+                             f"{'; '.join(p for p in parts if p)}. Is the config.json the one saved with these "
+                             f"weights?")
     model.load_state_dict({k: v.to(torch.float32) if v.is_floating_point() else v for k, v in state.items()},
                           strict=True, assign=True)
 
@@ -73,7 +74,8 @@ def _build(cls: type[VQ], config: Mapping[str, Any], where: str) -> VQ:
         return cls(config, where=where)
 
 
-def from_pretrained(name_or_path: str | os.PathLike, *, encoder_only: bool = False, map_location: str | torch.device = "cpu",
+def from_pretrained(name_or_path: str | os.PathLike, *, encoder_only: bool = False,
+                    map_location: str | torch.device = "cpu",
                     revision: str | None = None, token: str | bool | None = None,
                     cache_dir: str | os.PathLike | None = None) -> VQ:
     """Load a released tokenizer (see the module docstring); the result is in eval mode on ``map_location``."""
