@@ -150,7 +150,9 @@ class PretrainedTokenizer(nn.Module):
         return model
 
 
-def _resolve_dir(directory_or_hub_id: str | os.PathLike) -> Path:
+def _resolve_dir(directory_or_hub_id: str | os.PathLike, *, revision: str | None = None,
+                 token: str | bool | None = None, cache_dir: str | os.PathLike | None = None) -> Path:
+    """A local directory, or the snapshot (config + weights only) of hub repo ``org/name`` at ``revision``."""
     path = Path(directory_or_hub_id)
     if path.is_dir():
         return path
@@ -163,7 +165,8 @@ def _resolve_dir(directory_or_hub_id: str | os.PathLike) -> Path:
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(text, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME]))
+        return Path(snapshot_download(text, revision=revision, token=token, cache_dir=cache_dir,
+                                      allow_patterns=[CONFIG_NAME, WEIGHTS_NAME]))
     except Exception as exc:  # noqa: BLE001 - offline machines: turn it into an actionable message
         raise TokenizerError(
             f"tokenizer {text!r} is not a local directory and could not be fetched from the Hugging Face hub "
@@ -173,7 +176,11 @@ def _resolve_dir(directory_or_hub_id: str | os.PathLike) -> Path:
 
 
 def load_tokenizer(directory_or_hub_id: str | os.PathLike, *, map_location: str = "cpu") -> PretrainedTokenizer:
-    """Load any trainable family from a directory written by ``save_pretrained`` (dispatch on ``family``)."""
+    """Load any trainable family from a directory written by ``save_pretrained`` (dispatch on ``family``).
+
+    A directory of the reference 4M release (a ``config.json`` without ``family``) loads as a
+    :class:`fourm_core.tokenizers.ml4m.ReleasedTokenizer` (same protocol, inference only).
+    """
     from safetensors.torch import load_file
 
     path = _resolve_dir(directory_or_hub_id)
@@ -182,6 +189,10 @@ def load_tokenizer(directory_or_hub_id: str | os.PathLike, *, map_location: str 
         raise TokenizerError(f"{path}: no {CONFIG_NAME}; is this a tokenizer directory written by save_pretrained?")
     with open(cfg_path, encoding="utf-8") as f:
         config = json.load(f)
+    if isinstance(config, dict) and "family" not in config:  # the reference 4M release's hub format
+        from .ml4m.hub import load_released
+
+        return load_released(path, map_location=map_location)
     family = config.pop("family", None)
     if family not in FAMILIES:
         raise TokenizerError(
