@@ -70,8 +70,18 @@ def _parts(d: Path) -> list[tuple[str, Callable[[], tuple[bool, str]] | None, bo
     parts.append(("schedules", sched and (lambda: sched(d / "schedules.json")), (d / "schedules.json").is_file()))
     tok = _optional("fourm_core.tokenizers.ml4m.verify", "verify_tokenizer")
     for sub in sorted(p for p in (d / "tokenizers").glob("*") if (p / "io.safetensors").is_file()):
-        parts.append((f"tokenizer {sub.name}", tok and (lambda sub=sub: tok(sub)), True))
+        parts.append((f"tokenizer {sub.name}", tok and (lambda sub=sub: _one_line(f"tokenizer {sub.name}", tok(sub))),
+                      True))
     return parts
+
+
+def _one_line(name: str, result: tuple[bool, str]) -> tuple[bool, str]:
+    """A multi-line check report as one summary part: ok, or FAIL with its problem / failing lines."""
+    passed, text = result
+    if passed:
+        return True, f"{name} ok"
+    bad = [ln.strip() for ln in text.splitlines()[1:] if ln.strip() and not ln.rstrip().endswith(" ok")]
+    return False, f"{name} FAIL ({'; '.join(bad)[:300]})"
 
 
 def verify_release(directory: str | Path) -> tuple[bool, str]:
