@@ -129,13 +129,28 @@ def content_seed(raw: Any) -> int:
     return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big")
 
 
-def normalize_class_name(name: str) -> str:
-    """A class name as one vocabulary token: lower case, runs of spaces/hyphens/slashes/underscores → ``_``.
+def class_words(name: str) -> str:
+    """A class name as the text 4M writes it: lower case, runs of spaces/hyphens/slashes/underscores → one
+    space. ``"Traffic Light"`` and ``"traffic_light"`` → ``"traffic light"`` (one token of the released
+    vocabulary, and of ours when a plugin declares it); ``"hair _ dryer"`` → ``"hair dryer"``."""
+    return re.sub(r"[\s\-/_]+", " ", str(name).strip().lower()).strip()
 
-    ``"Traffic Light"`` → ``"traffic_light"``; ``"hair drier"`` → ``"hair_drier"``; the word pieces a text
-    tokenizer decodes an undeclared name into (``"hair _ dryer"``) normalise back to ``"hair_dryer"``.
-    """
-    return re.sub(r"[\s\-/_]+", "_", str(name).strip().lower()).strip("_")
+
+def normalize_class_name(name: str) -> str:
+    """A class name as one identifier: :func:`class_words` joined with ``_`` (``"traffic_light"``)."""
+    return class_words(name).replace(" ", "_")
+
+
+def round_coords(values: np.ndarray | Sequence[float], bins: int = VALUE_BINS) -> np.ndarray:
+    """[0, 1] floats → integer bins ``round(x · (bins - 1))`` (half to even, as Python's ``round``), clipped:
+    the coordinate tokens of 4M's boxes (``v0=0`` is 0, ``v0=999`` is 1)."""
+    v = np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0)
+    return np.rint(v * (bins - 1)).astype(np.int64)
+
+
+def unround_coords(bins_: np.ndarray | Sequence[int], bins: int = VALUE_BINS) -> np.ndarray:
+    """The inverse of :func:`round_coords`: bin ``b`` → ``b / (bins - 1)`` (exact at 0 and 1)."""
+    return np.asarray(bins_, dtype=np.float64) / (bins - 1)
 
 
 def sequence_tokenizer(*, spec: Any, **overrides: Any):
