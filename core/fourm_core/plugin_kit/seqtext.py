@@ -159,3 +159,41 @@ def sequence_tokenizer(*, spec: Any, **overrides: Any):
     from fourm_core.tokenizers import SequenceTokenizer
 
     return SequenceTokenizer(**{"max_length": spec.max_length, "modality": spec.name, **overrides})
+
+
+def span_mask(ids: Sequence[int], keep: Sequence[bool], sentinel_ids: Sequence[int]) -> tuple[list[int], list[int]]:
+    """4M's span masking of one id sequence, given which tokens stay input (``keep``): the input has each run
+    of masked tokens replaced by the next sentinel (``sentinel_ids[1]`` first), the target lists, per span,
+    its sentinel then its tokens, and ends with the sentinel after the last span."""
+    a = np.asarray(ids, dtype=np.int64)
+    masked = ~np.asarray(keep, dtype=bool)
+    if masked.shape != a.shape:
+        raise SerializationError(f"span_mask: keep has {masked.size} entries for {a.size} ids")
+    start = masked & ~np.concatenate([[False], masked[:-1]])
+    nspans = int(start.sum())
+    if nspans + 1 >= len(sentinel_ids):
+        raise SerializationError(f"span_mask: {nspans} spans need {nspans + 2} sentinels, {len(sentinel_ids)} given")
+    sent = np.asarray(sentinel_ids, dtype=np.int64)
+    span_no = np.cumsum(start)
+    emit = ~masked | start
+    inp = np.where(masked, sent[span_no], a)[emit]
+    starts_in_masked = np.cumsum(masked)[start] - 1  # index of each span's first token among the masked ones
+    tgt = np.insert(a[masked], starts_in_masked, sent[1:nspans + 1])
+    return inp.tolist(), [*tgt.tolist(), int(sent[nspans + 1])]
+
+
+def merge_spans(input_ids: Sequence[int], target_ids: Sequence[int], sentinel_ids: Sequence[int]) -> list[int]:
+    """The inverse of :func:`span_mask`: every sentinel of the input replaced by the target's tokens after
+    the same sentinel (up to the next one). A sentinel the target lacks leaves its span empty."""
+    sentinels = set(int(s) for s in sentinel_ids)
+    tgt = np.asarray(target_ids, dtype=np.int64)
+    is_sent = np.isin(tgt, list(sentinels))
+    bounds = np.flatnonzero(is_sent)
+    spans = {int(tgt[b]): tgt[b + 1:e].tolist() for b, e in zip(bounds, [*bounds[1:], len(tgt)])}
+    inp = np.asarray(input_ids, dtype=np.int64)
+    at = np.flatnonzero(np.isin(inp, list(sentinels)))
+    pieces = np.split(inp, at)  # pieces[k + 1] starts with the k-th sentinel of the input
+    out = pieces[0].tolist()
+    for piece in pieces[1:]:  # one step per span
+        out += spans.get(int(piece[0]), []) + piece[1:].tolist()
+    return out

@@ -265,6 +265,11 @@ class TextTokenizer:
             texts.append([i for i in row if i != PAD_ID])
         return self._tok.decode_batch(texts, skip_special_tokens=False)
 
+    def decode_ids(self, ids: Sequence[int]) -> str:
+        """The text of one id list as it is: every id decoded, ``[EOS]`` / ``[PAD]`` / sentinels kept
+        (``tokenizers``' ``decode(ids, skip_special_tokens=False)``, 4M's view of a token sequence)."""
+        return self._tok.decode([int(i) for i in ids], skip_special_tokens=False)
+
     def __repr__(self) -> str:
         return f"TextTokenizer(vocab_size={self.vocab_size}, source={self.source!r})"
 

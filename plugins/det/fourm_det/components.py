@@ -70,15 +70,22 @@ def validate_det(raw: Any, modality: str = MODALITY) -> tuple[np.ndarray, list[s
 class DetectionSerializer:
     """Boxes ↔ ``v0=x0 v1=y0 v2=x1 v3=y1 class ...`` (see the module docstring)."""
 
-    def __init__(self, threshold: float = 0.6, max_boxes: int | None = 50, bins: int = 1000):
-        self.threshold, self.max_boxes, self.bins = threshold, max_boxes, bins
+    #: box orders: 4M-21's default (distance of (x0, y0) to the origin) or the raw's order
+    ORDERS = ("dist_to_orig", "given")
+
+    def __init__(self, threshold: float = 0.6, max_boxes: int | None = 50, bins: int = 1000,
+                 order: str = "dist_to_orig"):
+        if order not in self.ORDERS:
+            raise ValueError(f"modality {MODALITY!r}: order must be one of {', '.join(self.ORDERS)}, got {order!r}")
+        self.threshold, self.max_boxes, self.bins, self.order = threshold, max_boxes, bins, order
 
     def to_text(self, raw: Any) -> str:
         boxes, classes, scores = validate_det(raw)
         keep = np.flatnonzero(scores >= self.threshold)
         if self.max_boxes is not None and len(keep) > self.max_boxes:
             keep = keep[np.argsort(-scores[keep], kind="stable")[: self.max_boxes]]
-        keep = keep[np.argsort(boxes[keep, 0] ** 2 + boxes[keep, 1] ** 2, kind="stable")]
+        if self.order == "dist_to_orig":
+            keep = keep[np.argsort(boxes[keep, 0] ** 2 + boxes[keep, 1] ** 2, kind="stable")]
         q = round_coords(boxes[keep], self.bins)  # (K, 4)
         tokens = []
         for j, i in enumerate(keep):
