@@ -5,13 +5,15 @@ Raw form (JSON)::
     {"boxes": [[x0, y0, x1, y1], ...],   # xyxy, normalised to [0, 1] of the raw image
      "classes": ["person", "traffic light", ...],   # class names (lower-case words; '_' reads as a space)
      "scores": [0.97, ...],
-     "image_size": [H, W]}   # optional: pixel size of the labeled image, so crops work at any raw size
+     "image_size": [H, W],   # optional: pixel size of the labeled image, so crops work at any raw size
+     "ordered": true}        # optional: the boxes are in text order already (what from_text returns)
 
 Serialization (4M-21, token for token): boxes with a score below ``threshold`` (0.6) are dropped; at most
 ``max_boxes`` (50; ``None``: no cap) are kept (highest scores); the boxes are ordered by the distance of
 their (x0, y0) to the origin (stable: ties keep the raw order); per box
 ``v0=x0 v1=y0 v2=x1 v3=y1 <class>`` with coordinates ``round(v · 999)`` (parsed back to ``b / 999``,
-error ≤ 0.0005), corners as given. A class name is written as its words (``traffic light``: one token of
+error ≤ 0.0005), corners as given. A raw marked ``"ordered": true`` (a parsed text) keeps its order, so
+``to_text(from_text(t)) == t`` even where rounding swapped two nearly equal distances. A class name is written as its words (``traffic light``: one token of
 the vocabulary, where the plugin declares the 80 COCO names as the released vocabulary does; other names,
 e.g. of an open-vocabulary detector, are ordinary words). Parsed boxes get score 1.0 and class names as
 their words. An image without boxes serializes to the empty string. A text cut inside its last box (at
@@ -84,7 +86,7 @@ class DetectionSerializer:
         keep = np.flatnonzero(scores >= self.threshold)
         if self.max_boxes is not None and len(keep) > self.max_boxes:
             keep = keep[np.argsort(-scores[keep], kind="stable")[: self.max_boxes]]
-        if self.order == "dist_to_orig":
+        if self.order == "dist_to_orig" and not raw.get("ordered"):
             keep = keep[np.argsort(boxes[keep, 0] ** 2 + boxes[keep, 1] ** 2, kind="stable")]
         q = round_coords(boxes[keep], self.bins)  # (K, 4)
         tokens = []
@@ -94,7 +96,7 @@ class DetectionSerializer:
 
     def from_text(self, text: str) -> dict[str, list]:
         r = TokenReader(text, MODALITY)
-        out = empty_det()
+        out: dict[str, Any] = {**empty_det(), "ordered": True}
         while not r.done():
             try:
                 coords = [r.value(axis=a)[1] for a in range(4)]
