@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fourm_registry import ModalitySpec, StorageSpec, hookimpl
+from fourm_registry import ComponentRef, ModalitySpec, StorageSpec, hookimpl
 
 from .groups import SPECIAL_TOKENS
 
@@ -26,7 +26,7 @@ def fourm_register_modalities(register):
             # no labeler: HMR2 (and the pose VQ-VAE that makes the 8 pose ids) does not run here; a label job
             # for this modality fails with the registry's "has no pseudo-labeler" error
             labeler=None,
-            transform=f"{_C}:SmplPoseTransform",
+            transform=ComponentRef(target=f"{_C}:SmplPoseTransform", context=("raw_size",)),
             serializer=f"{_C}:SmplPoseSerializer",
             visualizer=f"{_C}:visualize",
             tokenizer="fourm_core.plugin_kit.seqtext:sequence_tokenizer",
