@@ -4,6 +4,10 @@ The shared text vocabulary has *value tokens* ``v0=0 .. v0=999``, ``v1=..``, ``v
 tokens (the base layout of :mod:`fourm_core.tokenizers`). Serializers build strings of whitespace-separated
 tokens with :func:`value_token` and parse them back with :func:`parse_value_token`; every parse error is a
 :class:`SerializationError` (a ``ValueError``) naming the modality, the offending token and its position.
+
+4M's own layouts bin box coordinates with :func:`round_coords` (``round(v · 999)``) and write class names as
+:func:`class_words`; :func:`span_mask` / :func:`merge_spans` are 4M's sentinel span masking of one id list
+and its inverse.
 """
 
 from __future__ import annotations
