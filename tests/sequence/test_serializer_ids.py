@@ -1,9 +1,9 @@
 """Every sequence serializer's text and the shared vocabulary's token ids, pinned against literal values and
 against the reference 4M release set (``../shared/conformance/ml4m_release/text/serialization.json``).
 
-Where fourm writes something else than the reference (on purpose or by a known gap, issue 16), ours is pinned
-here and the reference's form is an ``xfail(strict=True)`` test that says why: closing the gap turns it into an
-XPASS failure, so the mark has to go with the fix.
+fourm writes every structured modality as the reference does, token for token (issue 16): ours is pinned here
+with literal values, and the reference's examples are compared where the set is present (the whole file is
+replayed by :func:`fourm_core.compat.release_text.verify_serialization`, tested at the end).
 
 Tests that read ``../shared`` carry ``requires("conformance")``: they skip with the path as the reason when it
 is absent, and fail instead under ``FOURM_STRICT_SKIPS=1`` (CI sets it in ``.ci/run``). ``FOURM_RELEASE_DIR``
@@ -97,12 +97,15 @@ def test_trained_tokenizer_ids_of_heads_and_plugin_specials(our_tok):
     """Catches a trained vocabulary whose fixed head or plugin-declared tokens (det classes, pose and SAM
     words) moved: the structured serializers' ids are these."""
     pins = {"[PAD]": 0, "[EOS]": 3, "[S_1]": 5, "v0=0": 204, "v0=999": 1203, "v1=7": 1211, "v2=500": 2704,
-            "v3=999": 4203, "person": 4204, "bicycle": 4205, "traffic_light": 4213, "toothbrush": 4283,
+            "v3=999": 4203, "person": 4204, "bicycle": 4205, "traffic light": 4213, "toothbrush": 4283,
             "human": 4284, "none": 4285, "point": 4286, "polygon": 4287}
     assert {t: our_tok.token_to_id(t) for t in pins} == pins
     text = _ser("color_palette").to_text({"colors": [[255, 0, 7]]}) + " " + _ser("det").to_text(
         {"boxes": [[0.1, 0.2, 0.3, 0.4]], "classes": ["traffic_light"], "scores": [0.9]})
+    assert text.endswith("v3=400 traffic light")
     assert our_tok.encode_ids([text])[0] == [1205, 459, 204, 211, 304, 1404, 2504, 3604, 4213]
+    # class names are whole words of the normalised text, as in the released vocabulary
+    assert our_tok.encode_ids(["TRAFFIC LIGHT Person"])[0] == [4213, 4204]
 
 
 @needs_release
@@ -136,11 +139,13 @@ METADATA_BINS = {
     "original_width": (640, 20, 656), "original_height": (427, 13, 432), "caption_n_chars": (57, 57, 57),
     "caption_n_words": (11.4, 11, 11), "caption_n_sentences": (1, 1, 1), "n_humans": (2, 2, 2),
     "n_sam_instances": (5000, 999, 999), "n_coco_instances": (5, 5, 5), "coco_instance_diversity": (3, 3, 3),
-    "colorfulness": (48.7, 16, 49.5), "brightness": (300.0, 49, 252.45), "contrast": (60.1, 23, 59.69),
-    "saturation": (-4.0, 0, 2.55), "entropy": (7.2, 36, 7.3), "walkability": (0.35, 17, 0.35),
-    "objectness": (0.999, 49, 0.99), "semantic_diversity": (12, 12, 12), "geometric_complexity": (0.3, 20, 0.3075),
-    "occlusion_score": (0.05, 10, 0.0525), "watermark_score": (0.5, 1, 0.75), "aesthetic_score": (4.49, 0, 4.0),
-    "sharpness": (2.55, 25, 2.55), "edge_density": (0.5, 49, 0.495),
+    # float keys: int((v - vmin) / (vmax - vmin) * 49), parsed back to the step's centre (vmax for bin 49)
+    "colorfulness": (48.7, 15, 15.5 * 150 / 49), "brightness": (300.0, 49, 255.0),
+    "contrast": (60.1, 23, 23.5 * 127 / 49), "saturation": (-4.0, 0, 0.5 * 255 / 49),
+    "entropy": (7.2, 35, 35.5 * 10 / 49), "walkability": (0.35, 17, 17.5 / 49), "objectness": (0.999, 48, 48.5 / 49),
+    "semantic_diversity": (12, 12, 12), "geometric_complexity": (0.3, 19, 19.5 * 0.75 / 49),
+    "occlusion_score": (0.05, 9, 9.5 * 0.25 / 49), "watermark_score": (0.5, 1, 0.75), "aesthetic_score": (4.49, 0, 4.0),
+    "sharpness": (2.55, 24, 24.5 * 5 / 49), "edge_density": (0.5, 49, 0.5),
 }
 
 
@@ -173,13 +178,18 @@ def test_metadata_boundaries_and_clipping():
     assert [to_bin("n_humans", v) for v in (0, 2.4, 2.6, -3, 1000, 999)] == [0, 2, 3, 0, 999, 999]
     assert [to_bin("watermark_score", v) for v in (0.0, 0.4999, 0.5, 1.0)] == [0, 0, 1, 1]
     assert [to_bin("aesthetic_score", v) for v in (1.0, 4.5, 5.4999, 5.5, 9.0)] == [0, 1, 1, 2, 2]
-    assert [to_bin("brightness", v) for v in (0.0, 5.0999, 5.11, 254.99, 255.0, 1e9, -1.0)] == [0, 0, 1, 49, 49, 49, 0]
-    assert [to_bin("geometric_complexity", v) for v in (0.0149, 0.015, 0.75, 0.9)] == [0, 1, 49, 49]
+    # 49 steps of 255 / 49 = 5.204: bin 49 only at the top of the range
+    assert [to_bin("brightness", v) for v in (0.0, 5.2, 5.21, 254.99, 255.0, 1e9, -1.0)] == [0, 0, 1, 48, 49, 49, 0]
+    assert [to_bin("geometric_complexity", v) for v in (0.0153, 0.0154, 0.75, 0.9)] == [0, 1, 49, 49]
     assert [num_bins(k) for k in ("original_height", "semantic_diversity", "watermark_score", "aesthetic_score",
                                   "entropy")] == [1000, 1000, 2, 3, 50]
     assert [from_bin("aesthetic_score", b) for b in range(3)] == [4.0, 5.0, 6.0]
-    assert from_bin("entropy", 0) == pytest.approx(0.1) and from_bin("entropy", 49) == pytest.approx(9.9)
+    assert from_bin("entropy", 0) == pytest.approx(5 / 49) and from_bin("entropy", 49) == 10.0
     assert from_bin("original_width", 0) == 16 and from_bin("n_sam_instances", 999) == 999
+
+
+#: the first three chunks of the seeded order of all 23 keys of METADATA_BINS
+FULL_HEAD = ["v1=10", "v0=49", "v1=2", "v0=57", "v1=18", "v0=9"]
 
 
 def test_metadata_order_is_pinned_and_content_seeded():
@@ -191,10 +201,10 @@ def test_metadata_order_is_pinned_and_content_seeded():
     assert ser.to_text(dict(reversed(list(raw.items())))) == ser.to_text(raw)
     full = {k: v for k, (v, _, _) in METADATA_BINS.items()}
     text = ser.to_text(full)
-    assert text.split()[:6] == ["v1=17", "v0=20", "v1=16", "v0=12", "v1=6", "v0=999"]
-    # at most 19 chunks: the highest key ids (19..22) are the ones left out
+    assert text.split()[:6] == FULL_HEAD
+    # every key is written (4M-21 cuts at max_length, in the tokenizer)
     ids = sorted(int(t[3:]) for t in text.split()[::2])
-    assert ids == list(range(19))
+    assert ids == list(range(23))
 
 
 def test_metadata_round_trips():
@@ -207,7 +217,8 @@ def test_metadata_round_trips():
     text = ser.to_text(raw)
     assert ser.to_text(ser.from_text(text)) == text
     hand = "v1=22 v0=3 v1=4 v0=0 v1=20 v0=2"
-    assert ser.from_text(hand) == pytest.approx({"edge_density": 0.035, "caption_n_sentences": 0, "aesthetic_score": 6.0})
+    assert ser.from_text(hand) == pytest.approx({"edge_density": 3.5 * 0.5 / 49, "caption_n_sentences": 0,
+                                                 "aesthetic_score": 6.0})
     assert sorted(ser.to_text(ser.from_text(hand)).split()) == sorted(hand.split())
 
 
@@ -273,11 +284,9 @@ def test_metadata_count_size_and_manual_bins_match_the_reference(ref, ref_tok):
     assert sorted(shuffled["chunks"]) == sorted(chunks.values())
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="known gap: 4M-21 bins the float statistics with n-1 = 49 steps over the "
-                                       "range (0.999 objectness -> 48, 48.7 colorfulness -> 15); "
-                                       "fourm_metadata uses floor((v - vmin) / (vmax - vmin) * 50) (-> 49, 16)")
 @needs_release
 def test_metadata_float_bins_match_the_reference(ref):
+    """Catches the float statistics binned otherwise than 4M-21 (49 steps: 0.999 objectness -> 48)."""
     chunks = _ref_metadata_chunks(ref)
     raw = ref["examples"]["metadata"][0]["raw"]
     ser = _ser("metadata")
@@ -288,15 +297,15 @@ def test_metadata_float_bins_match_the_reference(ref):
 
 DET_RAW = {"boxes": [[0.5605, 0.1005, 0.9005, 0.7005], [0.3305, 0.2005, 0.0505, 0.9005], [0.0, 0.0, 0.1, 0.1],
                      [0.9995, 0.0005, 0.4005, 0.3005]],
-           "classes": ["traffic_light", "person", "dog", "red_sofa"], "scores": [0.91, 0.6, 0.59, 0.75]}
-DET_TEXT = ("v0=50 v1=200 v2=330 v3=900 person v0=400 v1=0 v2=999 v3=300 red sofa "
-            "v0=560 v1=100 v2=900 v3=700 traffic_light")
+           "classes": ["traffic_light", "person", "dog", "Red Sofa"], "scores": [0.91, 0.6, 0.59, 0.75]}
+DET_TEXT = ("v0=330 v1=200 v2=50 v3=900 person v0=560 v1=100 v2=900 v3=700 traffic light "
+            "v0=999 v1=0 v2=400 v3=300 red sofa")
 
 
 def test_det_text_is_pinned():
-    """Catches changes of the det layout: threshold (0.59 dropped, 0.6 kept), floor(x * 1000) bins, corners
-    re-ordered to min / max, boxes by distance of (x0, y0) to the origin, declared classes as one token and
-    undeclared ones as words."""
+    """Catches changes of the det layout: threshold (0.59 dropped, 0.6 kept), round(x * 999) bins (0.9995 ->
+    999, 0.0505 -> 50), corners as given, boxes by distance of the raw (x0, y0) to the origin, class names as
+    lower-case words ('traffic_light' -> 'traffic light')."""
     assert _ser("det").to_text(DET_RAW) == DET_TEXT
 
 
@@ -305,14 +314,14 @@ def test_det_round_trips():
     is the identity."""
     ser = _ser("det")
     back = ser.from_text(ser.to_text(DET_RAW))
-    assert back["classes"] == ["person", "red_sofa", "traffic_light"]
+    assert back["classes"] == ["person", "traffic light", "red sofa"]
     assert back["scores"] == [1.0, 1.0, 1.0]
-    assert np.allclose(back["boxes"], [[_c(50), _c(200), _c(330), _c(900)], [_c(400), _c(0), _c(999), _c(300)],
-                                       [_c(560), _c(100), _c(900), _c(700)]], atol=1e-12)
+    assert np.allclose(np.asarray(back["boxes"]) * 999, [[330, 200, 50, 900], [560, 100, 900, 700], [999, 0, 400, 300]],
+                       atol=1e-9)
     assert ser.to_text(back) == DET_TEXT
-    hand = "v0=3 v1=4 v2=5 v3=6 red sofa v0=900 v1=0 v2=901 v3=2 dining_table"
+    hand = "v0=3 v1=4 v2=5 v3=6 red sofa v0=900 v1=0 v2=901 v3=2 dining table"
     assert ser.to_text(ser.from_text(hand)) == hand
-    assert ser.from_text(hand)["classes"] == ["red_sofa", "dining_table"]
+    assert ser.from_text(hand)["classes"] == ["red sofa", "dining table"]
     assert ser.to_text({"boxes": [], "classes": [], "scores": []}) == "" and ser.from_text("")["boxes"] == []
 
 
@@ -322,7 +331,8 @@ def test_det_keeps_the_highest_scores_when_over_max_boxes():
     ser = DetectionSerializer(max_boxes=2)
     raw = {"boxes": [[0.1, 0.1, 0.2, 0.2], [0.3, 0.3, 0.4, 0.4], [0.5, 0.5, 0.6, 0.6]], "classes": ["cat", "dog", "cow"],
            "scores": [0.7, 0.95, 0.9]}
-    assert ser.to_text(raw) == "v0=300 v1=300 v2=400 v3=400 dog v0=500 v1=500 v2=600 v3=600 cow"
+    # 0.5 * 999 = 499.5 rounds half to even (500), as Python's round
+    assert ser.to_text(raw) == "v0=300 v1=300 v2=400 v3=400 dog v0=500 v1=500 v2=599 v3=599 cow"
 
 
 @pytest.mark.parametrize(("text", "pattern"), [
@@ -351,13 +361,13 @@ def test_det_drops_a_box_cut_at_max_length():
     ({"boxes": [[0, 0, 1.01, 1]], "classes": ["dog"], "scores": [1.0]}, r"box coordinates must be finite and in \[0, 1\]"),
     ({"boxes": [[-0.01, 0, 1, 1]], "classes": ["dog"], "scores": [1.0]}, r"box coordinates must be finite and in \[0, 1\]"),
     ({"boxes": [[float("nan"), 0, 1, 1]], "classes": ["dog"], "scores": [1.0]}, r"box coordinates must be finite and in \[0, 1\]"),
-    ({"boxes": [[0, 0, 1, 1]], "classes": ["traffic light"], "scores": [1.0]}, r"class name 'traffic light' must be one token"),
-    ({"boxes": [[0, 0, 1, 1]], "classes": [""], "scores": [1.0]}, r"class name '' must be one token"),
-    ({"boxes": [[0, 0, 1, 1]], "classes": [3], "scores": [1.0]}, r"class name 3 must be one token"),
+    ({"boxes": [[0, 0, 1, 1]], "classes": ["big v0=3"], "scores": [1.0]}, r"class name 'big v0=3' must be words"),
+    ({"boxes": [[0, 0, 1, 1]], "classes": [" _ "], "scores": [1.0]}, r"class name ' _ ' must be words"),
+    ({"boxes": [[0, 0, 1, 1]], "classes": [3], "scores": [1.0]}, r"class name 3 must be words"),
 ])
 def test_det_rejects_bad_raw(raw, pattern):
     """Catches the det serializer accepting raws it would write wrongly (mismatched lists, coordinates outside
-    [0, 1], class names that are not one vocabulary token)."""
+    [0, 1], class names without words or holding value tokens)."""
     with pytest.raises(SerializationError, match=r"modality 'det': " + pattern):
         _ser("det").to_text(raw)
 
@@ -370,31 +380,26 @@ def test_det_edges_of_the_coordinate_range():
 
 
 def _ref_det_raw(example) -> dict:
-    from fourm_core.plugin_kit.seqtext import normalize_class_name
-
     inst = example["raw_instances"]
-    return {"boxes": [i["boxes"] for i in inst], "classes": [normalize_class_name(i["class_name"]) for i in inst],
+    return {"boxes": [i["boxes"] for i in inst], "classes": [i["class_name"] for i in inst],
             "scores": [i["score"] for i in inst]}
 
 
 @needs_release
 def test_det_threshold_and_box_order_match_the_reference(ref):
     """Catches our threshold or box order drifting from 4M-21's (same boxes kept, same order)."""
-    from fourm_core.plugin_kit.seqtext import normalize_class_name
-
     e = ref["examples"]["det"][0]
     assert e["flip"] is False and e["crop_coords_top_left_h_w"] == [0, 0, *e["orig_size_hw"]]
     back = _ser("det").from_text(_ser("det").to_text(_ref_det_raw(e)))
-    assert back["classes"] == [normalize_class_name(b[4]) for b in e["boxes_after_augment"]]
+    assert back["classes"] == [b[4] for b in e["boxes_after_augment"]]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="known gap (issue 16): fourm_det writes multi-word classes as one "
-                                       "'traffic_light' token where the reference's vocabulary has 'traffic light', "
-                                       "and bins coordinates with floor(v*1000) where the reference uses round(v*999)")
 @needs_release
-def test_det_string_matches_the_reference(ref):
+def test_det_string_matches_the_reference(ref, ref_tok):
+    """Catches our det text or its ids drifting from 4M-21's ('traffic light' one token, round(v*999))."""
     e = ref["examples"]["det"][0]
     assert _ser("det").to_text(_ref_det_raw(e)) == e["string"]
+    assert ref_tok.encode_ids([e["string"]])[0] == e["ids"]
 
 
 # --- color_palette ------------------------------------------------------------------------------------------
@@ -494,29 +499,35 @@ def test_pose_round_trips():
     assert ser.from_text("none")["persons"] == [] and ser.from_text("")["persons"] == []
 
 
-@pytest.mark.xfail(strict=True, raises=SerializationError, reason="known gap (issue 16): fourm_human_pose serializes COCO keypoints "
-                                       "('human <box> <17 keypoints>'); 4M-21's human_poses is HMR2 SMPL "
-                                       "(box, then pose / global / camera / shape groups)")
 @needs_release
 def test_pose_reads_the_reference_human_poses(ref):
-    e = ref["examples"]["human_poses"][0]
-    _ser("human_pose").from_text(e["string"])
+    """Catches 4M-21's human_poses (HMR2 SMPL groups) not resolving to the smpl_pose plugin or not reading
+    back token for token; COCO keypoints (human_pose) are another modality."""
+    from fourm_registry import get_modalities
+
+    assert get_modalities()["human_poses"].name == "smpl_pose"
+    ser = _ser("human_poses")
+    for e in ref["examples"]["human_poses"]:
+        back = ser.from_text(e["string"])
+        assert ser.to_text(back) == " ".join(e["string"].split())
+    first = ser.from_text(ref["examples"]["human_poses"][0]["string"])["humans"][0]
+    assert first["pose"] == ref["examples"]["human_poses"][0]["raw"]["pose_tokenized"][0]
 
 
 # --- sam_instance -------------------------------------------------------------------------------------------
 
 SAM_POINTS = {"points": [
-    {"xy": [_c(250), _c(750)], "instances": []},
-    {"xy": [_c(500), _c(100)], "instances": [{"box": [_c(100), _c(50), _c(600), _c(300)],
-                                               "tokens": [0, 1, 511, 512, 513, 1023, 7, 8, 9, 10, 11, 12, 13, 14, 600, 15]}]},
+    {"xy": [56 / 224, 168 / 224], "instances": []},
+    {"xy": [112 / 224, 22 / 224], "instances": [{"box": [22 / 224, 11 / 224, 134 / 224, 224 / 224],
+                                                 "tokens": [0, 1, 511, 512, 513, 1023, 7, 8, 9, 10, 11, 12, 13, 14, 600, 15]}]},
 ]}
-SAM_TEXT = ("point v0=250 v1=750 none point v0=500 v1=100 polygon v0=100 v1=50 v2=600 v3=300 "
+SAM_TEXT = ("point v0=168 v1=56 none point v0=22 v1=112 polygon v0=22 v1=11 v2=134 v3=224 "
             "v0=0 v0=1 v0=511 v1=0 v1=1 v1=511 v0=7 v0=8 v0=9 v0=10 v0=11 v0=12 v0=13 v0=14 v1=88 v0=15")
 
 
 def test_sam_text_is_pinned_and_round_trips():
-    """Catches changes of the SAM layout (point x y, none / polygon box + 16 mask codes, codes >= 512 as
-    ``v1=c-512``) in either direction."""
+    """Catches changes of the SAM layout (pixels of the 224 crop, point row first ``v0=y v1=x``, none /
+    polygon box x0 y0 x1 y1 + 16 mask codes, codes >= 512 as ``v1=c-512``) in either direction."""
     ser = _ser("sam_instance")
     assert ser.to_text(SAM_POINTS) == SAM_TEXT
     back = ser.from_text(SAM_TEXT)
@@ -539,11 +550,9 @@ def test_sam_mask_codes_match_the_reference(ref):
     assert written == ours
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="known gap (issue 16): 4M-21 writes query points and boxes in pixels of "
-                                       "the 224 crop ('point v0=y v1=x'); fourm_sam_instance writes 1000-bin "
-                                       "normalised coordinates, x first")
 @needs_release
 def test_sam_group_matches_the_reference(ref):
+    """Catches our SAM coordinates drifting from 4M-21's (pixels of the 224 crop, 'point v0=y v1=x')."""
     e = ref["examples"]["sam_instance"][0]
     words = e["string"].split()
     i = words.index("polygon")
@@ -653,3 +662,80 @@ def test_coordinate_binning_and_helpers():
     assert seqtext.content_seed({"x": np.float32(0.5)}) == seqtext.content_seed({"x": 0.5})
     assert [seqtext.normalize_class_name(n) for n in ("Traffic Light", "hair drier", "hair _ dryer", " a-b/c__d ",
                                                       "_x_")] == ["traffic_light", "hair_drier", "hair_dryer", "a_b_c_d", "x"]
+
+
+def test_class_words_and_rounded_coordinates():
+    """Catches changes of 4M's class text (lower-case words) and of its box bins (round(v * 999), half to even)."""
+    assert [seqtext.class_words(n) for n in ("Traffic_Light", " hair  drier", "a-b/c__d", "_")] == \
+        ["traffic light", "hair drier", "a b c d", ""]
+    assert seqtext.round_coords([0.0, 0.0005, 0.0015, 0.5, 0.9995, 1.0, 1.2, -0.1]).tolist() == \
+        [0, 0, 1, 500, 999, 999, 999, 0]  # 0.5 * 999 = 499.5 -> 500 (even), 0.0015 * 999 = 1.4985 -> 1
+    assert np.allclose(seqtext.unround_coords([0, 500, 999]), [0.0, 500 / 999, 1.0])
+
+
+def test_span_mask_and_merge_are_inverse():
+    """Catches sentinel numbering (``[S_1]`` first), the target's final sentinel or the merge losing tokens."""
+    sentinels = list(range(4, 204))
+    ids = [300, 301, 302, 303, 304, 305, 3]
+    keep = [True, False, False, True, False, True, False]
+    inp, tgt = seqtext.span_mask(ids, keep, sentinels)
+    assert inp == [300, 5, 303, 6, 305, 7]
+    assert tgt == [5, 301, 302, 6, 304, 7, 3, 8]
+    assert seqtext.merge_spans(inp, tgt, sentinels) == ids
+    assert seqtext.span_mask(ids, [True] * 7, sentinels) == (ids, [5])
+    assert seqtext.merge_spans([300, 5, 303], [5], sentinels) == [300, 303]  # a span the target left empty
+    with pytest.raises(SerializationError, match="keep has 2 entries for 7 ids"):
+        seqtext.span_mask(ids, [True, False], sentinels)
+
+
+@needs_release
+def test_span_masking_matches_the_reference(ref, ref_tok):
+    """Catches our span layout or merge drifting from 4M's on its recorded draw (torch.rand <= keep_prob)."""
+    import torch
+
+    for e in ref["examples"]["span_masking"]:
+        keep = torch.rand(len(e["sequence_ids"]), generator=torch.Generator().manual_seed(e["torch_seed"])) <= e["keep_prob"]
+        inp, tgt = seqtext.span_mask(e["sequence_ids"], keep.tolist(), ref_tok.sentinel_ids)
+        assert (inp, tgt) == (e["input_ids"], e["target_ids"])
+        assert seqtext.merge_spans(inp, tgt, ref_tok.sentinel_ids) == e["merge_span_masking_result"]
+
+
+# --- the whole release file -----------------------------------------------------------------------------
+
+@needs_release
+def test_verify_serialization_passes_on_the_release_set():
+    """Every example of the release file (strings, ids, token strings, masking ids, decodes, chunks, span
+    masking, read-back) through the installed plugins: no mismatch."""
+    from fourm_core.compat.release_text import verify_serialization
+
+    _check_present()
+    passed, summary = verify_serialization(RELEASE)
+    n = sum(len(v) for v in json.loads(SERIALIZATION.read_text())["examples"].values())
+    assert passed, summary
+    assert summary == f"{n} examples, 0 mismatches"
+
+
+@needs_release
+def test_verify_serialization_fails_on_a_changed_id(tmp_path):
+    """Catches a verifier that does not compare: one expected id changed, one stored string changed and a
+    tokenizer that is not the named file each give a named mismatch."""
+    import shutil
+
+    from fourm_core.compat.release_text import verify_serialization
+
+    _check_present()
+    (tmp_path / "text").mkdir()
+    shutil.copy(REF_TOKENIZER, tmp_path / "text" / REF_TOKENIZER.name)
+    doc = json.loads(SERIALIZATION.read_text())
+    doc["examples"]["det"][1]["ids"][3] += 1
+    doc["examples"]["color_palette"][0]["string"] = doc["examples"]["color_palette"][0]["string"].replace("v1=", "v2=")
+    doc["tokenizer_sha256"] = "0" * 64
+    (tmp_path / "text" / "serialization.json").write_text(json.dumps(doc))
+    passed, summary = verify_serialization(tmp_path)
+    assert not passed
+    assert "5 mismatches" in summary and "det[1].ids" in summary and "det[1].decode_skip_special_false" in summary
+    assert "color_palette[0].string" in summary
+    assert "color_palette[0].to_text(from_text(string))" in summary
+    assert "sha256 differs" in summary
+    with pytest.raises(FileNotFoundError, match="text/serialization.json not found"):
+        verify_serialization(tmp_path / "nowhere")

@@ -35,7 +35,10 @@ def test_encode_eos_pad_truncation_and_whole_special_tokens(tok):
     assert row[6] == 3 and row[7:] == [0, 0, 0]
     assert ids[1, :2].tolist() == [4205, 3]
     short = tok.encode(["a dog runs on the grass"], max_length=3)
-    assert short[0, -1] == 3 and (short[0] != 0).all()  # truncated so that EOS fits
+    # ids + [EOS] cut to max_length, as 4M: a sequence that does not end there has no [EOS]
+    assert short[0].tolist() == tok.encode_ids(["a dog runs on the grass"])[0][:3] and 3 not in short[0].tolist()
+    exact = tok.encode(["a dog"], max_length=3)
+    assert exact[0].tolist() == [*tok.encode_ids(["a dog"])[0], 3]
 
 
 def test_decode_stops_at_eos_and_skips_pad(tok):
@@ -107,3 +110,76 @@ def test_bad_files(tmp_path):
     (tmp_path / "junk.json").write_text("{not json")
     with pytest.raises(TextTokenizerError, match="junk.json is not a valid tokenizers JSON"):
         TextTokenizer.load(tmp_path / "junk.json")
+
+
+# -- from_pretrained: file, directory, hub cache, the released name ----------------------------------------
+
+def test_from_pretrained_file_and_directory(tok, tmp_path):
+    tok.save(tmp_path / "a" / "tokenizer.json")
+    tok.save(tmp_path / "b" / "text_tokenizer_4m_wordpiece_30k.json")
+    texts = ["a person v2=5 [S_0] sleeps"]
+    for source in (tmp_path / "a" / "tokenizer.json", tmp_path / "a", str(tmp_path / "b")):
+        assert TextTokenizer.from_pretrained(source).encode_ids(texts) == tok.encode_ids(texts), source
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TextTokenizerError, match="holds none of text_tokenizer_4m_wordpiece_30k.json, tokenizer.json"):
+        TextTokenizer.from_pretrained(tmp_path / "empty")
+    with pytest.raises(TextTokenizerError, match="neither a file, a directory, a hub id"):
+        TextTokenizer.from_pretrained(tmp_path / "no" / "such" / "file.json")
+
+
+def _hub_cache(root, repo_id, filename, tok, revision="0123456789abcdef0123456789abcdef01234567"):
+    """A local cache laid out as huggingface_hub writes it: models--org--name/snapshots/<rev>/<file>, refs/main."""
+    repo = root / f"models--{repo_id.replace('/', '--')}"
+    tok.save(repo / "snapshots" / revision / filename)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(revision)
+    return revision
+
+
+def test_from_pretrained_hub_id_from_the_local_cache(tok, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    rev = _hub_cache(tmp_path, "someorg/vocab", "text_tokenizer_4m_wordpiece_30k.json", tok)
+    texts = ["two cats sleep v1=3"]
+    loaded = TextTokenizer.from_pretrained("someorg/vocab")
+    assert loaded.encode_ids(texts) == tok.encode_ids(texts)
+    assert f"snapshots/{rev}" in loaded.source
+    assert TextTokenizer.from_pretrained("someorg/vocab", revision=rev).vocab_size == tok.vocab_size
+    _hub_cache(tmp_path, "someorg/plain", "tokenizer.json", tok)  # the second file name looked for
+    assert TextTokenizer.from_pretrained("someorg/plain").vocab_size == tok.vocab_size
+    with pytest.raises(TextTokenizerError, match=r"'someorg/missing'.*HF_HUB_OFFLINE is set"):
+        TextTokenizer.from_pretrained("someorg/missing")
+
+
+def test_from_pretrained_released_name(tok, tmp_path, monkeypatch):
+    """The name resolves through $FOURM_TEXT_TOKENIZER_DIR; without it (and without the reference package)
+    the error says where to get the file."""
+    import importlib.util
+
+    from fourm_core.tokenizers.text import RELEASED_VOCAB_URL
+
+    monkeypatch.setenv("FOURM_TEXT_TOKENIZER_DIR", str(tmp_path))
+    tok.save(tmp_path / "text_tokenizer_4m_wordpiece_30k.json")
+    assert TextTokenizer.from_pretrained("4m-wordpiece-30k").vocab_size == tok.vocab_size
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name.startswith("fourm.") else real_find_spec(name, *a))
+    monkeypatch.setenv("FOURM_TEXT_TOKENIZER_DIR", str(tmp_path / "elsewhere"))
+    with pytest.raises(TextTokenizerError) as info:
+        TextTokenizer.from_pretrained("4m-wordpiece-30k")
+    msg = str(info.value)
+    assert RELEASED_VOCAB_URL in msg and "FOURM_TEXT_TOKENIZER_DIR=DIR" in msg and "elsewhere" in msg
+    assert RELEASED_VOCAB_URL.startswith("https://raw.githubusercontent.com/apple/ml-4m/")
+    monkeypatch.delenv("FOURM_TEXT_TOKENIZER_DIR")
+    with pytest.raises(TextTokenizerError, match="pass the file's path"):
+        TextTokenizer.from_pretrained("4m-wordpiece-30k")
+
+
+def test_decode_ids_keeps_every_token(tok):
+    ids = tok.encode_ids(["a dog [EOS] [PAD] person"])[0]
+    assert tok.decode_ids(ids) == "a dog [EOS] [PAD] person"
+    assert tok.decode([ids]) == ["a dog"]

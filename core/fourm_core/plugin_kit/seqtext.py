@@ -4,6 +4,10 @@ The shared text vocabulary has *value tokens* ``v0=0 .. v0=999``, ``v1=..``, ``v
 tokens (the base layout of :mod:`fourm_core.tokenizers`). Serializers build strings of whitespace-separated
 tokens with :func:`value_token` and parse them back with :func:`parse_value_token`; every parse error is a
 :class:`SerializationError` (a ``ValueError``) naming the modality, the offending token and its position.
+
+4M's own layouts bin box coordinates with :func:`round_coords` (``round(v · 999)``) and write class names as
+:func:`class_words`; :func:`span_mask` / :func:`merge_spans` are 4M's sentinel span masking of one id list
+and its inverse.
 """
 
 from __future__ import annotations
@@ -129,13 +133,28 @@ def content_seed(raw: Any) -> int:
     return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big")
 
 
-def normalize_class_name(name: str) -> str:
-    """A class name as one vocabulary token: lower case, runs of spaces/hyphens/slashes/underscores → ``_``.
+def class_words(name: str) -> str:
+    """A class name as the text 4M writes it: lower case, runs of spaces/hyphens/slashes/underscores → one
+    space. ``"Traffic Light"`` and ``"traffic_light"`` → ``"traffic light"`` (one token of the released
+    vocabulary, and of ours when a plugin declares it); ``"hair _ dryer"`` → ``"hair dryer"``."""
+    return re.sub(r"[\s\-/_]+", " ", str(name).strip().lower()).strip()
 
-    ``"Traffic Light"`` → ``"traffic_light"``; ``"hair drier"`` → ``"hair_drier"``; the word pieces a text
-    tokenizer decodes an undeclared name into (``"hair _ dryer"``) normalise back to ``"hair_dryer"``.
-    """
-    return re.sub(r"[\s\-/_]+", "_", str(name).strip().lower()).strip("_")
+
+def normalize_class_name(name: str) -> str:
+    """A class name as one identifier: :func:`class_words` joined with ``_`` (``"traffic_light"``)."""
+    return class_words(name).replace(" ", "_")
+
+
+def round_coords(values: np.ndarray | Sequence[float], bins: int = VALUE_BINS) -> np.ndarray:
+    """[0, 1] floats → integer bins ``round(x · (bins - 1))`` (half to even, as Python's ``round``), clipped:
+    the coordinate tokens of 4M's boxes (``v0=0`` is 0, ``v0=999`` is 1)."""
+    v = np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0)
+    return np.rint(v * (bins - 1)).astype(np.int64)
+
+
+def unround_coords(bins_: np.ndarray | Sequence[int], bins: int = VALUE_BINS) -> np.ndarray:
+    """The inverse of :func:`round_coords`: bin ``b`` → ``b / (bins - 1)`` (exact at 0 and 1)."""
+    return np.asarray(bins_, dtype=np.float64) / (bins - 1)
 
 
 def sequence_tokenizer(*, spec: Any, **overrides: Any):
@@ -144,3 +163,41 @@ def sequence_tokenizer(*, spec: Any, **overrides: Any):
     from fourm_core.tokenizers import SequenceTokenizer
 
     return SequenceTokenizer(**{"max_length": spec.max_length, "modality": spec.name, **overrides})
+
+
+def span_mask(ids: Sequence[int], keep: Sequence[bool], sentinel_ids: Sequence[int]) -> tuple[list[int], list[int]]:
+    """4M's span masking of one id sequence, given which tokens stay input (``keep``): the input has each run
+    of masked tokens replaced by the next sentinel (``sentinel_ids[1]`` first), the target lists, per span,
+    its sentinel then its tokens, and ends with the sentinel after the last span."""
+    a = np.asarray(ids, dtype=np.int64)
+    masked = ~np.asarray(keep, dtype=bool)
+    if masked.shape != a.shape:
+        raise SerializationError(f"span_mask: keep has {masked.size} entries for {a.size} ids")
+    start = masked & ~np.concatenate([[False], masked[:-1]])
+    nspans = int(start.sum())
+    if nspans + 1 >= len(sentinel_ids):
+        raise SerializationError(f"span_mask: {nspans} spans need {nspans + 2} sentinels, {len(sentinel_ids)} given")
+    sent = np.asarray(sentinel_ids, dtype=np.int64)
+    span_no = np.cumsum(start)
+    emit = ~masked | start
+    inp = np.where(masked, sent[span_no], a)[emit]
+    starts_in_masked = np.cumsum(masked)[start] - 1  # index of each span's first token among the masked ones
+    tgt = np.insert(a[masked], starts_in_masked, sent[1:nspans + 1])
+    return inp.tolist(), [*tgt.tolist(), int(sent[nspans + 1])]
+
+
+def merge_spans(input_ids: Sequence[int], target_ids: Sequence[int], sentinel_ids: Sequence[int]) -> list[int]:
+    """The inverse of :func:`span_mask`: every sentinel of the input replaced by the target's tokens after
+    the same sentinel (up to the next one). A sentinel the target lacks leaves its span empty."""
+    sentinels = set(int(s) for s in sentinel_ids)
+    tgt = np.asarray(target_ids, dtype=np.int64)
+    is_sent = np.isin(tgt, list(sentinels))
+    bounds = np.flatnonzero(is_sent)
+    spans = {int(tgt[b]): tgt[b + 1:e].tolist() for b, e in zip(bounds, [*bounds[1:], len(tgt)])}
+    inp = np.asarray(input_ids, dtype=np.int64)
+    at = np.flatnonzero(np.isin(inp, list(sentinels)))
+    pieces = np.split(inp, at)  # pieces[k + 1] starts with the k-th sentinel of the input
+    out = pieces[0].tolist()
+    for piece in pieces[1:]:  # one step per span
+        out += spans.get(int(piece[0]), []) + piece[1:].tolist()
+    return out

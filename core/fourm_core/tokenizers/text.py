@@ -10,9 +10,12 @@ next                  special tokens declared by the installed sequence plugins 
 rest                  the trained WordPiece vocabulary (lower-cased, BERT pre-tokenisation)
 ====================  ==========================================================================
 
-Every special token is a whole token (never split). The file format is the Hugging Face ``tokenizers``
-JSON, so the reference 4M text tokenizer (``[PAD]`` 0 … ``[EOS]`` 3, ``[S_i]`` from 4, its own
-coordinate tokens) loads with :meth:`TextTokenizer.load` as well.
+Every special token is a whole token (never split). The fixed head is matched on the raw text; the
+plugin-declared tokens (class names such as ``traffic light``, words such as ``none``) are matched on the
+normalised (lower-cased) text, as whole words, so ``TRAFFIC LIGHT`` is the one token ``traffic light``.
+The file format is the Hugging Face ``tokenizers`` JSON, so the released 4M vocabulary
+(``4m-wordpiece-30k``: the same head, then the 80 COCO class names as whole tokens) loads with
+:meth:`TextTokenizer.load` / :meth:`TextTokenizer.from_pretrained` as well.
 """
 
 from __future__ import annotations
@@ -40,6 +43,17 @@ NUM_SENTINELS = 200
 NUM_COORD_BINS = 1000
 COORD_PREFIXES = ("v0", "v1", "v2", "v3")
 _SENTINEL_RE = re.compile(r"^\[S_(\d+)\]$")
+
+#: the released 4M / 4M-21 WordPiece vocabulary, by name (see :meth:`TextTokenizer.from_pretrained`)
+RELEASED_VOCAB_NAME = "4m-wordpiece-30k"
+RELEASED_VOCAB_FILE = "text_tokenizer_4m_wordpiece_30k.json"
+RELEASED_VOCAB_URL = ("https://raw.githubusercontent.com/apple/ml-4m/main/fourm/utils/tokenizer/trained/"
+                      + RELEASED_VOCAB_FILE)
+#: a directory holding ``RELEASED_VOCAB_FILE`` (checked before the reference package's own data)
+ENV_TEXT_TOKENIZER_DIR = "FOURM_TEXT_TOKENIZER_DIR"
+#: file names looked for in a directory or a hub repository, in this order
+TOKENIZER_FILENAMES = (RELEASED_VOCAB_FILE, "tokenizer.json", "text/tokenizer.json")
+_HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 class TextTokenizerError(FourmError, ValueError):
@@ -97,7 +111,9 @@ class TextTokenizer:
                                                     lowercase=lowercase)
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tok.decoder = decoders.WordPiece(prefix="##")
-        added = [AddedToken(t, single_word=i >= len(BASE_SPECIALS), normalized=False, special=True)
+        # the fixed head matches the raw text; plugin tokens (class names with spaces, words) the normalised
+        # text, as whole words: the released vocabulary declares its class names the same way
+        added = [AddedToken(t, single_word=i >= len(BASE_SPECIALS), normalized=i >= len(fixed), special=True)
                  for i, t in enumerate(specials)]
         trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency, show_progress=False,
                                             special_tokens=added, continuing_subword_prefix="##")
@@ -136,6 +152,37 @@ class TextTokenizer:
         except Exception as exc:  # noqa: BLE001 - the library's messages do not name the file
             raise TextTokenizerError(f"{path} is not a valid tokenizers JSON file: {exc}") from exc
         return cls(tok, source=str(path))
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, *, filename: str | None = None,
+                        revision: str | None = None, token: str | bool | None = None,
+                        cache_dir: str | os.PathLike | None = None) -> TextTokenizer:
+        """Load a vocabulary by file, directory, Hugging Face hub id or name.
+
+        * a ``tokenizers`` JSON file;
+        * a directory holding ``filename`` or one of :data:`TOKENIZER_FILENAMES`;
+        * a hub repository id ``org/name``: ``hf_hub_download`` of that file (``revision``, ``token``,
+          ``cache_dir``; honours ``HF_HUB_OFFLINE`` and the local cache);
+        * ``"4m-wordpiece-30k"``: the released 4M vocabulary, from ``$FOURM_TEXT_TOKENIZER_DIR``, else from
+          the reference package's data when ``fourm.utils.tokenizer`` (apple/ml-4m) is importable.
+        """
+        s = os.fspath(name_or_path)
+        if s == RELEASED_VOCAB_NAME:
+            return cls.load(_released_vocab_path())
+        path = Path(s).expanduser()
+        if path.is_file():
+            return cls.load(path)
+        names = (filename,) if filename else TOKENIZER_FILENAMES
+        if path.is_dir():
+            for n in names:
+                if (path / n).is_file():
+                    return cls.load(path / n)
+            raise TextTokenizerError(f"text tokenizer directory {path} holds none of {', '.join(names)}")
+        if _HUB_ID_RE.match(s) and not path.exists():
+            return cls.load(_hub_download(s, names, revision=revision, token=token, cache_dir=cache_dir))
+        raise TextTokenizerError(
+            f"text tokenizer {s!r} is neither a file, a directory, a hub id 'org/name' nor the name "
+            f"{RELEASED_VOCAB_NAME!r}")
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the tokenizer as one JSON file."""
@@ -191,13 +238,16 @@ class TextTokenizer:
         return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
 
     def encode(self, texts: Sequence[str] | str, max_length: int) -> torch.Tensor:
-        """``(B, max_length)`` int64: ids, then ``[EOS]``, then ``[PAD]`` (truncated so that EOS fits)."""
+        """``(B, max_length)`` int64: ids, then ``[EOS]``, then ``[PAD]``.
+
+        ``ids + [EOS]`` is cut to ``max_length`` as 4M does: a sequence longer than ``max_length - 1`` loses
+        its ``[EOS]`` (it did not end there)."""
         if max_length < 1:
             raise TextTokenizerError(f"max_length must be >= 1 (room for [EOS]), got {max_length}")
         rows = self.encode_ids(texts)
         out = torch.full((len(rows), max_length), PAD_ID, dtype=torch.long)
         for b, ids in enumerate(rows):  # per sample, not per token
-            ids = ids[: max_length - 1] + [EOS_ID]
+            ids = (ids + [EOS_ID])[:max_length]
             out[b, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         return out
 
@@ -215,5 +265,59 @@ class TextTokenizer:
             texts.append([i for i in row if i != PAD_ID])
         return self._tok.decode_batch(texts, skip_special_tokens=False)
 
+    def decode_ids(self, ids: Sequence[int]) -> str:
+        """The text of one id list as it is: every id decoded, ``[EOS]`` / ``[PAD]`` / sentinels kept
+        (``tokenizers``' ``decode(ids, skip_special_tokens=False)``, 4M's view of a token sequence)."""
+        return self._tok.decode([int(i) for i in ids], skip_special_tokens=False)
+
     def __repr__(self) -> str:
         return f"TextTokenizer(vocab_size={self.vocab_size}, source={self.source!r})"
+
+
+def _released_vocab_path() -> Path:
+    """The released 4M vocabulary file: ``$FOURM_TEXT_TOKENIZER_DIR``, else the reference package's data."""
+    env = os.environ.get(ENV_TEXT_TOKENIZER_DIR)
+    tried = []
+    if env:
+        p = Path(env).expanduser() / RELEASED_VOCAB_FILE
+        if p.is_file():
+            return p
+        tried.append(f"{p} (from ${ENV_TEXT_TOKENIZER_DIR})")
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec("fourm.utils.tokenizer")
+    except (ImportError, ValueError):
+        found = None
+    if found is not None and found.submodule_search_locations:
+        for loc in found.submodule_search_locations:
+            p = Path(loc) / "trained" / RELEASED_VOCAB_FILE
+            if p.is_file():
+                return p
+            tried.append(f"{p} (package fourm.utils.tokenizer)")
+    raise TextTokenizerError(
+        f"the text vocabulary {RELEASED_VOCAB_NAME!r} is not available here"
+        + (f" (looked at {'; '.join(tried)})" if tried else "")
+        + f". Either download {RELEASED_VOCAB_URL} (apple/ml-4m, Apache-2.0) into a directory and set "
+        f"{ENV_TEXT_TOKENIZER_DIR}=DIR, or pass the file's path to TextTokenizer.from_pretrained")
+
+
+def _hub_download(repo_id: str, names: Sequence[str], *, revision: str | None, token: str | bool | None,
+                  cache_dir: str | os.PathLike | None) -> str:
+    """The local path of the first of ``names`` in hub repository ``repo_id`` (download or cache)."""
+    try:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.utils import EntryNotFoundError, LocalEntryNotFoundError
+    except ImportError as exc:  # pragma: no cover - huggingface_hub comes with transformers
+        raise TextTokenizerError(f"loading text tokenizer {repo_id!r} from the hub needs huggingface_hub") from exc
+    errors = []
+    for n in names:
+        try:
+            return hf_hub_download(repo_id, n, revision=revision, token=token, cache_dir=cache_dir)
+        except (EntryNotFoundError, LocalEntryNotFoundError) as exc:
+            errors.append(f"{n}: {type(exc).__name__}")
+        except Exception as exc:  # noqa: BLE001 - repository missing, network, auth: say which repo
+            raise TextTokenizerError(f"text tokenizer {repo_id!r} (hub, revision {revision or 'main'}): {exc}") from exc
+    offline = " (HF_HUB_OFFLINE is set: only the local cache was searched)" if os.environ.get("HF_HUB_OFFLINE") else ""
+    raise TextTokenizerError(f"hub repository {repo_id!r} (revision {revision or 'main'}) has none of "
+                             f"{', '.join(names)}{offline}: {'; '.join(errors)}")

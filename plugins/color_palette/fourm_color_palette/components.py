@@ -12,6 +12,7 @@ The palette describes the whole image and does not follow crops or flips (as in 
 from __future__ import annotations
 
 import logging
+import random
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,20 @@ def validate_palette(raw: Any) -> list[list[int]]:
             raise SerializationError(f"modality {MODALITY!r}: colour {c!r} must be three integers 0..255")
         out.append([int(v) for v in c])
     return out
+
+
+def from_sizes(sample: Any, rng: random.Random | None = None) -> dict[str, list[list[int]]]:
+    """4M-21's stored palettes (``[{"1": [[R, G, B]], ..., "7": [7 colours]}]``: one palette per size) → the
+    raw form, with the size drawn as 4M-21's training transform does (``rng.randint(1, 7)``; default the
+    ``random`` module)."""
+    try:
+        by_size = sample[0]
+        k = (rng or random).randint(1, MAX_COLORS)
+        colors = by_size[str(k)]
+    except (KeyError, IndexError, TypeError) as exc:
+        raise SerializationError(f"modality {MODALITY!r}: a palette-per-size sample must be "
+                                 f"[{{'1': [[R, G, B]], ..., '{MAX_COLORS}': [...]}}]: {exc!r}") from exc
+    return {"colors": [[int(v) for v in c] for c in colors]}
 
 
 class PaletteSerializer:

@@ -3,19 +3,22 @@
 Raw form (JSON)::
 
     {"boxes": [[x0, y0, x1, y1], ...],   # xyxy, normalised to [0, 1] of the raw image
-     "classes": ["person", "traffic_light", ...],   # class names as vocabulary tokens (see classes.py)
+     "classes": ["person", "traffic light", ...],   # class names (lower-case words; '_' reads as a space)
      "scores": [0.97, ...],
-     "image_size": [H, W]}   # optional: pixel size of the labeled image, so crops work at any raw size
+     "image_size": [H, W],   # optional: pixel size of the labeled image, so crops work at any raw size
+     "ordered": true}        # optional: the boxes are in text order already (what from_text returns)
 
-Serialization (4M-21): boxes with a score below ``threshold`` (0.6) are dropped; at most ``max_boxes`` (50)
-are kept (highest scores); then, per box, ``v0=x0 v1=y0 v2=x1 v3=y1 <class>`` with coordinates binned to
-1000 values (``floor(x·1000)``, parsed back to bin centres, error ≤ 0.0005), boxes ordered by the squared
-distance of their binned (x0, y0) to the origin. A class name is one token (``traffic_light``); a name the
-vocabulary does not declare is written as its words (``red_sofa`` → ``red sofa``) and parsed back joined
-with ``_``. Parsed boxes
-get score 1.0. An image without boxes serializes to the empty string. A text cut inside its last box (at
-max_length) parses without that box (logged); any other malformed text raises ``ValueError``. Worst case with COCO classes:
-50 × 5 = 250 tokens ≤ max_length 256.
+Serialization (4M-21, token for token): boxes with a score below ``threshold`` (0.6) are dropped; at most
+``max_boxes`` (50; ``None``: no cap) are kept (highest scores); the boxes are ordered by the distance of
+their (x0, y0) to the origin (stable: ties keep the raw order); per box
+``v0=x0 v1=y0 v2=x1 v3=y1 <class>`` with coordinates ``round(v · 999)`` (parsed back to ``b / 999``,
+error ≤ 0.0005), corners as given. A raw marked ``"ordered": true`` (a parsed text) keeps its order, so
+``to_text(from_text(t)) == t`` even where rounding swapped two nearly equal distances. A class name is written as its words (``traffic light``: one token of
+the vocabulary, where the plugin declares the 80 COCO names as the released vocabulary does; other names,
+e.g. of an open-vocabulary detector, are ordinary words). Parsed boxes get score 1.0 and class names as
+their words. An image without boxes serializes to the empty string. A text cut inside its last box (at
+max_length) parses without that box (logged); any other malformed text raises ``ValueError``. Worst case
+with COCO classes: 50 × 6 = 300 tokens; max_length 256 cuts the text (as 4M's masking does).
 """
 
 from __future__ import annotations
@@ -29,25 +32,16 @@ from fourm_core.plugin_kit.seqtext import (
     SerializationError,
     TokenReader,
     TruncatedTextError,
-    dequantize_coords,
-    normalize_class_name,
+    class_words,
     parse_value_token,
-    quantize_coords,
+    round_coords,
+    unround_coords,
     value_token,
 )
 
-from .classes import COCO_CLASS_TOKENS
-
 log = logging.getLogger(__name__)
 MODALITY = "det"
-_DECLARED = frozenset(COCO_CLASS_TOKENS)
 DEFAULT_WEIGHTS = "facebook/detr-resnet-50"
-
-
-def class_text(name: str) -> str:
-    """A declared class token as is (``traffic_light``); any other name as its words (``red sofa``), which the
-    text tokenizer knows as ordinary words, and which the parser joins back with ``_``."""
-    return name if name in _DECLARED else name.replace("_", " ")
 
 
 def empty_det() -> dict[str, list]:
@@ -55,7 +49,8 @@ def empty_det() -> dict[str, list]:
 
 
 def validate_det(raw: Any, modality: str = MODALITY) -> tuple[np.ndarray, list[str], np.ndarray]:
-    """(boxes (N, 4) float64, class names, scores (N,)) of a det raw; ``ValueError`` naming the modality otherwise."""
+    """(boxes (N, 4) float64, class names as words, scores (N,)) of a det raw; ``ValueError`` naming the
+    modality otherwise."""
     if not isinstance(raw, dict) or not {"boxes", "classes", "scores"} <= set(raw):
         raise SerializationError(f"modality {modality!r}: raw must be a dict with 'boxes', 'classes', 'scores'; got {raw!r:.100}")
     boxes = np.asarray(raw["boxes"], dtype=np.float64).reshape(-1, 4) if len(raw["boxes"]) else np.zeros((0, 4))
@@ -64,36 +59,44 @@ def validate_det(raw: Any, modality: str = MODALITY) -> tuple[np.ndarray, list[s
         raise SerializationError(f"modality {modality!r}: {len(boxes)} boxes, {len(classes)} classes and {len(scores)} scores differ in number")
     if not np.isfinite(boxes).all() or (boxes < 0).any() or (boxes > 1).any():
         raise SerializationError(f"modality {modality!r}: box coordinates must be finite and in [0, 1] (normalised xyxy)")
+    words = []
     for c in classes:
-        if not isinstance(c, str) or not c or normalize_class_name(c) != c:
-            raise SerializationError(f"modality {modality!r}: class name {c!r} must be one token such as 'traffic_light' "
-                                     f"(use fourm_core.plugin_kit.seqtext.normalize_class_name)")
-    return boxes, classes, scores
+        w = class_words(c) if isinstance(c, str) else ""
+        if not w or any(parse_value_token(t) is not None for t in w.split()):
+            raise SerializationError(f"modality {modality!r}: class name {c!r} must be words such as 'traffic light' "
+                                     f"(not empty, no value tokens vK=N)")
+        words.append(w)
+    return boxes, words, scores
 
 
 class DetectionSerializer:
     """Boxes ↔ ``v0=x0 v1=y0 v2=x1 v3=y1 class ...`` (see the module docstring)."""
 
-    def __init__(self, threshold: float = 0.6, max_boxes: int = 50, bins: int = 1000):
-        self.threshold, self.max_boxes, self.bins = threshold, max_boxes, bins
+    #: box orders: 4M-21's default (distance of (x0, y0) to the origin) or the raw's order
+    ORDERS = ("dist_to_orig", "given")
+
+    def __init__(self, threshold: float = 0.6, max_boxes: int | None = 50, bins: int = 1000,
+                 order: str = "dist_to_orig"):
+        if order not in self.ORDERS:
+            raise ValueError(f"modality {MODALITY!r}: order must be one of {', '.join(self.ORDERS)}, got {order!r}")
+        self.threshold, self.max_boxes, self.bins, self.order = threshold, max_boxes, bins, order
 
     def to_text(self, raw: Any) -> str:
         boxes, classes, scores = validate_det(raw)
         keep = np.flatnonzero(scores >= self.threshold)
-        if len(keep) > self.max_boxes:
+        if self.max_boxes is not None and len(keep) > self.max_boxes:
             keep = keep[np.argsort(-scores[keep], kind="stable")[: self.max_boxes]]
-        q = quantize_coords(boxes[keep], self.bins)  # (K, 4)
-        q = np.concatenate([np.minimum(q[:, :2], q[:, 2:]), np.maximum(q[:, :2], q[:, 2:])], axis=1)
-        names = [classes[i] for i in keep]
-        order = sorted(range(len(keep)), key=lambda j: (int(q[j, 0]) ** 2 + int(q[j, 1]) ** 2, *q[j].tolist(), names[j]))
+        if self.order == "dist_to_orig" and not raw.get("ordered"):
+            keep = keep[np.argsort(boxes[keep, 0] ** 2 + boxes[keep, 1] ** 2, kind="stable")]
+        q = round_coords(boxes[keep], self.bins)  # (K, 4)
         tokens = []
-        for j in order:
-            tokens += [value_token(a, q[j, a]) for a in range(4)] + [class_text(names[j])]
+        for j, i in enumerate(keep):
+            tokens += [value_token(a, q[j, a]) for a in range(4)] + [classes[i]]
         return " ".join(tokens)
 
     def from_text(self, text: str) -> dict[str, list]:
         r = TokenReader(text, MODALITY)
-        out = empty_det()
+        out: dict[str, Any] = {**empty_det(), "ordered": True}
         while not r.done():
             try:
                 coords = [r.value(axis=a)[1] for a in range(4)]
@@ -108,12 +111,10 @@ class DetectionSerializer:
                     log.warning("det: dropped the last box, which has no class (text cut at max_length?)")
                     break
                 raise r.fail("a class name after the box 'v0= v1= v2= v3='")
-            c = np.asarray(coords)
-            c = np.concatenate([np.minimum(c[:2], c[2:]), np.maximum(c[:2], c[2:])])
-            out["boxes"].append([float(v) for v in dequantize_coords(c, self.bins)])
-            name = normalize_class_name("_".join(words))
+            name = class_words(" ".join(words))
             if not name:
                 raise r.fail(f"a class name, got only {' '.join(words)!r}")
+            out["boxes"].append([float(v) for v in unround_coords(coords, self.bins)])
             out["classes"].append(name)
             out["scores"].append(1.0)
         return out
@@ -146,7 +147,8 @@ class DetectionTransform:
         out["image_size"] = [int(v) for v in (size or box[2:])]
         if not len(boxes):
             return out
-        new, keep = crop_boxes(boxes, box, rs, flip=flip)
+        # a box is dropped when its clipped area is 0 (4M: albumentations' filter_bboxes, min_visibility 0)
+        new, keep = crop_boxes(boxes, box, rs, flip=flip, min_size=0.0)
         out.update({"boxes": [[float(v) for v in b] for b in new[keep]],
                     "classes": [c for c, k in zip(classes, keep) if k],
                     "scores": [float(s) for s in scores[keep]]})
@@ -158,7 +160,7 @@ class DetectionLabeler:
     ``AutoModelForObjectDetection``) with its image processor; batched, on ``device``.
 
     Keeps detections with score ≥ ``threshold`` (0.3; the serializer drops < 0.6 later, so the store keeps
-    the raw evidence), class names from ``model.config.id2label`` normalised to one token each.
+    the raw evidence), class names from ``model.config.id2label`` as lower-case words (``traffic light``).
     """
 
     def __init__(self, weights: str | None = None, device: str = "cpu", batch_size: int = 8, *,
@@ -174,7 +176,7 @@ class DetectionLabeler:
         self.processor, self.model = load_processor_and_model(
             AutoImageProcessor.from_pretrained, AutoModelForObjectDetection.from_pretrained, self.weights,
             modality=modality, device=self.device)
-        self.id2name = {int(i): normalize_class_name(n) for i, n in self.model.config.id2label.items()}
+        self.id2name = {int(i): class_words(n) for i, n in self.model.config.id2label.items()}
 
     def detect(self, images: list[np.ndarray]) -> list[dict[str, list]]:
         """Detections per image: boxes normalised xyxy, class names, scores (sorted by score)."""
@@ -198,7 +200,7 @@ class DetectionLabeler:
                 labels = res["labels"].cpu().numpy()[order]
                 results.append({
                     "boxes": [[round(float(v), 5) for v in b] for b in boxes],
-                    "classes": [self.id2name.get(int(l), f"class_{int(l)}") for l in labels],
+                    "classes": [self.id2name.get(int(l), f"class {int(l)}") for l in labels],
                     "scores": [round(float(s), 4) for s in scores[order]],
                     "image_size": [int(h), int(w)],
                 })

@@ -18,7 +18,7 @@ def fourm_register_modalities(register):
             kind="sequence",
             vocab_size=30000,
             max_length=MAX_LENGTH,
-            description="object boxes: per box 'v0=x0 v1=y0 v2=x1 v3=y1 <class>' (1000 bins), ordered by the "
+            description="object boxes: per box 'v0=x0 v1=y0 v2=x1 v3=y1 <class>' (round(v*999)), ordered by the "
                         "distance of (x0, y0) to the origin, scores below 0.6 dropped",
             storage=StorageSpec(dtype="json"),
             labeler="fourm_det.components:DetectionLabeler",

@@ -17,7 +17,6 @@ def fourm_register_modalities(register):
             kind="sequence",
             vocab_size=30000,
             max_length=MAX_LENGTH,
-            aliases=("human_poses",),
             description="people: per person 'human <box tokens>' then 17 COCO keypoints as 'v0=x v1=y' or 'none' "
                         "(person detector + ViTPose)",
             storage=StorageSpec(dtype="json"),

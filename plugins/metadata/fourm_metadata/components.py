@@ -2,11 +2,14 @@
 
 Raw form (JSON): ``{"brightness": 112.3, "n_humans": 2, ...}``: any subset of :data:`KEYS`.
 
-Serialization (4M-21's scheme): one chunk ``v1=<key id> v0=<bin>`` per key; keys use 4M-21's ids
-(``original_width`` = 0 … ``aesthetic_score`` = 20) and this plugin adds ``sharpness`` = 21 and
-``edge_density`` = 22. The chunks are shuffled with a seed taken from the binned content, so the same
-raw always gives the same text (and ``to_text(from_text(t)) == t``). At most 19 chunks are written
-(max_length 40 = 38 + [EOS] + sentinel): when a raw has more keys, the highest key ids are dropped first.
+Serialization (4M-21's scheme, token for token): one chunk ``v1=<key id> v0=<bin>`` per key; keys use
+4M-21's ids (``original_width`` = 0 … ``aesthetic_score`` = 20) and this plugin adds ``sharpness`` = 21 and
+``edge_density`` = 22. Chunk order (``order=``): ``"seeded"`` (default) shuffles with a seed taken from the
+binned content, so the same raw always gives the same text (and ``to_text(from_text(t)) == t``);
+``"random"`` shuffles the raw's key order with ``random.shuffle`` of ``rng`` (a ``random.Random``; default
+the ``random`` module, as 4M's training transform); ``"given"`` keeps the raw's key order. All chunks are
+written (``max_chunks=None``); the shared tokenizer cuts the ids + ``[EOS]`` to max_length 40, which keeps
+the first 20 whole chunks of a longer text, as 4M's chunked masking does.
 
 Binning per key (values outside the range are clipped first):
 
@@ -15,8 +18,10 @@ Binning per key (values outside the range are clipped first):
 ``caption_n_*``, ``n_*``, ``*_diversity``                  the integer itself, 0..999 (exact)
 ``watermark_score``                                        bins split at 0.5 → parsed 0.25 / 0.75
 ``aesthetic_score``                                        bins split at 4.5, 5.5 → parsed 4 / 5 / 6
-float keys in :data:`FLOAT_BINS` ``(vmin, vmax, n)``       ``floor((v - vmin) / (vmax - vmin) · n)``,
-                                                          clipped to n-1; parsed back to the bin centre
+float keys in :data:`FLOAT_BINS` ``(vmin, vmax, n)``       ``int((v - vmin) / (vmax - vmin) · (n - 1))``:
+                                                          n bins, the last one only for ``v = vmax``;
+                                                          parsed back to the step's centre (``vmax``
+                                                          for the last bin)
 =======================================================  ==========================================
 
 Statistics (computed on the raw rgb, 256² by default): brightness = mean grey level (0..255); contrast =
@@ -33,6 +38,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import re
 from typing import Any
 
@@ -42,7 +48,7 @@ from fourm_core.plugin_kit.seqtext import SerializationError, TokenReader, conte
 
 log = logging.getLogger(__name__)
 MODALITY = "metadata"
-MAX_CHUNKS = 19
+ORDERS = ("seeded", "random", "given")
 
 KEYS: dict[str, int] = {
     "original_width": 0, "original_height": 1, "caption_n_chars": 2, "caption_n_words": 3,
@@ -88,7 +94,7 @@ def to_bin(key: str, value: Any) -> int:
     if key in MANUAL_BINS:
         return int(sum(v >= b for b in MANUAL_BINS[key][0]))
     vmin, vmax, n = FLOAT_BINS[key]
-    return int(min(n - 1, max(0, math.floor((min(max(v, vmin), vmax) - vmin) / (vmax - vmin) * n))))
+    return int((min(max(v, vmin), vmax) - vmin) / (vmax - vmin) * (n - 1))
 
 
 def num_bins(key: str) -> int:
@@ -108,21 +114,34 @@ def from_bin(key: str, b: int) -> float | int:
     if key in MANUAL_BINS:
         return MANUAL_BINS[key][1][b]
     vmin, vmax, n = FLOAT_BINS[key]
-    return vmin + (b + 0.5) * (vmax - vmin) / n
+    return min(vmax, vmin + (b + 0.5) * (vmax - vmin) / (n - 1))
 
 
 class MetadataSerializer:
-    """``{key: value}`` ↔ shuffled ``v1=<key id> v0=<bin>`` chunks (see the module docstring)."""
+    """``{key: value}`` ↔ ``v1=<key id> v0=<bin>`` chunks (see the module docstring)."""
 
-    def __init__(self, max_chunks: int = MAX_CHUNKS):
-        self.max_chunks = max_chunks
+    def __init__(self, max_chunks: int | None = None, order: str = "seeded", rng: random.Random | None = None):
+        if order not in ORDERS:
+            raise ValueError(f"modality {MODALITY!r}: order must be one of {', '.join(ORDERS)}, got {order!r}")
+        self.max_chunks, self.order, self.rng = max_chunks, order, rng
 
-    def to_text(self, raw: Any) -> str:
+    def to_chunks(self, raw: Any) -> list[str]:
+        """One ``v1=<key id> v0=<bin>`` string per key, in the serializer's order (the unit of chunked masking)."""
         if not isinstance(raw, dict):
             raise SerializationError(f"modality {MODALITY!r}: raw must be a dict of statistics, got {type(raw).__name__}")
-        binned = sorted((KEYS.get(k, -1), to_bin(k, v)) for k, v in raw.items())[: self.max_chunks]
-        order = np.random.default_rng(content_seed(binned)).permutation(len(binned))
-        return " ".join(f"{value_token(1, binned[i][0])} {value_token(0, binned[i][1])}" for i in order)
+        binned = {k: (KEYS.get(k, -1), to_bin(k, v)) for k, v in raw.items()}
+        keys = list(binned)
+        if self.order == "seeded":
+            keys.sort(key=lambda k: binned[k])
+            keys = [keys[i] for i in np.random.default_rng(content_seed(sorted(binned.values()))).permutation(len(keys))]
+        elif self.order == "random":
+            (self.rng or random).shuffle(keys)
+        if self.max_chunks is not None:
+            keys = keys[: self.max_chunks]
+        return [f"{value_token(1, binned[k][0])} {value_token(0, binned[k][1])}" for k in keys]
+
+    def to_text(self, raw: Any) -> str:
+        return " ".join(self.to_chunks(raw))
 
     def from_text(self, text: str) -> dict[str, float | int]:
         r = TokenReader(text, MODALITY)

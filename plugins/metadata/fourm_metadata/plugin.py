@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fourm_registry import ModalitySpec, StorageSpec, hookimpl
 
-#: 4M-21: at most 19 'key value' chunks (38 tokens) + [EOS] (+ a sentinel when masked)
+#: 4M-21's length: the tokenizer keeps the first 20 'key value' chunks of a longer text (no [EOS] then)
 MAX_LENGTH = 40
 
 

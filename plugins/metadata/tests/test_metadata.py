@@ -87,7 +87,24 @@ def test_serialization_uses_4m21_key_ids_and_is_deterministic():
     text = MetadataSerializer().to_text(raw)
     assert sorted(text.split(" ")) == sorted(["v1=10", "v0=49", "v1=5", "v0=2"])
     assert all(MetadataSerializer().to_text(dict(reversed(list(raw.items())))) == text for _ in range(3))
-    assert MetadataSerializer().from_text(text) == {"brightness": 255 * 49.5 / 50, "n_humans": 2}
+    # bin 49 of a float key is only the top of its range: it parses back to vmax
+    assert MetadataSerializer().from_text(text) == {"brightness": 255.0, "n_humans": 2}
+
+
+def test_orders_given_and_random_are_4m21s():
+    """Catches the two other chunk orders: the raw's key order, and Python's random.shuffle of it."""
+    import random
+
+    raw = {"n_humans": 2, "brightness": 255.0, "original_width": 640, "entropy": 0.0}
+    given = ["v1=5 v0=2", "v1=10 v0=49", "v1=0 v0=20", "v1=13 v0=0"]
+    assert MetadataSerializer(order="given").to_chunks(raw) == given
+    keys = list(raw)
+    random.Random(3).shuffle(keys)
+    want = [given[list(raw).index(k)] for k in keys]
+    assert MetadataSerializer(order="random", rng=random.Random(3)).to_chunks(raw) == want
+    assert MetadataSerializer(order="given", max_chunks=2).to_text(raw) == "v1=5 v0=2 v1=10 v0=49"
+    with pytest.raises(ValueError, match="order must be one of seeded, random, given"):
+        MetadataSerializer(order="sorted")
 
 
 values = {k: st.floats(-10, 1000, allow_nan=False) for k in KEYS}
@@ -103,14 +120,15 @@ def test_round_trip_up_to_binning(raw):
     ser = MetadataSerializer()
     text = ser.to_text(raw)
     back = ser.from_text(text)
-    assert len(text.split()) == 2 * min(len(raw), 19) <= 38
-    kept = sorted(raw, key=KEYS.get)[:19]
+    assert len(text.split()) == 2 * len(raw)  # every key (the tokenizer cuts at max_length)
+    kept = list(raw)
     assert sorted(back) == sorted(kept)
     for k in kept:
         assert to_bin(k, back[k]) == to_bin(k, raw[k])  # identical up to the bin
         if k in FLOAT_BINS:
             vmin, vmax, n = FLOAT_BINS[k]
-            assert abs(back[k] - min(max(raw[k], vmin), vmax)) <= (vmax - vmin) / n / 2 + 1e-9
+            step = (vmax - vmin) / (n - 1)  # 49 steps; the last bin is vmax alone
+            assert abs(back[k] - min(max(raw[k], vmin), vmax)) <= step / 2 + 1e-9
         elif k in INT_KEYS:
             assert back[k] == min(raw[k], 999)
     assert ser.to_text(back) == text

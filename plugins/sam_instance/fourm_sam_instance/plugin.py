@@ -8,7 +8,7 @@ from __future__ import annotations
 from fourm_registry import ComponentRef, ModalitySpec, StorageSpec, hookimpl
 
 DEFAULT_WEIGHTS = "facebook/sam-vit-base"
-#: the reference's budget for this modality (7 query points; groups that do not fit are left out)
+#: 4M-21's budget for this modality (a longer text is cut there, as 4M-21's masking does)
 MAX_LENGTH = 290
 _C = "fourm_sam_instance.components"
 
@@ -20,13 +20,12 @@ def fourm_register_modalities(register):
         kind="sequence",
         vocab_size=30000,
         max_length=MAX_LENGTH,
-        description="SAM instances: per query point 'point v0=x v1=y' then 'none' or, per instance containing it, "
-                    "'polygon' + 4 box tokens (1000 bins) + 16 mask-tokenizer ids (as v0=/v1= tokens)",
+        description="SAM instances: per query point 'point v0=y v1=x' then 'none' or, per instance containing it, "
+                    "'polygon' + 4 box tokens + 16 mask-tokenizer ids (as v0=/v1= tokens); pixels of the 224 crop",
         storage=StorageSpec(dtype="json"),
         labeler=f"{_C}:SamInstanceLabeler",
         transform=f"{_C}:SamInstanceTransform",
-        serializer=ComponentRef(target=f"{_C}:make_serializer", kwargs={"max_tokens": MAX_LENGTH - 2},
-                                context=("tokenizer_dir",)),
+        serializer=ComponentRef(target=f"{_C}:make_serializer", context=("tokenizer_dir",)),
         visualizer=f"{_C}:visualize",
         tokenizer="fourm_core.plugin_kit.seqtext:sequence_tokenizer",
         special_tokens=("point", "polygon", "none"),

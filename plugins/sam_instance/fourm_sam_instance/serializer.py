@@ -1,17 +1,18 @@
-"""Text serialization of SAM instances (4M-21's scheme), per query point.
+"""Text serialization of SAM instances (4M-21's scheme, token for token), per query point.
 
 Text grammar (whitespace-separated tokens of the shared vocabulary)::
 
     text     := group*
-    group    := "point" v0=X v1=Y ( "none" | instance+ )
+    group    := "point" v0=Y v1=X ( "none" | instance+ )
     instance := "polygon" v0=X0 v1=Y0 v2=X1 v3=Y1 mask{16}
     mask     := v0=C (code C in 0..511) | v1=C (code 512 + C)
 
-Coordinates are normalised to the (cropped) image and binned to 1000 (``v0=0 .. v0=999``); a query point
-lists every instance whose mask contains it. The 16 mask tokens are the ids of the mask tokenizer (a ViT
-VQ-VAE with 1024 codes over the instance's mask cut to its box and resized to 64 × 64), written with the
-reference's trick of reusing the coordinate tokens ``v0=``/``v1=`` (codes < 512 / ≥ 512) so that the shared
-vocabulary needs only three words for this modality: ``point``, ``polygon``, ``none``.
+Coordinates are integer pixels of the (cropped) image at ``image_size`` (224): the query point with its
+row first (``v0=y v1=x``), the box as ``x0 y0 x1 y1``. A query point lists every instance whose mask
+contains it. The 16 mask tokens are the ids of the mask tokenizer (a ViT VQ-VAE with 1024 codes over the
+instance's mask cut to its box and resized to 64 × 64), written with the reference's trick of reusing the
+coordinate tokens ``v0=``/``v1=`` (codes < 512 / ≥ 512) so that the shared vocabulary needs only three
+words for this modality: ``point``, ``polygon``, ``none``.
 
 Two raw forms are accepted by :meth:`SamInstanceSerializer.to_text`: the *stored* form (labeler output, see
 :mod:`.masks`; query points are drawn and membership is read from the masks) and the *points* form that
@@ -19,25 +20,28 @@ Two raw forms are accepted by :meth:`SamInstanceSerializer.to_text`: the *stored
 
     {"points": [{"xy": [x, y], "instances": [{"box": [x0, y0, x1, y1], "tokens": [16 ints]}, ...]}, ...]}
 
-with coordinates as bin centres in [0, 1]. ``to_text(points form)`` is deterministic, so
-``to_text(from_text(t)) == t`` for every valid ``t``.
+with coordinates in [0, 1] as pixel / ``image_size``. ``to_text(points form)`` is deterministic, so
+``to_text(from_text(t)) == t`` for every valid ``t``. Like 4M-21, every group is written (no budget by
+default); the shared tokenizer cuts the ids at max_length, and :meth:`~SamInstanceSerializer.from_text`
+drops the incomplete trailing group of such a text (``strict=True`` raises instead).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import random
 from typing import Any
 
 import numpy as np
-
-from fourm_core.plugin_kit.boxes import dequantize, quantize
 
 from .masks import MODALITY, box_crops, check_raw, decode_instances
 
 log = logging.getLogger(__name__)
 
 BINS = 1000
+#: the crop size whose pixels the coordinates count (4M-21: 224)
+IMAGE_SIZE = 224
 MASK_TOKENS = 16
 MASK_CODES = 1024
 SPECIAL_TOKENS = ("point", "polygon", "none")
@@ -65,17 +69,21 @@ class SamInstanceSerializer:
         (``save_pretrained``); default: ``$FOURM_SAM_MASK_TOKENIZER``, else ``tokenizer_dir/sam_instance_mask``.
         Only needed for stored samples whose instances carry no ``tokens`` yet.
     :param num_points: query points per sample (the reference: 7, drawn at random).
-    :param point_mode: ``"random"`` (uniform, a fresh draw per call from ``seed``) or ``"grid"``
-        (``num_points`` must then be a square: a regular grid of cell centres).
-    :param max_tokens: token budget (``max_length`` − 2 for ``[EOS]`` and a sentinel); query-point groups
-        that do not fit are left out whole.
-    :param strict: if False, :meth:`from_text` drops an incomplete trailing group (truncated model output)
-        instead of raising.
+    :param point_mode: ``"random"`` (uniform pixels, a fresh draw per call from ``seed``) or ``"grid"``
+        (``num_points`` must then be a square n²: 4M-21's grid, the n interior points of
+        ``linspace(0, image_size, n + 2)`` per axis, x-major).
+    :param image_size: the pixel size of the crop the coordinates count.
+    :param shuffle: shuffle the query points, then each point's instances, with ``random.Random(seed)``
+        (4M-21 does so with Python's ``random``; see :func:`shuffle_groups`).
+    :param max_tokens: optional token budget; query-point groups that do not fit are left out whole
+        (default ``None``: every group is written, as 4M-21).
+    :param strict: if True, :meth:`from_text` raises on an incomplete trailing group instead of dropping
+        it (a text cut at max_length).
     """
 
     def __init__(self, mask_tokenizer: Any = None, *, num_points: int = 7, point_mode: str = "random",
-                 seed: int | None = None, max_tokens: int = 288, strict: bool = True,
-                 tokenizer_dir: str | None = None):
+                 seed: int | None = None, max_tokens: int | None = None, strict: bool = False,
+                 tokenizer_dir: str | None = None, image_size: int = IMAGE_SIZE, shuffle: bool = False):
         if point_mode not in ("random", "grid"):
             raise ValueError(f"{MODALITY}: point_mode must be 'random' or 'grid', got {point_mode!r}")
         if point_mode == "grid" and int(round(num_points ** 0.5)) ** 2 != num_points:
@@ -83,7 +91,9 @@ class SamInstanceSerializer:
         self.num_points = int(num_points)
         self.point_mode = point_mode
         self.rng = np.random.default_rng(seed)
-        self.max_tokens = int(max_tokens)
+        self.shuffle_rng = random.Random(seed) if shuffle else None
+        self.image_size = int(image_size)
+        self.max_tokens = None if max_tokens is None else int(max_tokens)
         self.strict = bool(strict)
         self._mask_tokenizer = mask_tokenizer
         self._tokenizer_dir = tokenizer_dir
@@ -126,13 +136,13 @@ class SamInstanceSerializer:
 
     # -- raw → points form ------------------------------------------------------------------------
     def query_points(self) -> np.ndarray:
-        """(P, 2) xy in [0, 1)."""
+        """(P, 2) integer pixels (x, y) of the ``image_size`` crop."""
+        size = self.image_size
         if self.point_mode == "grid":
             n = int(round(self.num_points ** 0.5))
-            c = (np.arange(n) + 0.5) / n
-            xx, yy = np.meshgrid(c, c)
-            return np.stack([xx.ravel(), yy.ravel()], axis=1)
-        return self.rng.random((self.num_points, 2))
+            axis = np.linspace(0, size, n + 2)[1:-1].astype(np.int64)
+            return np.stack(np.meshgrid(axis, axis, indexing="ij"), axis=-1).reshape(-1, 2)
+        return self.rng.integers(0, size, (self.num_points, 2))
 
     def to_points(self, raw: dict[str, Any]) -> dict[str, Any]:
         """A stored sample → the points form (query points drawn now; membership read from the masks)."""
@@ -149,21 +159,21 @@ class SamInstanceSerializer:
             tokens = np.zeros((0, MASK_TOKENS), dtype=np.int64)
         if tokens.shape[1] != MASK_TOKENS:
             raise ValueError(f"{MODALITY}: instances must carry {MASK_TOKENS} mask tokens, got {tokens.shape[1]}")
-        pts = self.query_points()
-        # snap to bin centres so that the points form is exactly what the text holds
-        pts = dequantize(quantize(pts, BINS), BINS)
-        rows = np.clip((pts[:, 1] * h).astype(int), 0, h - 1)
-        cols = np.clip((pts[:, 0] * w).astype(int), 0, w - 1)
-        inside = masks[:, rows, cols] if len(inst) else np.zeros((0, len(pts)), bool)  # (N, P)
-        qbox = dequantize(quantize(boxes, BINS), BINS)
+        size = self.image_size
+        px = self.query_points()
+        rows = np.clip(px[:, 1] * h // size, 0, h - 1)
+        cols = np.clip(px[:, 0] * w // size, 0, w - 1)
+        inside = masks[:, rows, cols] if len(inst) else np.zeros((0, len(px)), bool)  # (N, P)
+        qbox = np.floor(boxes * size + 1e-6) / size  # whole pixels of the crop, as the text holds them
         groups = []
-        for p in range(len(pts)):
+        for p in range(len(px)):
             members = np.flatnonzero(inside[:, p])
             groups.append({
-                "xy": [float(pts[p, 0]), float(pts[p, 1])],
+                "xy": [float(px[p, 0]) / size, float(px[p, 1]) / size],
                 "instances": [{"box": [float(v) for v in qbox[i]], "tokens": [int(t) for t in tokens[i]]} for i in members],
             })
-        return {"points": groups}
+        points = {"points": groups}
+        return shuffle_groups(points, self.shuffle_rng) if self.shuffle_rng is not None else points
 
     # -- text ---------------------------------------------------------------------------------------
     def to_text(self, raw: dict[str, Any]) -> str:
@@ -174,7 +184,7 @@ class SamInstanceSerializer:
         words: list[str] = []
         for g, group in enumerate(points["points"]):
             part = self._group_words(group, g)
-            if len(words) + len(part) > self.max_tokens:
+            if self.max_tokens is not None and len(words) + len(part) > self.max_tokens:
                 log.debug("%s: query point %d (%d tokens) does not fit the %d-token budget; left out",
                           MODALITY, g, len(part), self.max_tokens)
                 continue
@@ -183,20 +193,28 @@ class SamInstanceSerializer:
 
     def _group_words(self, group: dict[str, Any], g: int) -> list[str]:
         try:
-            x, y = quantize(np.asarray(group["xy"], dtype=np.float64), BINS)
+            x, y = self._pixels(group["xy"], 2, f"query point {g}")
             instances = group["instances"]
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError) as exc:
             raise ValueError(f"{MODALITY}: query point {g} must be {{'xy': [x, y], 'instances': [...]}}: {exc}") from exc
-        words = ["point", _coord("v0", x), _coord("v1", y)]
+        words = ["point", _coord("v0", y), _coord("v1", x)]
         if not instances:
             words.append("none")
         for inst in instances:
-            box = quantize(np.asarray(inst["box"], dtype=np.float64).reshape(4), BINS)
+            box = self._pixels(inst["box"], 4, f"query point {g}: box")
             toks = list(inst["tokens"])
             if len(toks) != MASK_TOKENS:
                 raise ValueError(f"{MODALITY}: query point {g}: an instance needs {MASK_TOKENS} mask tokens, got {len(toks)}")
             words += ["polygon", *(_coord(f"v{k}", box[k]) for k in range(4)), *(mask_code_token(t) for t in toks)]
         return words
+
+    def _pixels(self, values: Any, n: int, what: str) -> np.ndarray:
+        """Normalised coordinates → integer pixels of the crop (``round(v · image_size)``), checked."""
+        v = np.asarray(values, dtype=np.float64).reshape(-1)
+        if v.shape != (n,) or not np.isfinite(v).all() or (v < 0).any() or (v > 1).any():
+            raise ValueError(f"{MODALITY}: {what} must be {n} numbers in [0, 1] (pixel / {self.image_size}), "
+                             f"got {values!r}")
+        return np.rint(v * self.image_size).astype(np.int64)
 
     def from_text(self, text: str) -> dict[str, Any]:
         """Text → points form. Raises ``ValueError`` naming the bad token and its position (or, with
@@ -220,10 +238,13 @@ class SamInstanceSerializer:
 
     def _parse_group(self, toks: list[str], i: int) -> tuple[dict[str, Any], int]:
         _expect_word(toks, i, "point")
-        x = _expect_coord(toks, i + 1, ("v0",))
-        y = _expect_coord(toks, i + 2, ("v1",))
+        y = _expect_coord(toks, i + 1, ("v0",))[1]
+        x = _expect_coord(toks, i + 2, ("v1",))[1]
         i += 3
-        group = {"xy": [float(dequantize(x[1], BINS)), float(dequantize(y[1], BINS))], "instances": []}
+        size = self.image_size
+        if max(x, y) > size:
+            raise ValueError(f"{MODALITY}: token {i - 2} / {i - 1}: the point ({y}, {x}) lies outside the {size}-pixel crop")
+        group = {"xy": [x / size, y / size], "instances": []}
         if i >= len(toks):
             raise _Truncated("expected 'none' or 'polygon' after the point")
         if toks[i] == "none":
@@ -238,13 +259,25 @@ class SamInstanceSerializer:
                 if value >= 512:
                     raise ValueError(f"{MODALITY}: token {i + 5 + k} {toks[i + 5 + k]!r}: mask tokens are v0=/v1= 0..511")
                 codes.append(value if prefix == "v0" else 512 + value)
-            group["instances"].append({"box": [float(v) for v in dequantize(np.array(box), BINS)], "tokens": codes})
+            if max(box) > size:
+                raise ValueError(f"{MODALITY}: token {i + 1}: the box {box} lies outside the {size}-pixel crop")
+            group["instances"].append({"box": [v / size for v in box], "tokens": codes})
             i += 5 + MASK_TOKENS
         return group, i
 
 
 class _Truncated(ValueError):
     pass
+
+
+def shuffle_groups(points: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+    """The points form with its query points shuffled, then each point's instances (``rng.shuffle``, in
+    that order: 4M-21's draw sequence, so a ``random.Random`` seeded as 4M-21's ``random`` gives its text)."""
+    groups = [{"xy": list(g["xy"]), "instances": list(g["instances"])} for g in points["points"]]
+    rng.shuffle(groups)
+    for g in groups:
+        rng.shuffle(g["instances"])
+    return {"points": groups}
 
 
 def _expect_word(toks: list[str], i: int, word: str) -> None:

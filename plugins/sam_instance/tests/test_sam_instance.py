@@ -55,11 +55,11 @@ class TestSamInstance(ModalityPluginTests):
 
     def serializer_raws(self):
         """Points-form raws (what the serializer writes; stored raws are sampled at random query points) with
-        coordinates at bin centres, so raw -> text -> raw is exact."""
-        c = lambda b: (b + 0.5) / 1000  # noqa: E731
-        inst = {"box": [c(12), c(200), c(500), c(999)], "tokens": list(range(0, 32, 2))}
-        return [{"points": [{"xy": [c(123), c(500)], "instances": [inst]}, {"xy": [c(900), c(7)], "instances": []}]},
-                {"points": [{"xy": [c(0), c(999)], "instances": [inst, {**inst, "box": [c(1), c(2), c(3), c(4)]}]}]}]
+        coordinates at whole pixels of the 224 crop, so raw -> text -> raw is exact."""
+        c = lambda p: p / 224  # noqa: E731
+        inst = {"box": [c(12), c(200), c(50), c(224)], "tokens": list(range(0, 32, 2))}
+        return [{"points": [{"xy": [c(123), c(50)], "instances": [inst]}, {"xy": [c(200), c(7)], "instances": []}]},
+                {"points": [{"xy": [c(0), c(223)], "instances": [inst, {**inst, "box": [c(1), c(2), c(3), c(4)]}]}]}]
 
     def example_raw(self):
         raws = [photo_instances(p) for p in sample_photos(2)]
@@ -122,7 +122,7 @@ def test_crop_follows_masks_and_drops_instances_outside():
 
 
 # -- serializer ---------------------------------------------------------------------------------------
-coord = st.integers(0, 999).map(lambda b: (b + 0.5) / 1000)
+coord = st.integers(0, 224).map(lambda p: p / 224)
 instance = st.fixed_dictionaries({"box": st.lists(coord, min_size=4, max_size=4),
                                   "tokens": st.lists(st.integers(0, 1023), min_size=16, max_size=16)})
 group = st.fixed_dictionaries({"xy": st.lists(coord, min_size=2, max_size=2),
@@ -154,7 +154,7 @@ vocab_words = st.sampled_from(["point", "polygon", "none", "v0=1", "v1=999", "v2
 
 @given(st.one_of(st.text(max_size=60), st.lists(vocab_words, max_size=40).map(" ".join)))
 def test_random_text_never_crashes(text):
-    ser = SamInstanceSerializer()
+    ser = SamInstanceSerializer(strict=True)
     try:
         out = ser.from_text(text)
     except ValueError as exc:
@@ -164,12 +164,13 @@ def test_random_text_never_crashes(text):
 
 
 def test_text_layout_and_errors():
-    ser = SamInstanceSerializer()
-    raw = {"points": [{"xy": [0.1005, 0.2005], "instances": []},
-                      {"xy": [0.5005, 0.5005], "instances": [{"box": [0.0005, 0.0105, 0.9995, 0.5005],
-                                                              "tokens": [0, 511, 512, 1023] * 4}]}]}
+    """4M-21's layout: pixels of the 224 crop, the point row first (v0=y v1=x), the box x0 y0 x1 y1."""
+    ser = SamInstanceSerializer(strict=True)
+    raw = {"points": [{"xy": [20 / 224, 40 / 224], "instances": []},
+                      {"xy": [112 / 224, 100 / 224], "instances": [{"box": [0.0, 2 / 224, 1.0, 112 / 224],
+                                                                    "tokens": [0, 511, 512, 1023] * 4}]}]}
     text = ser.to_text(raw)
-    assert text.startswith("point v0=100 v1=200 none point v0=500 v1=500 polygon v0=0 v1=10 v2=999 v3=500 "
+    assert text.startswith("point v0=40 v1=20 none point v0=100 v1=112 polygon v0=0 v1=2 v2=224 v3=112 "
                            "v0=0 v0=511 v1=0 v1=511")
     assert len(text.split()) == 4 + 3 + 1 + 4 + 16
     with pytest.raises(ValueError, match="token 5 'v0=2'"):
@@ -178,8 +179,12 @@ def test_text_layout_and_errors():
         ser.from_text("point v0=1 v1=2 point v0=1 v1=2 none")
     with pytest.raises(ValueError, match="ends inside"):
         ser.from_text(text.rsplit(" ", 3)[0])
-    lenient = SamInstanceSerializer(strict=False)
+    lenient = SamInstanceSerializer()  # the default: a text cut at max_length loses its last group
     assert lenient.from_text(text.rsplit(" ", 3)[0]) == {"points": raw["points"][:1]}
+    with pytest.raises(ValueError, match="outside the 224-pixel crop"):
+        ser.from_text("point v0=225 v1=2 none")
+    with pytest.raises(ValueError, match=r"query point 0 must be 2 numbers in \[0, 1\]"):
+        ser.to_text({"points": [{"xy": [1.5, 0.5], "instances": []}]})
     with pytest.raises(ValueError, match="outside 0..1023"):
         ser.to_text({"points": [{"xy": [0.5, 0.5], "instances": [{"box": [0, 0, 1, 1], "tokens": [1024] * 16}]}]})
 
@@ -189,11 +194,16 @@ def test_query_points_list_the_instances_that_contain_them(mask_tokenizer_dir):
     masks[0, :, :50] = True  # left half
     masks[1, :50, :] = True  # top half
     raw = M.encode_instances(masks)
-    ser = SamInstanceSerializer(num_points=4, point_mode="grid")  # points at 25% / 75%
+    ser = SamInstanceSerializer(num_points=4, point_mode="grid")  # 4M-21's grid: pixels 74 and 149 of 224
     pts = ser.to_points(raw)["points"]
+    assert [tuple(np.round(np.asarray(g["xy"]) * 224).astype(int)) for g in pts] == [(74, 74), (74, 149), (149, 74),
+                                                                                     (149, 149)]
     hits = {tuple(np.round(g["xy"], 2)): len(g["instances"]) for g in pts}
-    assert hits == {(0.25, 0.25): 2, (0.75, 0.25): 1, (0.25, 0.75): 1, (0.75, 0.75): 0}
+    assert hits == {(0.33, 0.33): 2, (0.33, 0.67): 1, (0.67, 0.33): 1, (0.67, 0.67): 0}
     assert all(len(i["tokens"]) == 16 for g in pts for i in g["instances"])
+    # shuffled as 4M-21 (points, then each point's instances, with Python's random)
+    shuffled = SamInstanceSerializer(num_points=4, point_mode="grid", shuffle=True, seed=1).to_points(raw)["points"]
+    assert sorted(map(str, shuffled)) == sorted(map(str, pts)) and shuffled != pts
 
 
 def test_missing_mask_tokenizer_is_explained(monkeypatch):
