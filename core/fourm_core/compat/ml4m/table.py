@@ -115,7 +115,7 @@ _ENTRIES = (
     _seq("metadata", "fourm-metadata", 40),
     _seq("color_palette", "fourm-color-palette", 23),
     _seq("sam_instance", "fourm-sam-instance", 290),
-    _seq("human_poses", "fourm-human-pose", 275, max_length=263),
+    _seq("human_poses", "fourm-smpl-pose", 275, max_length=263),
     RefModality(name="t5_caption", type="seq_emb", plugin="fourm-text-embedding", max_tokens=77, embed_dim=4096),
 )
 
