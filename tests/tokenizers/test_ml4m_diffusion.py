@@ -20,7 +20,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from fourm_core.tokenizers.base import TokenizerError
 from fourm_core.tokenizers.ml4m import diffusion as D
 
 RELEASE = Path(os.environ.get("FOURM_RELEASE_DIR")
@@ -165,9 +164,13 @@ def _module_config(key: str) -> dict:
     """A DiVAE config from an archs.json ``tokenizer_modules`` key such as ``unet_patched(in_channels=3, ...)``."""
     name, args = re.fullmatch(r"(\w+)\((.*)\)", key).groups()
     kw = dict(re.findall(r"(\w+)=('?[\w.]+'?)", args))
-    get = lambda *names: next(kw[n] for n in names if n in kw)  # noqa: E731
-    return {"dec_type": name, "n_channels": int(get("in_channels")), "latent_dim": int(get("cond_channels", "cond_dim")),
-            "image_size": int(get("image_size", "sample_size")), "conditioning": kw.get("cond_type", "'concat'").strip("'")}
+
+    def get(*names: str) -> str:
+        return next(kw[n] for n in names if n in kw)
+
+    return {"dec_type": name, "n_channels": int(get("in_channels")),
+            "latent_dim": int(get("cond_channels", "cond_dim")), "image_size": int(get("image_size", "sample_size")),
+            "conditioning": kw.get("cond_type", "'concat'").strip("'")}
 
 
 def _archs_cases():
