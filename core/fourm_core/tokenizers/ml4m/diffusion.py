@@ -175,7 +175,11 @@ def build_scheduler(config: Mapping[str, Any], kind: str | None = None):
     ``zero_terminal_snr`` (betas rescaled so that ``alphas_cumprod[-1] = 0``), ``thresholding`` (dynamic
     thresholding of the predicted x0 at the 0.995 quantile, max 1: i.e. a clip to [-1, 1]), ``clip_sample``;
     fixed-small DDPM variance; DDIM with ``alphas_cumprod`` 1 before t = 0."""
-    from diffusers import DDIMScheduler, DDPMScheduler
+    try:
+        from diffusers import DDIMScheduler, DDPMScheduler
+    except ImportError as e:  # a core dependency; a broken environment gets the fix spelled out
+        raise TokenizerError("DiVAE diffusion decoding needs the diffusers package: pip install 'diffusers>=0.25'") \
+            from e
 
     kind = kind if kind is not None else _cfg(config, "scheduler")
     if kind not in SCHEDULERS:
