@@ -1,4 +1,5 @@
-"""DiVAE diffusion decoders against the reference 4M release set (``../shared/conformance/ml4m_release``).
+"""DiVAE diffusion decoders against the reference 4M release conformance set (``FOURM_RELEASE_DIR``, by default
+``shared/conformance/ml4m_release`` beside the checkout).
 
 Every DiVAE tokenizer of the set (a directory under ``tokenizers/`` whose ``config.json`` has a diffusion
 ``scheduler``) is loaded strictly from its ``decoder.*`` weights and checked per stored input resolution: the

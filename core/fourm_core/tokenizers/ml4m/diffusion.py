@@ -280,7 +280,7 @@ def _ddpm_step_with_noise(sched, model_output: torch.Tensor, t: torch.Tensor, x:
 
 
 @torch.no_grad()
-def diffusion_decode(decoder: nn.Module, quant: torch.Tensor, config: Mapping[str, Any], *, steps: int,
+def diffusion_decode(decoder: nn.Module, quant: torch.Tensor, config: Mapping[str, Any], *, steps: int | None = None,
                      scheduler: str | None = None, generator: torch.Generator | None = None,
                      noise: NoiseSpec = None, image_size: int | Sequence[int] | None = None,
                      timestep_spacing: str | None = None, cond_mask: torch.Tensor | None = None,
@@ -288,8 +288,9 @@ def diffusion_decode(decoder: nn.Module, quant: torch.Tensor, config: Mapping[st
     """Sample ``(B, C, H, W)`` float32 images from the quantised latent ``quant (B, D, h, w)``.
 
     ``scheduler``: ``'ddpm'`` / ``'ddim'`` (``None``: the config's), built by :func:`build_scheduler`;
-    ``steps`` / ``timestep_spacing``: the grid of :func:`sampling_timesteps`. ``image_size``: output size
-    (``None``: the decoder's training size). ``generator``: the CPU generator of the start noise
+    ``steps`` (``None``: ``num_train_timesteps``, the released tokenizers' default; their demos decode with 25)
+    / ``timestep_spacing``: the grid of :func:`sampling_timesteps`. ``image_size``: output size
+    (``None``: the decoder's training size). ``generator``: the generator of the start noise
     ``randn((B, C, H, W))`` and of every DDPM variance draw, in that order (with the same seed this reproduces
     the released tokenizers' sampling). ``noise`` replaces draws for replay (see :func:`_noise_source`: a
     start-noise tensor, the list of all draws, or ``noise(index, shape)``). ``cond_mask (B, h, w)``: True
@@ -297,6 +298,7 @@ def diffusion_decode(decoder: nn.Module, quant: torch.Tensor, config: Mapping[st
     """
     kind = scheduler if scheduler is not None else _cfg(config, "scheduler")
     sched = build_scheduler(config, kind)
+    steps = sched.config.num_train_timesteps if steps is None else steps
     grid = sampling_timesteps(kind, steps, sched.config.num_train_timesteps, timestep_spacing)
     sched.set_timesteps(steps)
     sched.timesteps = torch.from_numpy(grid.copy())
@@ -309,7 +311,9 @@ def diffusion_decode(decoder: nn.Module, quant: torch.Tensor, config: Mapping[st
     draw = _noise_source(noise, needed)
     param = next(decoder.parameters())
     x = _checked(draw(0, shape), 0, shape)
-    x = (torch.randn(shape, generator=generator) if x is None else x).to(device=param.device, dtype=torch.float32)
+    if x is None:
+        x = torch.randn(shape, generator=generator, device=generator.device if generator is not None else "cpu")
+    x = x.to(device=param.device, dtype=torch.float32)
     cond = quant.to(device=param.device, dtype=param.dtype)
     n_draw = 0
     for i, t in enumerate(sched.timesteps):
