@@ -10,7 +10,8 @@ v-prediction, zero terminal SNR). The full-size decoder is too slow on this CPU 
 (``extrapolated: true``; the sampling loop's other work, one randn per step, is negligible next to a 196 M
 parameter UNet). Step counts: 25 (the reference demos' decode_dict / decode_tok_* default), 10, and 1000 (the
 decode_tokens default, full size extrapolated only). Each line carries ``calib_mm512_ms`` (a 512³ fp32 matmul
-timed in the same run: 2.1 ms on the quiet 2-core dev machine).
+timed in the same run: 2.1 ms on the quiet 2-core dev machine); tiny lines also the fastest run (``ms_min``) and
+the process CPU time per decode (``cpu_ms_median``, all threads), which a busy machine inflates less.
 """
 
 from __future__ import annotations
@@ -74,14 +75,17 @@ def main() -> None:
             if case == "tiny":
                 for steps in steps_list:
                     D.diffusion_decode(decoder, quant, config, steps=steps)  # warm-up
-                    times = []
+                    times, cpu = [], []
                     for _ in range(args.repeats):
-                        t = time.perf_counter()
+                        t, c = time.perf_counter(), time.process_time()
                         D.diffusion_decode(decoder, quant, config, steps=steps)
                         times.append(time.perf_counter() - t)
+                        cpu.append(time.process_time() - c)
                     ms = statistics.median(times) * 1000
                     print(json.dumps({"bench": "divae_decode", "case": case, "params": n_params, "batch": batch,
-                                      "steps": steps, "ms": round(ms, 1), "ms_per_image": round(ms / batch, 1),
+                                      "steps": steps, "ms": round(ms, 1), "ms_min": round(min(times) * 1000, 1),
+                                      "ms_per_image": round(ms / batch, 1),
+                                      "cpu_ms_median": round(statistics.median(cpu) * 1000, 1),
                                       "extrapolated": False, "calib_mm512_ms": round(_calib(), 2)}), flush=True)
                 continue
             per_step = _time_full_steps(D, decoder, quant, config, args.full_measure)
