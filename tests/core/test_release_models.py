@@ -56,9 +56,13 @@ def test_verify_release_model_part_passes_on_the_shared_set():
 
 def test_verify_release_cli_passes_on_the_shared_set():
     """CI requires the whole set: model forward, text serialization, schedules and tokenizers."""
-    r = subprocess.run([sys.executable, "-m", "fourm_core.compat.ml4m", "verify-release", str(RELEASE)],
+    archs = Path(__file__).resolve().parents[1] / "fixtures" / "ml4m_release_tiny_archs.json"
+    r = subprocess.run([sys.executable, "-m", "fourm_core.compat.ml4m", "verify-release", str(RELEASE),
+                        "--archs", str(archs)],
                        capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert r.returncode == 0, r.stdout + r.stderr
+    for part in ("fm ok", "text ok", "schedules ok", "tokenizer divae_rgb ok", "tokenizer vqvae_semseg ok"):
+        assert part in r.stdout, (part, r.stdout)
     line = r.stdout.strip()
     assert line.startswith("ml4m verify-release") and "PASS" in line and "\n" not in line, line
 

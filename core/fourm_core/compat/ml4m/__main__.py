@@ -23,10 +23,16 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("verify-release", help="check a release-format set DIR: the model's forward, the text "
                                               "serialization, the generation schedules and the tokenizers")
     r.add_argument("directory")
+    r.add_argument("--archs", metavar="FILE", help="JSON of extra encoder / decoder presets the set's tokenizers "
+                                                   "name ({name: {kind, hyper-parameters}})")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     run = verify if args.command == "verify" else verify_release
     try:
+        if getattr(args, "archs", None):
+            from .release_check import register_archs
+
+            register_archs(args.archs)
         passed, summary = run(args.directory)
     except (FourmError, OSError, ValueError) as exc:
         print(f"ml4m {args.command} {args.directory}: ERROR {exc}", file=sys.stderr)

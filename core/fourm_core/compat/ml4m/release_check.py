@@ -65,14 +65,20 @@ def _parts(d: Path) -> list[tuple[str, Callable[[], tuple[bool, str]] | None, bo
     parts: list[tuple[str, Callable[[], tuple[bool, str]] | None, bool]] = [
         ("fm", lambda: verify_model(d), (d / "fm_io.safetensors").is_file())]
     text = _optional("fourm_core.compat.release_text", "verify_serialization")
-    parts.append(("text", text and (lambda: text(d)), (d / "text" / "serialization.json").is_file()))
+    parts.append(("text", text and (lambda: _labelled("text", text(d))), (d / "text" / "serialization.json").is_file()))
     sched = _optional("fourm_core.compat.release_schedules", "verify_schedules")
-    parts.append(("schedules", sched and (lambda: sched(d / "schedules.json")), (d / "schedules.json").is_file()))
+    parts.append(("schedules", sched and (lambda: _labelled("schedules", sched(d / "schedules.json"))),
+                  (d / "schedules.json").is_file()))
     tok = _optional("fourm_core.tokenizers.ml4m.verify", "verify_tokenizer")
     for sub in sorted(p for p in (d / "tokenizers").glob("*") if (p / "io.safetensors").is_file()):
         parts.append((f"tokenizer {sub.name}", tok and (lambda sub=sub: _one_line(f"tokenizer {sub.name}", tok(sub))),
                       True))
     return parts
+
+
+def _labelled(name: str, result: tuple[bool, str]) -> tuple[bool, str]:
+    passed, text = result
+    return passed, f"{name} {'ok' if passed else 'FAIL'} ({' '.join(text.split())[:300]})"
 
 
 def _one_line(name: str, result: tuple[bool, str]) -> tuple[bool, str]:
@@ -82,6 +88,36 @@ def _one_line(name: str, result: tuple[bool, str]) -> tuple[bool, str]:
         return True, f"{name} ok"
     bad = [ln.strip() for ln in text.splitlines()[1:] if ln.strip() and not ln.rstrip().endswith(" ok")]
     return False, f"{name} FAIL ({'; '.join(bad)[:300]})"
+
+
+def register_archs(path: str | Path) -> list[str]:
+    """Register the encoder / decoder presets a JSON file names (``{name: {"kind": "vit_encoder" |
+    "vit_decoder" | "diffusion", <hyper-parameters>}}``; keys starting with ``_`` are comments), for sets whose
+    tokenizers use architecture names fourm does not ship. Returns the names registered."""
+    from ...tokenizers.base import TokenizerError
+    from ...tokenizers.ml4m.archs import register_arch
+    from ...tokenizers.ml4m.diffusion import register_diffusion_arch
+
+    p = Path(path)
+    try:
+        table = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise TokenizerError(f"architecture file {p}: {exc}") from None
+    done = []
+    for name, entry in table.items():
+        if name.startswith("_"):
+            continue
+        params = dict(entry)
+        kind = params.pop("kind", None)
+        if kind in ("vit_encoder", "vit_decoder"):
+            register_arch(name, kind, replace=True, **params)
+        elif kind == "diffusion":
+            register_diffusion_arch(name, params, replace=True)
+        else:
+            raise TokenizerError(f"architecture file {p}: {name!r} has kind {kind!r}; use vit_encoder, vit_decoder "
+                                 f"or diffusion")
+        done.append(name)
+    return done
 
 
 def verify_release(directory: str | Path) -> tuple[bool, str]:
