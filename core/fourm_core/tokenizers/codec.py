@@ -148,6 +148,20 @@ class ModalityCodec:
         return f"ModalityCodec({self.spec.name!r}, {type(self.tokenizer).__name__}, vocab={self.vocab_size})"
 
 
+def sequence_codec(spec: ModalitySpec, text: TextTokenizer, *, tokenizer_dir: str | os.PathLike | None = None
+                   ) -> ModalityCodec:
+    """The codec of a sequence modality: its plugin's serializer over the shared ``text`` tokenizer."""
+    transform = spec.transform.build() if spec.transform is not None else None
+    base = spec.tokenizer.build() if spec.tokenizer is not None else SequenceTokenizer(max_length=spec.max_length)
+    if not isinstance(base, SequenceTokenizer):
+        raise CodecError(f"modality {spec.name!r}: its tokenizer factory returned {type(base).__name__}, "
+                         f"expected a SequenceTokenizer")
+    tok = base.bind(text_tokenizer=text, modality=spec.name)
+    context = {"tokenizer_dir": str(tokenizer_dir)} if tokenizer_dir is not None else {}
+    serializer = spec.serializer.build(context=context)
+    return ModalityCodec(spec, tok, transform, serializer)
+
+
 def load_codecs(directory: str | os.PathLike, modalities: ModalitySet, *, map_location: str = "cpu") -> dict[str, ModalityCodec]:
     """Codecs of every tokenized modality of ``modalities`` from a tokenizer directory."""
     root = Path(directory)
@@ -164,13 +178,7 @@ def load_codecs(directory: str | os.PathLike, modalities: ModalitySet, *, map_lo
                     raise CodecError(f"no text tokenizer for sequence modality {spec.name!r}: {path} is missing; "
                                      f"{_train_hint('text', root)}")
                 text = TextTokenizer.load(path)
-            base = spec.tokenizer.build() if spec.tokenizer is not None else SequenceTokenizer(max_length=spec.max_length)
-            if not isinstance(base, SequenceTokenizer):
-                raise CodecError(f"modality {spec.name!r}: its tokenizer factory returned {type(base).__name__}, "
-                                 f"expected a SequenceTokenizer")
-            tok = base.bind(text_tokenizer=text, modality=spec.name)
-            serializer = spec.serializer.build(context={"tokenizer_dir": str(root)})
-            codecs[spec.name] = ModalityCodec(spec, tok, transform, serializer)
+            codecs[spec.name] = sequence_codec(spec, text, tokenizer_dir=root)
             continue
         sub = root / spec.name
         if not (sub / CONFIG_NAME).is_file():

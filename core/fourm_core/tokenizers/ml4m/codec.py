@@ -38,7 +38,8 @@ from fourm_registry import ModalitySet, ModalitySpec
 from ...kinds import adapter_for
 from ...plugin_kit.images import IMAGENET_MEAN, IMAGENET_STD
 from ..base import TokenizerError
-from ..codec import ModalityCodec
+from ..codec import ModalityCodec, sequence_codec
+from ..text import RELEASED_VOCAB_NAME, TextTokenizer
 from .hub import from_pretrained
 from .vqvae import VQ, DiVAE
 
@@ -154,13 +155,27 @@ class ReleaseCodecTokenizer:
 
 def release_codecs(modalities: ModalitySet, *, overrides: Mapping[str, str | os.PathLike] | None = None,
                    decode_options: Mapping[str, Any] | None = None, map_location: str = "cpu",
-                   skip_missing: bool = True) -> dict[str, ModalityCodec]:
+                   skip_missing: bool = True, text: str | os.PathLike | None = RELEASED_VOCAB_NAME
+                   ) -> dict[str, ModalityCodec]:
     """Codecs of every image / vector modality whose plugin names a released tokenizer (or that
-    ``overrides`` maps to a hub id / directory). A tokenizer that cannot be loaded (offline, not cached) is
-    skipped with a warning when ``skip_missing`` (the modality then takes token ids only), else raises."""
+    ``overrides`` maps to a hub id / directory), and of every sequence modality over the ``text`` vocabulary
+    (default: the released 4M WordPiece, ``4m-wordpiece-30k``; a path or hub id; None: no text codecs).
+    A tokenizer that cannot be loaded (offline, not cached) is skipped with a warning when ``skip_missing``
+    (the modality then takes token ids only), else raises."""
     overrides = dict(overrides or {})
-    cache: dict[str, VQ] = {}
     codecs: dict[str, ModalityCodec] = {}
+    seqs = [s for s in modalities.specs if adapter_for(s).autoregressive]
+    if seqs and text is not None:
+        try:
+            vocab = TextTokenizer.from_pretrained(text)
+        except Exception as exc:  # noqa: BLE001 - see skip_missing
+            if not skip_missing:
+                raise
+            vocab = None
+            log.warning("text vocabulary %s not available (%s); sequence modalities take token ids only", text, exc)
+        if vocab is not None:
+            codecs.update({s.name: sequence_codec(s, vocab) for s in seqs})
+    cache: dict[str, VQ] = {}
     for spec in modalities.specs:
         kind = adapter_for(spec)
         if not kind.discrete or kind.autoregressive:
