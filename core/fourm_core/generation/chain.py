@@ -20,8 +20,7 @@ import attrs
 
 from .errors import GenerationError
 from .schedules import check_temperature_schedule, guidance_schedule, temperature_schedule, token_schedule
-
-SCHEMES = ("maskgit", "roar", "autoregressive")
+from .targets import SCHEMES
 
 
 def _scale(value: Any) -> float | tuple[float, ...]:

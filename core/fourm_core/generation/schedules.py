@@ -29,7 +29,8 @@ def token_schedule(num_tokens: int, num_steps: int, schedule: str = "cosine") ->
     * ``cosine`` (MaskGIT, the 4M default): with ``s_i = 0.5 (1 + cos(pi i / T))`` for ``i = 0 .. T-1``, step
       ``i < T-1`` commits ``round(N (s_i - s_{i+1}))`` tokens (half to even) and the last step the remainder.
       Few tokens first and last, many in the middle. With more steps than tokens some steps commit 0 (the
-      sampler skips them).
+      sampler skips them). Where the rounded counts add up to more than ``N`` (the released sampler's last
+      step would then be negative, e.g. 16 tokens in 8 steps) the excess comes off the latest steps.
     * ``linear``: boundaries ``int(i N / T)``, their differences sorted largest first; trailing zero steps are
       dropped, so ``N < T`` gives ``N`` steps of one token.
     * ``cosine_late``: after step ``t`` (1-based) ``floor(N cos(pi/2 t/T))`` tokens are still masked, so early
@@ -48,7 +49,15 @@ def token_schedule(num_tokens: int, num_steps: int, schedule: str = "cosine") ->
     if schedule == "cosine":
         left = [0.5 * (1.0 + math.cos(math.pi * i / num_steps)) for i in range(num_steps)]
         counts = [round(num_tokens * (left[i] - left[i + 1])) for i in range(num_steps - 1)]
-        return [*counts, num_tokens - sum(counts)]
+        over = sum(counts) - num_tokens
+        counts.append(max(-over, 0))
+        for j in reversed(range(len(counts))):  # the rounding overshot N: take the excess off the latest steps
+            if over <= 0:
+                break
+            take = min(over, counts[j])
+            counts[j] -= take
+            over -= take
+        return counts
     if schedule == "linear":
         step = num_tokens / num_steps
         edges = [int(i * step) for i in range(num_steps)] + [num_tokens]
