@@ -39,13 +39,25 @@ def test_caption_output_is_text_and_batched_inputs(pipe, photo):
     assert single["caption"] == again["caption"]  # tensors and arrays are the same input
 
 
-def test_pixels_input_feeds_the_tokenized_twin(pipe, photo):
+def test_pixels_input_feeds_the_tokenized_twin_only_when_asked(pipe, photo):
+    """An rgb input is the pixels alone (as the released models are used: RGB -> X); its tokenized twin joins
+    only with ``pixel_twins=True`` (per call, or for the pipeline), doubling the encoder tokens."""
     mod_dict, raws, batched = pipe.encode_inputs({"rgb": photo})
-    assert set(mod_dict) == {"rgb", "tok_rgb"} and not batched
+    assert set(mod_dict) == {"rgb"} and not batched
     assert mod_dict["rgb"]["tensor"].shape == (1, 3, 224, 224)
-    assert mod_dict["tok_rgb"]["tensor"].shape == (1, 196)
+    twins, _, _ = pipe.encode_inputs({"rgb": photo}, pixel_twins=True)
+    assert set(twins) == {"rgb", "tok_rgb"} and twins["tok_rgb"]["tensor"].shape == (1, 196)
+    assert torch.equal(twins["tok_rgb"]["tensor"], pipe.codec("tok_rgb").encode([photo_224(pipe, photo)]).long())
+    opted = type(pipe)(pipe.model, pipe.codecs, pixel_twins=True)
+    assert set(opted.encode_inputs({"rgb": photo})[0]) == {"rgb", "tok_rgb"}
+    assert set(opted.encode_inputs({"rgb": photo}, pixel_twins=False)[0]) == {"rgb"}
     # normalised with ImageNet statistics
     assert -2.2 < float(mod_dict["rgb"]["tensor"].min()) and float(mod_dict["rgb"]["tensor"].max()) < 2.7
+
+
+def photo_224(pipe, photo):
+    spec = pipe.modalities["tok_rgb"]
+    return pipe.square_resize(spec, photo, pipe.codec_size(spec, pipe.codec("tok_rgb")))
 
 
 def test_step_iterator_and_overrides(pipe, photo):
