@@ -140,3 +140,38 @@ def test_undecodable_generated_rows(pipe, photo, monkeypatch):
         pipe({"rgb": photo}, ["caption"], max_new_tokens=2)
     out = pipe({"rgb": [photo, photo]}, ["caption"], max_new_tokens=2, decode_errors="text")
     assert out["caption"] == ["unparseable: modality 'caption': bad token 'xyz'"] * 2
+
+
+def test_a_target_setting_equal_to_its_default_is_not_overridden(pipe, photo):
+    """Call-wide settings fill only the fields a TargetConfig leaves unset: ``stop_at_eos=True`` and
+    ``top_p=0.0`` set explicitly (the defaults) stay; an unset field takes the call's value."""
+    (cfg,) = pipe._targets([TargetConfig(modality="caption", stop_at_eos=True, top_p=0.0)],
+                           {"stop_at_eos": False, "top_p": 0.9, "temperature": 0.3})
+    assert (cfg.stop_at_eos, cfg.top_p, cfg.temperature) == (True, 0.0, 0.3)
+    explicit = TargetConfig(modality="depth", token_schedule="cosine", steps=5)
+    steps = list(pipe.iterate({"rgb": photo}, [explicit], seed=0, token_schedule="linear", steps=2))
+    counts = [int(s.committed[0].sum()) for s in steps]
+    # cosine over 196 in 5 steps: 196 x (0.0955, 0.25, 0.309, 0.25) = 18.7, 49, 60.6, 49 -> 19, 49, 61, 49; rest 18
+    assert [b - a for a, b in zip([0, *counts], counts)] == [19, 49, 61, 49, 18]
+
+
+def test_modes_through_the_pipeline(pipe, photo):
+    """Unconditional rows, a caption prefix kept, an image region re-generated (the rest kept), and weighted
+    captions (a negative one included) through raw inputs."""
+    uncond = pipe({}, ["depth", "caption"], seed=0, batch_size=2, steps=2, max_new_tokens=3)
+    assert len(uncond["depth"]) == 2 and all(isinstance(c, str) for c in uncond["caption"])
+    done = pipe({"rgb": photo}, ["caption"], seed=0, given={"caption": "a photo of"}, max_new_tokens=4)
+    assert done["caption"].startswith("a photo of")
+    ids = pipe.codec("tok_rgb").encode([photo_224(pipe, photo)]).long()
+    mask = np.zeros((224, 224), bool)
+    mask[:, 112:] = True  # the right half of the pixels: the right 7 of 14 token columns
+    out = pipe({"rgb": photo}, ["tok_rgb"], seed=0, steps=2, decode=False,
+               given={"tok_rgb": {"value": ids[0], "mask": mask}})
+    grid_mask = torch.zeros(14, 14, dtype=torch.bool)
+    grid_mask[:, 7:] = True
+    assert torch.equal(out.tokens["tok_rgb"][0][~grid_mask.flatten()], ids[0][~grid_mask.flatten()])
+    weighted = pipe({"rgb": photo}, ["depth"], seed=0, steps=2, decode=False,
+                    conditions=[({"caption": "a cat sitting on a sofa"}, 2.0), ({"caption": "the moon"}, -1.0)])
+    assert weighted.tokens["depth"].shape == (1, 196)
+    with pytest.raises(GenerationError, match=r"given 'tok_rgb': a mask of shape \(10, 10\) does not tile"):
+        pipe({"rgb": photo}, ["tok_rgb"], given={"tok_rgb": {"value": ids[0], "mask": np.zeros((10, 10), bool)}})
