@@ -189,6 +189,10 @@ class Sampler:
         stray = sorted(set(partial) - set(names))
         if stray:
             raise GenerationError(f"given= names {stray}, which are not targets ({', '.join(names)})")
+        clash = sorted({n for w in weighted for n in w} & set(mod_dict))
+        if clash:
+            raise GenerationError(f"{', '.join(map(repr, clash))}: both an input and a weighted condition; give it "
+                                  f"in one place (an input is seen by every pass, a condition only by its own)")
         guided = [n for n in mod_dict]
         out_tokens: dict[str, torch.Tensor] = {}
         for cfg in resolved:
@@ -205,8 +209,13 @@ class Sampler:
                         f"target {name!r}: condition weight for {c!r}, which is not among the inputs ({have})")
             mod_dict.pop(name, None)  # a target given as input is regenerated from scratch
             spec = self.spec(name)
+            if not mod_dict and not spec.encoder and not weighted:
+                raise GenerationError(f"target {name!r} has no encoder embedding, so without any input the model "
+                                      f"reads nothing at all; give an input or generate a modality it reads first")
             guide = _Guide(conditions=conds, by_modality=tuple(cfg.condition_weights or ()),
-                           weighted=[{n: d for n, d in w.items() if n != name} for w in weighted],
+                           # a condition's modality once generated in the chain is an input of every pass
+                           weighted=[{n: d for n, d in w.items() if n != name and n not in mod_dict}
+                                     for w in weighted],
                            scale=weights if weighted else (tuple(cfg.condition_weights.values())
                                                            if cfg.condition_weights else cfg.guidance))
             if adapter_for(spec).autoregressive:
