@@ -123,3 +123,39 @@ def test_chained_builder_semantics():
     assert plan[5].cfg_scale == (2.0, 0.5) and plan[5].as_dict()["cfg_scale"] == [2.0, 0.5]
     with pytest.raises(GenerationError, match=r"3 target_domains but only \{'temps': 2\}"):
         build_chained_schedule(**{**kw, "temps": [1.0, 1.0]})
+
+
+def test_the_sampler_decodes_by_the_chained_plan(tiny_model, pixels, monkeypatch):
+    """chained_targets gives the sampler the same chain build_chained_schedule plans: per step the committed
+    token counts and the temperatures the sampler samples at equal the plan's (depth: 16 tokens, 5 cosine
+    steps at onex temperatures; gvec: 4 tokens, 3 ROAR steps at linear temperatures; then a caption)."""
+    from fourm_core.generation import Sampler, chained_targets
+    from fourm_core.generation import sampler as sampler_mod
+
+    kw = {"cond_domains": ["rgb"], "target_domains": ["depth", "gvec", "caption"],
+          "autoregression_schemes": ["maskgit", "roar", "autoregressive"], "decoding_steps": [5, 3, None],
+          "token_decoding_schedules": ["cosine", "cosine", None], "temps": [3.0, 2.0, 0.5],
+          "temp_schedules": ["onex:0.5:0.5", "linear", "constant"], "cfg_scales": [2.0, 1.0, 1.5],
+          "cfg_schedules": ["constant"] * 3, "cfg_grow_conditioning": True}
+    plan = build_chained_schedule(tokens_per_target=[16, 4, 11], **kw)
+    temps = []
+    orig = sampler_mod.sample_tokens
+
+    def spy(logits, temperature, *args, **kw):
+        temps.append(temperature)
+        return orig(logits, temperature, *args, **kw)
+
+    monkeypatch.setattr(sampler_mod, "sample_tokens", spy)
+    sampler = Sampler(tiny_model, int8_proposals=False)
+    targets = chained_targets(**kw)
+    assert targets[2].guidance_conditions == ("rgb", "depth", "gvec") and targets[2].guidance == 1.5
+    steps = list(sampler.iterate({"rgb": pixels}, [t.replace(max_new_tokens=2) if t.modality == "caption" else t
+                                                   for t in targets], seed=0))
+    iterative = [s for s in steps if s.modality != "caption"]
+    counts = [int(s.committed[0].sum()) for s in iterative]
+    prev = [0 if i == 0 or iterative[i - 1].modality != s.modality else counts[i - 1]
+            for i, s in enumerate(iterative)]
+    assert [(s.modality, c - p) for s, c, p in zip(iterative, counts, prev)] == [
+        (p.target_domain, p.num_tokens) for p in plan[:-1]]
+    assert temps[: len(plan) - 1] == pytest.approx([p.temperature for p in plan[:-1]])
+    assert temps[len(plan) - 1:] == [0.5, 0.5]  # the caption's two tokens

@@ -10,7 +10,7 @@ targets, seeds, a step-by-step iterator.
 """
 
 from .backend import ModelBackend, SequenceState
-from .chain import ScheduleStep, build_chained_schedule, plan_target
+from .chain import ScheduleStep, build_chained_schedule, chained_targets, plan_target
 from .errors import GenerationError, TokenizerMissingError
 from .sampler import GenerationResult, GenerationStep, Sampler
 from .sampling import combine_guidance, filter_logits, sample_tokens
@@ -27,7 +27,7 @@ from .targets import KIND_DEFAULTS, SCHEMES, TargetConfig, resolve_target
 __all__ = [
     "GUIDANCE_SCHEDULES", "GenerationError", "GenerationResult", "GenerationStep", "KIND_DEFAULTS", "ModelBackend",
     "SCHEMES", "Sampler", "ScheduleStep", "SequenceState", "TEMPERATURE_SCHEDULES", "TOKEN_SCHEDULES",
-    "TargetConfig", "TokenizerMissingError", "build_chained_schedule", "combine_guidance", "filter_logits",
+    "TargetConfig", "TokenizerMissingError", "build_chained_schedule", "chained_targets", "combine_guidance", "filter_logits",
     "guidance_schedule", "plan_target", "resolve_target", "sample_tokens", "temperature_schedule",
     "token_schedule",
 ]

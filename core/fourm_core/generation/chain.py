@@ -117,3 +117,39 @@ def build_chained_schedule(cond_domains: Sequence[str], target_domains: Sequence
         if cfg_grow_conditioning and scheme != "autoregressive":
             conds.append(target)
     return plan
+
+
+def chained_targets(cond_domains: Sequence[str], target_domains: Sequence[str],
+                    autoregression_schemes: Sequence[str], decoding_steps: Sequence[int | None],
+                    token_decoding_schedules: Sequence[str | None], temps: Sequence[float],
+                    temp_schedules: Sequence[str], cfg_scales: Sequence[float | Sequence[float]],
+                    cfg_schedules: Sequence[str], cfg_grow_conditioning: bool = False,
+                    tokens_per_target: Sequence[int] | None = None) -> list[Any]:
+    """The same chain as :func:`build_chained_schedule` as :class:`~fourm_core.generation.TargetConfig` objects
+    for :meth:`Sampler.generate` / :class:`~fourm_core.pipeline.AnyToAny` (modality names as the model knows
+    them). Each target's guided conditions are set explicitly, as that builder grows them; a list of scales
+    becomes per-condition weights over ``cond_domains``. ``tokens_per_target`` is accepted for symmetry and
+    not used: the sampler decodes each target's own number of tokens."""
+    from .targets import TargetConfig
+
+    conds = list(cond_domains)
+    out = []
+    for i, target in enumerate(target_domains):
+        scheme = autoregression_schemes[i]
+        scale = cfg_scales[i]
+        weights = None
+        if isinstance(scale, (list, tuple)):
+            if len(scale) != len(conds):
+                raise GenerationError(f"target {target!r}: {len(scale)} guidance weights for {len(conds)} "
+                                      f"conditions ({', '.join(conds)})")
+            weights, scale = dict(zip(conds, scale)), None
+        ar = scheme == "autoregressive"
+        out.append(TargetConfig(
+            modality=target, scheme=scheme, steps=None if ar else decoding_steps[i],
+            token_schedule=None if ar else ("linear" if scheme == "roar" else token_decoding_schedules[i]),
+            temperature=float(temps[i]), temperature_schedule=temp_schedules[i],
+            guidance=None if scale is None else float(scale), guidance_schedule=cfg_schedules[i],
+            guidance_conditions=tuple(conds), condition_weights=weights))
+        if cfg_grow_conditioning and not ar:
+            conds.append(target)
+    return out
