@@ -22,6 +22,38 @@ def _parse_in(items: tuple[str, ...]) -> list[tuple[str, str]]:
     return out
 
 
+def _parse_cond(items: tuple[str, ...]) -> list[tuple[float, str, str]]:
+    """``--cond WEIGHT:NAME=VALUE`` → ``(weight, name, value)``."""
+    out = []
+    for item in items:
+        weight, sep, rest = item.partition(":")
+        try:
+            w = float(weight)
+        except ValueError:
+            w = None
+        name, sep2, value = rest.partition("=")
+        if not sep or w is None or not sep2 or not name.strip():
+            raise click.BadParameter(f"{item!r} must look like WEIGHT:NAME=VALUE (e.g. 3:caption='a dog' or "
+                                     f"-1:caption='a cat')", param_hint="--cond")
+        out.append((w, name.strip(), value))
+    return out
+
+
+def _load_mask(name: str, value: str) -> Any:
+    """``--given-mask NAME=FILE``: a .npy array or an image (nonzero = generate)."""
+    import numpy as np
+
+    path = Path(value)
+    if not path.is_file():
+        raise click.BadParameter(f"{name}={value}: the mask file does not exist", param_hint="--given-mask")
+    if path.suffix.lower() == ".npy":
+        return np.load(path, allow_pickle=False) != 0
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return np.asarray(img.convert("L")) > 127
+
+
 def _load_value(spec: Any, name: str, value: str) -> Any:
     """Turn the text of ``--in name=value`` into a raw input for the modality ``spec``."""
     import numpy as np
@@ -84,13 +116,31 @@ def register_commands(cli: click.Group) -> None:
     @cli.command("generate")
     @click.option("--model", "model_dir", required=True, help="checkpoint directory (or hub id) with tokenizers/")
     @click.option("--in", "inputs", multiple=True, metavar="NAME=VALUE",
-                  help="an input: rgb=photo.jpg, depth=depth.npy, caption='a cat on a sofa', det=boxes.json")
+                  help="an input: rgb=photo.jpg, depth=depth.npy, caption='a cat on a sofa', det=boxes.json "
+                       "(none at all: unconditional generation)")
     @click.option("--out", "targets", required=True, help="comma-separated targets in generation order, e.g. depth,caption")
     @click.option("--save", "save_dir", required=True, type=click.Path(file_okay=False), help="output directory")
     @click.option("--seed", type=int, default=0, show_default=True)
     @click.option("--steps", type=int, default=None, help="MaskGIT/ROAR steps (default per kind)")
     @click.option("--temperature", type=float, default=None, help="sampling temperature (0 = greedy)")
     @click.option("--guidance", type=float, default=None, help="classifier-free guidance scale (1 = none)")
+    @click.option("--guidance-schedule", type=click.Choice(["constant", "cosine"]), default=None,
+                  help="guidance per step: constant, or cosine (rises from 1 to --guidance)")
+    @click.option("--token-schedule", type=click.Choice(["cosine", "linear", "cosine_late"]), default=None,
+                  help="tokens per MaskGIT/ROAR step (default: cosine for MaskGIT, linear for ROAR)")
+    @click.option("--temperature-schedule", default=None, metavar="NAME",
+                  help="constant, linear or onex:MIN:POWER (e.g. onex:0.5:0.5)")
+    @click.option("--cond", "conds", multiple=True, metavar="WEIGHT:NAME=VALUE",
+                  help="a weighted condition, repeatable; negative weights steer away: --cond 3:caption='a dog' "
+                       "--cond -1:caption='a cat'")
+    @click.option("--given", "givens", multiple=True, metavar="NAME=VALUE",
+                  help="a partial target: caption='a photo of' (continued), caption='a [S_1] on a [S_2]' "
+                       "(filled in), or tok_rgb=photo.jpg with --given-mask")
+    @click.option("--given-mask", "given_masks", multiple=True, metavar="NAME=FILE",
+                  help="where a given image target is generated (.npy or image; nonzero/white = generate)")
+    @click.option("--batch-size", type=int, default=None, help="rows to generate without inputs (unconditional)")
+    @click.option("--pixel-twins", is_flag=True,
+                  help="an rgb input also feeds its tokenized twin (tok_rgb), doubling the encoder tokens")
     @click.option("--top-k", type=float, default=None, help="keep the k most likely tokens (or a fraction if < 1)")
     @click.option("--top-p", type=float, default=None, help="nucleus sampling mass")
     @click.option("--scheme", type=click.Choice(["maskgit", "roar"]), default=None,
@@ -100,8 +150,9 @@ def register_commands(cli: click.Group) -> None:
     @click.option("--strict", is_flag=True,
                   help="fail when a generated sequence cannot be parsed (default: save it as 'unparseable: ...' text "
                        "and keep the other outputs)")
-    def generate_cmd(model_dir, inputs, targets, save_dir, seed, steps, temperature, guidance, top_k, top_p,
-                     scheme, tok_dir, device, strict):
+    def generate_cmd(model_dir, inputs, targets, save_dir, seed, steps, temperature, guidance, guidance_schedule,
+                     token_schedule, temperature_schedule, conds, givens, given_masks, batch_size, pixel_twins,
+                     top_k, top_p, scheme, tok_dir, device, strict):
         """Generate TARGETS from the given inputs; writes raw outputs (npy/json/txt), the token ids
         (<name>.tokens.npy), a PNG per output and grid.png."""
         from .pipeline import AnyToAny
@@ -111,35 +162,53 @@ def register_commands(cli: click.Group) -> None:
         for name, value in _parse_in(inputs):
             canonical = pipe.resolve(name)
             raw_inputs[canonical] = _load_value(pipe.modalities[canonical], name, value)
-        if not raw_inputs:
-            raise click.UsageError("give at least one input with --in NAME=VALUE")
         tgt = [t.strip() for t in targets.split(",") if t.strip()]
         if not tgt:
             raise click.UsageError("--out names no target")
+        conditions = []
+        for weight, name, value in _parse_cond(conds):
+            canonical = pipe.resolve(name)
+            conditions.append(({canonical: _load_value(pipe.modalities[canonical], name, value)}, weight))
+        masks = dict(_parse_in(given_masks))
+        given = {}
+        for name, value in _parse_in(givens):
+            canonical = pipe.resolve(name, as_target=True)
+            spec = pipe.modalities[canonical]
+            from .kinds import adapter_for
+
+            if adapter_for(spec).autoregressive:
+                given[canonical] = value
+            elif name not in masks:
+                raise click.UsageError(f"--given {name}=... needs --given-mask {name}=FILE (where to generate)")
+            else:
+                given[canonical] = {"value": _load_value(spec, name, value), "mask": _load_mask(name, masks[name])}
         overrides = {"steps": steps, "temperature": temperature, "guidance": guidance, "top_p": top_p,
-                     "scheme": scheme}
+                     "scheme": scheme, "guidance_schedule": guidance_schedule, "token_schedule": token_schedule,
+                     "temperature_schedule": temperature_schedule}
         if top_k is not None:
             overrides["top_k"] = int(top_k) if top_k >= 1 else float(top_k)
-        out = pipe(raw_inputs, tgt, seed=seed, decode_errors="raise" if strict else "text",
+        out = pipe(raw_inputs, tgt, seed=seed, decode_errors="raise" if strict else "text", given=given or None,
+                   conditions=conditions or None, batch_size=batch_size, pixel_twins=pixel_twins,
                    **{k: v for k, v in overrides.items() if v is not None})
         save = Path(save_dir)
         save.mkdir(parents=True, exist_ok=True)
         import numpy as np
 
         for name in out:
-            raw = out[name]
-            path = _save_raw(raw, save / name)
             np.save(save / f"{name}.tokens.npy", out.tokens[name].detach().cpu().numpy())
-            if isinstance(raw, str) and raw.startswith("unparseable:"):
-                click.echo(f"warning: {name!r}: the generated sequence could not be parsed ({raw}); "
-                           f"its text and token ids are saved", err=True)
-            click.echo(f"{name}: {path}")
+            rows = [(name, out[name])] if not out.batched else [(f"{name}_{i}", r) for i, r in enumerate(out[name])]
             spec = pipe.modalities[name]
-            if spec.visualizer is not None:
-                try:
-                    spec.visualizer.load()(raw).convert("RGB").save(save / f"{name}.png")
-                except Exception as exc:  # noqa: BLE001 - the raw output is saved; say why the picture is not
-                    click.echo(f"warning: visualizer of {name!r} failed: {type(exc).__name__}: {exc}", err=True)
+            for stem, raw in rows:
+                path = _save_raw(raw, save / stem)
+                if isinstance(raw, str) and raw.startswith("unparseable:"):
+                    click.echo(f"warning: {stem!r}: the generated sequence could not be parsed ({raw}); "
+                               f"its text and token ids are saved", err=True)
+                click.echo(f"{stem}: {path}")
+                if spec.visualizer is not None:
+                    try:
+                        spec.visualizer.load()(raw).convert("RGB").save(save / f"{stem}.png")
+                    except Exception as exc:  # noqa: BLE001 - the raw output is saved; say why the picture is not
+                        click.echo(f"warning: visualizer of {stem!r} failed: {type(exc).__name__}: {exc}", err=True)
         pipe.render(out).save(save / "grid.png")
         click.echo(f"grid: {save / 'grid.png'}")
 

@@ -9,10 +9,14 @@
 Inputs may be PIL images, numpy arrays, torch tensors, strings or any plugin raw type (dicts of boxes ...).
 A list of raws is a batch (every input then needs the same length, or a single raw that is repeated).
 Image-like raws are centre-cropped to a square and resized to the model's size by the plugin's transform,
-then tokenized by the plugin's codec; a ``pixels`` modality (``rgb``) gets normalised pixels directly and,
-when the model has it, its tokenized twin (the image modality whose ``spec.source`` is ``rgb``) too. A
-target ``rgb`` means that tokenized twin. Token ids (integer tensors of the token layout) are accepted for
-token modalities as well.
+then tokenized by the plugin's codec; a ``pixels`` modality (``rgb``) gets normalised pixels (and, only with
+``pixel_twins=True``, its tokenized twin too: the image modality whose ``spec.source`` is ``rgb``, which
+doubles the encoder tokens). A target ``rgb`` means that tokenized twin. Token ids (integer tensors of the
+token layout) are accepted for token modalities as well.
+
+Modes: no inputs at all (unconditional, ``batch_size`` rows); ``given=`` partial targets (in- / out-painting
+of an image target with a mask, a caption prefix or a template with sentinels ``[S_1]``...); ``conditions=``
+weighted conditions, several of one modality included, negative weights steering away (negative prompts).
 
 Outputs are decoded by the codecs into raw data; :meth:`AnyToAny.render` draws inputs and outputs through
 each plugin's visualizer into one grid image.
@@ -26,7 +30,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import attrs
 import numpy as np
 import torch
 
@@ -40,7 +43,7 @@ log = logging.getLogger(__name__)
 
 #: per-call overrides that apply to every target (TargetConfig fields)
 _OVERRIDES = ("scheme", "steps", "token_schedule", "temperature", "temperature_schedule", "top_k", "top_p",
-              "guidance", "max_new_tokens", "stop_at_eos")
+              "guidance", "guidance_schedule", "max_new_tokens", "stop_at_eos")
 #: call-wide options that only make sense for some kinds (skipped for the other targets)
 _SEQUENCE_ONLY = ("max_new_tokens", "stop_at_eos")
 _ITERATIVE_ONLY = ("scheme", "steps", "token_schedule", "temperature_schedule")
@@ -79,12 +82,14 @@ class AnyToAny:
 
     ``codecs``: ``{modality: ModalityCodec}`` (``fourm_core.tokenizers``), at least for every token modality
     you give as a raw input or ask as a target. ``defaults``: per-modality :class:`TargetConfig` overrides
-    (e.g. ``{"caption": {"temperature": 0.7, "top_p": 0.9}}``).
+    (e.g. ``{"caption": {"temperature": 0.7, "top_p": 0.9}}``). ``pixel_twins`` (default False): a raw
+    ``pixels`` input (``rgb``) also feeds its tokenized twin (``tok_rgb``) when the model reads it and a codec
+    exists; off by default, as the released 4M models are used (RGB → X reads the pixels only).
     """
 
     def __init__(self, model: Any, codecs: Mapping[str, Any] | None = None, *,
                  modalities: ModalitySet | None = None, device: str | torch.device | None = None,
-                 defaults: Mapping[str, Mapping[str, Any]] | None = None):
+                 defaults: Mapping[str, Mapping[str, Any]] | None = None, pixel_twins: bool = False):
         if device is not None:
             model = model.to(device)
         model.eval()
@@ -93,6 +98,7 @@ class AnyToAny:
         self.modalities = self.sampler.modalities
         self.codecs = dict(codecs or {})
         self.defaults = {k: dict(v) for k, v in (defaults or {}).items()}
+        self.pixel_twins = bool(pixel_twins)
         self._transforms: dict[str, Any] = {}
 
     # -- loading ---------------------------------------------------------------------------------
@@ -158,10 +164,16 @@ class AnyToAny:
         return self._transforms[spec.name]
 
     # -- inputs ----------------------------------------------------------------------------------
-    def encode_inputs(self, inputs: Mapping[str, Any]) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, list], bool]:
-        """Raw inputs → ``({modality: {"tensor"}}, raw lists per name, batched)`` for the sampler."""
+    def encode_inputs(self, inputs: Mapping[str, Any] | None, *, pixel_twins: bool | None = None,
+                      allow_empty: bool = False) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, list], bool]:
+        """Raw inputs → ``({modality: {"tensor"}}, raw lists per name, batched)`` for the sampler.
+
+        ``pixel_twins``: also feed a ``pixels`` input's tokenized twin (default: the pipeline's setting)."""
+        if inputs is None or (isinstance(inputs, Mapping) and not inputs and allow_empty):
+            return {}, {}, False
         if not isinstance(inputs, Mapping) or not inputs:
             raise GenerationError("inputs must be a non-empty dict {modality: raw}, e.g. {'rgb': pil_image}")
+        twins = self.pixel_twins if pixel_twins is None else bool(pixel_twins)
         batched = any(_is_batch(v) for v in inputs.values())
         lists = {k: (list(v) if _is_batch(v) else [v]) for k, v in inputs.items()}
         sizes = {len(v) for v in lists.values()} - {1}
@@ -177,12 +189,57 @@ class AnyToAny:
             spec = self.modalities[name]
             raws[name] = values
             mod_dict[name] = {"tensor": self._encode_one(spec, values)}
-            # raw pixels also feed their tokenized twin (tok_rgb of rgb) when the model reads it and a codec exists
-            for twin in self.modalities.specs:
-                if (twin.source == name and not adapter_for(spec).discrete and twin.encoder
-                        and twin.name not in lists and twin.name in self.codecs):
+            if not twins or adapter_for(spec).discrete:
+                continue
+            for twin in self.modalities.specs:  # opt-in: the tokenized twin of raw pixels (tok_rgb of rgb)
+                if twin.source == name and twin.encoder and twin.name not in lists and twin.name in self.codecs:
                     mod_dict[twin.name] = {"tensor": self._encode_one(twin, values)}
         return mod_dict, raws, batched
+
+    def encode_given(self, given: Mapping[str, Any]) -> dict[str, dict[str, torch.Tensor]]:
+        """Partial targets for the sampler's ``given=``. A sequence target takes its text (a prefix, or a
+        template with sentinels ``[S_1]``...), a list for a batch. An image / vector target takes
+        ``{"value": raw or token ids, "mask": ...}`` with ``mask`` True where tokens are generated, at the token
+        grid ``(h, w)``, flat ``(N,)``, or any finer resolution ``(H, W)`` (a token is generated when any of its
+        pixels is); a leading batch axis is optional."""
+        out: dict[str, dict[str, torch.Tensor]] = {}
+        for key, value in given.items():
+            name = self.resolve(key, as_target=True)
+            spec = self.modalities[name]
+            kind = adapter_for(spec)
+            if kind.autoregressive:
+                values = list(value) if _is_batch(value) else [value]
+                out[name] = {"tensor": self._encode_one(spec, values)}
+                continue
+            if not isinstance(value, Mapping) or "value" not in value or "mask" not in value:
+                raise GenerationError(f"given {name!r}: a partial {spec.kind!r} target takes "
+                                      f"{{'value': image or token ids, 'mask': True where to generate}}")
+            raw = value["value"]
+            values = list(raw) if _is_batch(raw) else [raw]
+            tokens = self._encode_one(spec, values)
+            out[name] = {"tensor": tokens, "input_mask": self._token_mask(spec, value["mask"], tokens.shape[0])}
+        return out
+
+    @staticmethod
+    def _token_mask(spec: ModalitySpec, mask: Any, batch: int) -> torch.Tensor:
+        m = torch.as_tensor(np.asarray(mask.detach().cpu() if isinstance(mask, torch.Tensor) else mask)).bool()
+        n = spec.num_tokens
+        grid = tuple(spec.grid) if spec.grid else None
+        if m.ndim >= 1 and m.shape[-1] == n and (m.ndim == 1 or (m.ndim == 2 and m.shape[0] in (1, batch))):
+            flat = m.reshape(-1, n)
+        elif grid is not None and m.ndim in (2, 3):
+            img = m[None] if m.ndim == 2 else m
+            if img.shape[-2] % grid[0] or img.shape[-1] % grid[1]:
+                raise GenerationError(f"given {spec.name!r}: a mask of shape {tuple(m.shape)} does not tile the "
+                                      f"{grid} token grid; give (h, w) = {grid}, ({n},) or a multiple of the grid")
+            pooled = torch.nn.functional.adaptive_max_pool2d(img[:, None].float(), grid)[:, 0] > 0
+            flat = pooled.reshape(img.shape[0], n)
+        else:
+            raise GenerationError(f"given {spec.name!r}: expected a mask of shape ({n},) or an image-like "
+                                  f"(H, W) mask, got {tuple(m.shape)}")
+        if flat.shape[0] not in (1, batch):
+            raise GenerationError(f"given {spec.name!r}: {flat.shape[0]} masks for {batch} rows")
+        return flat.expand(batch, n).clone()
 
     def _encode_one(self, spec: ModalitySpec, values: list[Any]) -> torch.Tensor:
         return adapter_for(spec).encode_raw(spec, values, self)
@@ -240,20 +297,30 @@ class AnyToAny:
             call = {k: v for k, v in overrides.items() if v is not None
                     and not (is_seq and k in _ITERATIVE_ONLY) and not (not is_seq and k in _SEQUENCE_ONLY)}
             merged = {**self.defaults.get(name, {}), **call}
-            fields = attrs.fields(TargetConfig)
-            unset = {k: v for k, v in merged.items() if getattr(cfg, k) == getattr(fields, k).default}
-            out.append(cfg.replace(modality=name, **unset))
+            unset = cfg.unset_fields()  # a field set explicitly, even to its default value, stays
+            out.append(cfg.replace(modality=name, **{k: v for k, v in merged.items() if k in unset}))
         return out
 
-    def __call__(self, inputs: Mapping[str, Any], targets: Sequence[str | TargetConfig] | str, *,
+    def __call__(self, inputs: Mapping[str, Any] | None, targets: Sequence[str | TargetConfig] | str, *,
                  seed: int | None = None, decode: bool = True, decode_errors: str = "raise",
+                 given: Mapping[str, Any] | None = None,
+                 conditions: Sequence[tuple[Mapping[str, Any], float]] | None = None,
+                 batch_size: int | None = None, pixel_twins: bool | None = None,
                  **overrides: Any) -> AnyToAnyOutput:
         """Generate ``targets`` (in order; each finished one conditions the next) from raw ``inputs``.
 
         ``overrides`` (``steps``, ``temperature``, ``guidance``, ``top_k``, ``top_p``, ``scheme``, ...) apply to
-        every target that does not set them itself and to which they apply (``scheme`` / ``steps`` to
-        image and vector targets, ``max_new_tokens`` / ``stop_at_eos`` to sequences); pass
-        :class:`TargetConfig` objects for per-target settings.
+        every target that leaves them unset (None) and to which they apply (``scheme`` / ``steps`` to image and
+        vector targets, ``max_new_tokens`` / ``stop_at_eos`` to sequences); pass :class:`TargetConfig` objects
+        for per-target settings.
+        ``inputs`` empty or None: unconditional generation of ``batch_size`` rows (default 1).
+        ``given``: partial targets (see :meth:`encode_given`): ``{"caption": "a photo of"}`` completes a
+        caption, ``{"caption": "a [S_1] on a [S_2]"}`` fills a template, ``{"tok_rgb": {"value": photo,
+        "mask": mask}}`` re-generates the masked region of an image (in- / out-painting).
+        ``conditions``: weighted conditions ``[(raw inputs, weight), ...]``, e.g.
+        ``[({"caption": "a dog"}, 3.0), ({"caption": "a cat"}, -1.0)]``: every target samples
+        ``uncond + sum_i w_i (cond_i - uncond)``; negative weights steer away from their condition.
+        ``pixel_twins``: see the class docstring (default: the pipeline's setting).
         ``decode=False`` skips the codecs (outputs are token ids). ``decode_errors``: ``"raise"`` (default), or
         ``"text"``: a generated row its codec cannot decode (e.g. a sequence a briefly trained model got wrong,
         that its serializer cannot parse) becomes the string ``"unparseable: <reason>"`` and the other rows
@@ -261,19 +328,42 @@ class AnyToAny:
         """
         if decode_errors not in ("raise", "text"):
             raise GenerationError(f"decode_errors must be 'raise' or 'text', got {decode_errors!r}")
-        result, raws, batched = self._run(inputs, targets, seed, overrides)
+        mod_dict, raws, batched, kwargs = self._sampler_args(inputs, given, conditions, batch_size, pixel_twins)
+        result = self.sampler.generate(mod_dict, self._targets(targets, overrides), seed=seed, **kwargs)
         return self._decode(result, raws, batched, decode, decode_errors)
 
-    def iterate(self, inputs: Mapping[str, Any], targets: Sequence[str | TargetConfig] | str, *,
-                seed: int | None = None, **overrides: Any) -> Iterator[GenerationStep]:
+    def iterate(self, inputs: Mapping[str, Any] | None, targets: Sequence[str | TargetConfig] | str, *,
+                seed: int | None = None, given: Mapping[str, Any] | None = None,
+                conditions: Sequence[tuple[Mapping[str, Any], float]] | None = None,
+                batch_size: int | None = None, pixel_twins: bool | None = None,
+                **overrides: Any) -> Iterator[GenerationStep]:
         """Step-by-step generation: yields a :class:`GenerationStep` after every decoding step."""
-        mod_dict, _, _ = self.encode_inputs(inputs)
-        return self.sampler.iterate(mod_dict, self._targets(targets, overrides), seed=seed)
+        mod_dict, _, _, kwargs = self._sampler_args(inputs, given, conditions, batch_size, pixel_twins)
+        return self.sampler.iterate(mod_dict, self._targets(targets, overrides), seed=seed, **kwargs)
 
-    def _run(self, inputs, targets, seed, overrides) -> tuple[GenerationResult, dict[str, list], bool]:
-        mod_dict, raws, batched = self.encode_inputs(inputs)
-        cfgs = self._targets(targets, overrides)
-        return self.sampler.generate(mod_dict, cfgs, seed=seed), raws, batched
+    def _sampler_args(self, inputs, given, conditions, batch_size, pixel_twins):
+        """Encoded inputs, raw lists, batched flag, and the sampler's keyword arguments."""
+        mod_dict, raws, batched = self.encode_inputs(inputs, pixel_twins=pixel_twins, allow_empty=True)
+        parts = {"given": self.encode_given(given) if given else None}
+        if conditions is not None:
+            encoded = []
+            for item in conditions:
+                if not (isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[0], Mapping)):
+                    raise GenerationError(f"conditions: each entry is (raw inputs dict, weight), got {item!r}")
+                md, _, b = self.encode_inputs(item[0], pixel_twins=pixel_twins)
+                encoded.append((md, float(item[1])))
+                batched = batched or b
+            parts["conditions"] = encoded
+        dicts = [mod_dict, parts["given"] or {}, *(m for m, _ in parts.get("conditions", ()))]
+        sizes = {d["tensor"].shape[0] for md in dicts for d in md.values()}
+        B = max(sizes) if sizes else (batch_size or 1)
+        batched = batched or B > 1
+        for md in dicts:
+            for d in md.values():  # single raws repeat over the batch
+                for k, v in list(d.items()):
+                    if isinstance(v, torch.Tensor) and v.shape[0] == 1 and B > 1:
+                        d[k] = v.expand(B, *v.shape[1:]).clone()
+        return mod_dict, raws, batched, {"batch_size": batch_size, **{k: v for k, v in parts.items() if v is not None}}
 
     def _decode(self, result: GenerationResult, raws: dict[str, list], batched: bool, decode: bool,
                 errors: str = "raise") -> AnyToAnyOutput:

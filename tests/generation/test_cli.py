@@ -79,3 +79,28 @@ def test_index_command(cli, tmp_path):
     assert ids[0, 0] == 4
     res = CliRunner().invoke(cli, ["index", url, "--modality", "depth", "--out", str(out)])
     assert res.exit_code == 2 and "global-embedding" in res.output
+
+
+def test_generate_modes_flags(cli, checkpoint_dir, photo, tmp_path):
+    """Unconditional rows (no --in), a completed caption (--given), weighted captions (--cond, negative too),
+    in-painting (--given + --given-mask), schedule flags."""
+    img = tmp_path / "photo.jpg"
+    Image.fromarray(photo).save(img)
+    out = tmp_path / "out"
+    base = ["generate", "--model", str(checkpoint_dir), "--save", str(out), "--steps", "2"]
+    res = CliRunner().invoke(cli, [*base, "--out", "depth", "--batch-size", "2", "--token-schedule", "linear",
+                                   "--temperature-schedule", "onex:0.5:0.5", "--guidance-schedule", "cosine"])
+    assert res.exit_code == 0, res.output
+    assert np.load(out / "depth_1.npy").shape == (224, 224, 1)
+    res = CliRunner().invoke(cli, [*base, "--in", f"rgb={img}", "--out", "caption", "--given", "caption=a photo of",
+                                   "--cond", "2:depth=" + str(out / "depth_0.npy"), "--cond", "-1:depth=" +
+                                   str(out / "depth_1.npy")])
+    assert res.exit_code == 0, res.output
+    assert (out / "caption.txt").read_text().startswith("a photo of")
+    mask = tmp_path / "mask.npy"
+    np.save(mask, np.arange(224)[None, :].repeat(224, 0) >= 112)
+    res = CliRunner().invoke(cli, [*base, "--in", f"rgb={img}", "--out", "depth", "--given", f"depth={out / 'depth_0.npy'}",
+                                   "--given-mask", f"depth={mask}"])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(cli, [*base, "--in", f"rgb={img}", "--out", "depth", "--cond", "caption=a cat"])
+    assert res.exit_code == 2 and "WEIGHT:NAME=VALUE" in res.output

@@ -39,13 +39,25 @@ def test_caption_output_is_text_and_batched_inputs(pipe, photo):
     assert single["caption"] == again["caption"]  # tensors and arrays are the same input
 
 
-def test_pixels_input_feeds_the_tokenized_twin(pipe, photo):
+def test_pixels_input_feeds_the_tokenized_twin_only_when_asked(pipe, photo):
+    """An rgb input is the pixels alone (as the released models are used: RGB -> X); its tokenized twin joins
+    only with ``pixel_twins=True`` (per call, or for the pipeline), doubling the encoder tokens."""
     mod_dict, raws, batched = pipe.encode_inputs({"rgb": photo})
-    assert set(mod_dict) == {"rgb", "tok_rgb"} and not batched
+    assert set(mod_dict) == {"rgb"} and not batched
     assert mod_dict["rgb"]["tensor"].shape == (1, 3, 224, 224)
-    assert mod_dict["tok_rgb"]["tensor"].shape == (1, 196)
+    twins, _, _ = pipe.encode_inputs({"rgb": photo}, pixel_twins=True)
+    assert set(twins) == {"rgb", "tok_rgb"} and twins["tok_rgb"]["tensor"].shape == (1, 196)
+    assert torch.equal(twins["tok_rgb"]["tensor"], pipe.codec("tok_rgb").encode([photo_224(pipe, photo)]).long())
+    opted = type(pipe)(pipe.model, pipe.codecs, pixel_twins=True)
+    assert set(opted.encode_inputs({"rgb": photo})[0]) == {"rgb", "tok_rgb"}
+    assert set(opted.encode_inputs({"rgb": photo}, pixel_twins=False)[0]) == {"rgb"}
     # normalised with ImageNet statistics
     assert -2.2 < float(mod_dict["rgb"]["tensor"].min()) and float(mod_dict["rgb"]["tensor"].max()) < 2.7
+
+
+def photo_224(pipe, photo):
+    spec = pipe.modalities["tok_rgb"]
+    return pipe.square_resize(spec, photo, pipe.codec_size(spec, pipe.codec("tok_rgb")))
 
 
 def test_step_iterator_and_overrides(pipe, photo):
@@ -128,3 +140,38 @@ def test_undecodable_generated_rows(pipe, photo, monkeypatch):
         pipe({"rgb": photo}, ["caption"], max_new_tokens=2)
     out = pipe({"rgb": [photo, photo]}, ["caption"], max_new_tokens=2, decode_errors="text")
     assert out["caption"] == ["unparseable: modality 'caption': bad token 'xyz'"] * 2
+
+
+def test_a_target_setting_equal_to_its_default_is_not_overridden(pipe, photo):
+    """Call-wide settings fill only the fields a TargetConfig leaves unset: ``stop_at_eos=True`` and
+    ``top_p=0.0`` set explicitly (the defaults) stay; an unset field takes the call's value."""
+    (cfg,) = pipe._targets([TargetConfig(modality="caption", stop_at_eos=True, top_p=0.0)],
+                           {"stop_at_eos": False, "top_p": 0.9, "temperature": 0.3})
+    assert (cfg.stop_at_eos, cfg.top_p, cfg.temperature) == (True, 0.0, 0.3)
+    explicit = TargetConfig(modality="depth", token_schedule="cosine", steps=5)
+    steps = list(pipe.iterate({"rgb": photo}, [explicit], seed=0, token_schedule="linear", steps=2))
+    counts = [int(s.committed[0].sum()) for s in steps]
+    # cosine over 196 in 5 steps: 196 x (0.0955, 0.25, 0.309, 0.25) = 18.7, 49, 60.6, 49 -> 19, 49, 61, 49; rest 18
+    assert [b - a for a, b in zip([0, *counts], counts)] == [19, 49, 61, 49, 18]
+
+
+def test_modes_through_the_pipeline(pipe, photo):
+    """Unconditional rows, a caption prefix kept, an image region re-generated (the rest kept), and weighted
+    captions (a negative one included) through raw inputs."""
+    uncond = pipe({}, ["depth", "caption"], seed=0, batch_size=2, steps=2, max_new_tokens=3)
+    assert len(uncond["depth"]) == 2 and all(isinstance(c, str) for c in uncond["caption"])
+    done = pipe({"rgb": photo}, ["caption"], seed=0, given={"caption": "a photo of"}, max_new_tokens=4)
+    assert done["caption"].startswith("a photo of")
+    ids = pipe.codec("tok_rgb").encode([photo_224(pipe, photo)]).long()
+    mask = np.zeros((224, 224), bool)
+    mask[:, 112:] = True  # the right half of the pixels: the right 7 of 14 token columns
+    out = pipe({"rgb": photo}, ["tok_rgb"], seed=0, steps=2, decode=False,
+               given={"tok_rgb": {"value": ids[0], "mask": mask}})
+    grid_mask = torch.zeros(14, 14, dtype=torch.bool)
+    grid_mask[:, 7:] = True
+    assert torch.equal(out.tokens["tok_rgb"][0][~grid_mask.flatten()], ids[0][~grid_mask.flatten()])
+    weighted = pipe({"rgb": photo}, ["depth"], seed=0, steps=2, decode=False,
+                    conditions=[({"caption": "a cat sitting on a sofa"}, 2.0), ({"caption": "the moon"}, -1.0)])
+    assert weighted.tokens["depth"].shape == (1, 196)
+    with pytest.raises(GenerationError, match=r"given 'tok_rgb': a mask of shape \(10, 10\) does not tile"):
+        pipe({"rgb": photo}, ["tok_rgb"], given={"tok_rgb": {"value": ids[0], "mask": np.zeros((10, 10), bool)}})

@@ -55,17 +55,20 @@ def test_fixed_seed_is_reproducible(sampler, pixels, scheme):
 
 
 @pytest.mark.parametrize("target,scheme,steps,kind,counts", [
-    ("depth", "maskgit", 5, "cosine", [1, 3, 3, 5, 4]),  # N = 16
-    ("depth", "maskgit", 4, "cosine", [2, 3, 5, 6]),
-    ("depth", "roar", 8, "cosine", [1, 1, 1, 2, 3, 2, 3, 3]),
+    ("depth", "maskgit", 5, "cosine", [2, 4, 5, 4, 1]),  # N = 16
+    ("depth", "maskgit", 4, "cosine", [2, 6, 6, 2]),
+    ("depth", "maskgit", 5, "cosine_late", [1, 3, 3, 5, 4]),
+    ("depth", "roar", 8, "cosine_late", [1, 1, 1, 2, 3, 2, 3, 3]),
+    ("depth", "roar", 8, None, [2] * 8),  # ROAR's default token schedule is linear
     ("depth", "maskgit", 3, "linear", [6, 5, 5]),
-    ("depth", "roar", 20, "linear", [1] * 16),  # steps capped at N
+    ("depth", "roar", 20, "linear", [1] * 16),  # trailing empty steps dropped
     ("gvec", "maskgit", 4, "cosine", [1, 1, 1, 1]),  # N = 4
+    ("gvec", "maskgit", 8, "cosine", [1, 1, 1, 1]),  # cosine [0, 0, 1, 1, 1, 1, 0, 0]: empty steps skipped
     ("gvec", "roar", 2, "cosine", [2, 2]),
 ])
 def test_step_iterator_commits_the_scheduled_number_per_step(sampler, pixels, target, scheme, steps, kind, counts):
-    """Each yielded step commits exactly the hand-computed number of new tokens in every row (cosine:
-    floor(N cos(pi/2 t/T)) still masked after step t), numbers its steps, marks only the last one done, and
+    """Each yielded step commits exactly the scheduled number of new tokens in every row (the schedules'
+    literal values are pinned in test_schedules_sampling), numbers its steps, marks only the last one done, and
     the last step holds the generated tokens. Catches a token schedule applied off by one step or not at all."""
     cfg = TargetConfig(modality=target, scheme=scheme, steps=steps, token_schedule=kind)
     steps_seen = list(sampler.iterate({"rgb": pixels}, [cfg], seed=0))

@@ -153,7 +153,7 @@ def test_each_step_shows_the_encoder_exactly_the_committed_tokens(sampler, pixel
         return orig(mod_dict, name, positions)
 
     monkeypatch.setattr(sampler.backend, "parallel_logits", spy)
-    for scheme, counts in (("maskgit", [1, 3, 3, 5, 4]), ("roar", [1, 3, 3, 5, 4])):
+    for scheme, counts in (("maskgit", [2, 4, 5, 4, 1]), ("roar", [4, 3, 3, 3, 3])):  # cosine / linear
         seen.clear()
         cfg = TargetConfig(modality="depth", scheme=scheme, steps=5, temperature=1.0)
         steps = list(sampler.iterate({"rgb": pixels}, [cfg], seed=0))
@@ -266,7 +266,7 @@ def _exact(message: str) -> str:
 
 def test_input_and_target_errors_say_exactly_what_is_wrong(sampler, pixels):
     cases = [
-        ({}, ["depth"], "no inputs: give at least one condition modality (e.g. rgb=photo.jpg)"),
+        ({"rgb": pixels}, ["depth"], "batch_size=3 but the inputs hold 2 rows"),
         ({"rgb": pixels}, ["depth", "depth"], "a target is listed twice: ['depth', 'depth']"),
         ({"rgb": pixels.numpy()}, ["depth"], "input 'rgb': expected a torch.Tensor, got ndarray"),
         ({"rgb": pixels}, [TargetConfig(modality="depth", guidance=2.0, guidance_conditions=("caption",))],
@@ -289,8 +289,9 @@ def test_input_and_target_errors_say_exactly_what_is_wrong(sampler, pixels):
         ({"rgb": pixels}, [], "no targets: name at least one modality to generate"),
     ]
     for inputs, targets, message in cases:
+        batch = {"batch_size": 3} if message.startswith("batch_size") else {}
         with pytest.raises(GenerationError, match=_exact(message)):
-            sampler.generate(inputs, targets, seed=0)
+            sampler.generate(inputs, targets, seed=0, **batch)
     ok = sampler.generate({"depth": torch.full((2, 16), 31)}, ["gvec"], seed=0)  # the top id is valid
     assert ok.tokens["gvec"].shape == (2, 4)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
@@ -18,16 +16,40 @@ from fourm_core.generation import (
 from fourm_core.generation.sampling import _invert, sample_categorical
 
 
-@pytest.mark.parametrize("n,steps", [(196, 8), (16, 8), (5, 8), (1, 3), (100, 1), (17, 4)])
-@pytest.mark.parametrize("kind", ["cosine", "linear"])
-def test_token_schedule_sums_and_never_skips(n, steps, kind):
+@pytest.mark.parametrize("n,steps", [(196, 8), (16, 8), (5, 8), (1, 3), (100, 1), (17, 4), (10, 16), (16, 20)])
+@pytest.mark.parametrize("kind", ["cosine", "linear", "cosine_late"])
+def test_token_schedule_sums_and_has_no_negative_step(n, steps, kind):
+    """Every schedule sums to N. ``linear`` and ``cosine_late`` never have an empty step (at most N steps);
+    ``cosine`` has exactly ``steps`` entries, some possibly 0 (as the released 4M sampler's), never < 0."""
     counts = token_schedule(n, steps, kind)
     assert sum(counts) == n
-    assert len(counts) == min(n, steps)
-    assert all(c >= 1 for c in counts)
+    assert all(c >= 0 for c in counts)
+    if kind == "cosine":
+        assert len(counts) == steps
+    else:
+        assert len(counts) == min(n, steps) and all(c >= 1 for c in counts)
 
 
-# Hand-computed: cosine keeps floor(N cos(pi/2 t/T)) tokens masked after step t, e.g. N=16, T=4:
+# The released 4M sampler's cosine: s_i = 0.5 (1 + cos(pi i / T)), i = 0..T-1; step i < T-1 commits
+# round(N (s_i - s_{i+1})), the last one the rest. N=16, T=4: s = 1, 0.8536, 0.5, 0.1464, so
+# 16 x (0.1464, 0.3536, 0.3536) = 2.34, 5.66, 5.66 -> 2, 6, 6, and the rest 2.
+@pytest.mark.parametrize("n,steps,expected", [
+    (16, 4, [2, 6, 6, 2]),
+    (16, 5, [2, 4, 5, 4, 1]),  # s = 1, .9045, .6545, .3455, .0955: 1.53, 4.0, 4.94, 4.0 -> 2, 4, 5, 4; rest 1
+    (196, 8, [7, 21, 32, 38, 38, 32, 21, 7]),  # the released sampler's output for this call
+    (32, 4, [5, 11, 11, 5]),
+    (7, 3, [2, 3, 2]),  # 7 x (0.25, 0.5): 1.75 -> 2, and 3.4999999999999996 in float64 (cos(pi/3) > 0.5) -> 3
+    (100, 1, [100]),
+    # rounded counts 1, 2, 3, 3, 3, 3, 2 add up to 17 > 16: the released sampler's last step would be -1;
+    # the excess comes off the latest steps
+    (16, 8, [1, 2, 3, 3, 3, 3, 1, 0]),
+    (10, 16, [0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0]),  # more steps than tokens: empty steps stay
+])
+def test_cosine_token_schedule_is_the_released_samplers(n, steps, expected):
+    assert token_schedule(n, steps, "cosine") == expected
+
+
+# Hand-computed: cosine_late keeps floor(N cos(pi/2 t/T)) tokens masked after step t, e.g. N=16, T=4:
 # 16 cos(22.5 deg) = 14.78 -> 14, 16 cos(45 deg) = 11.31 -> 11, 16 cos(67.5 deg) = 6.12 -> 6, then 0, so
 # the counts are 16-14, 14-11, 11-6, 6-0 = [2, 3, 5, 6] (rounding would give 15, 11, 6: [1, 4, 5, 6]).
 @pytest.mark.parametrize("n,steps,expected", [
@@ -47,10 +69,11 @@ def test_token_schedule_sums_and_never_skips(n, steps, kind):
     (5, 8, [1, 1, 1, 1, 1]),  # steps capped at N; [1, 0, 2, 1, 1] borrows from the 2
     (16, 20, [1] * 16),
 ])
-def test_cosine_token_schedule_literal_values(n, steps, expected):
-    """The documented floor-cosine schedule, step by step; catches ``round``/``ceil`` instead of ``floor``,
-    sine instead of cosine, a shifted step index, the steps cap, and the borrowing for empty steps."""
-    assert token_schedule(n, steps, "cosine") == expected
+def test_cosine_late_token_schedule_literal_values(n, steps, expected):
+    """The floor-cosine schedule (fourm's former ``cosine``, kept as ``cosine_late``), step by step; catches
+    ``round``/``ceil`` instead of ``floor``, sine instead of cosine, a shifted step index, the steps cap, and
+    the borrowing for empty steps."""
+    assert token_schedule(n, steps, "cosine_late") == expected
 
 
 @pytest.mark.parametrize("n,steps,expected", [
@@ -58,8 +81,10 @@ def test_cosine_token_schedule_literal_values(n, steps, expected):
     (10, 4, [3, 3, 2, 2]),  # the remainder goes to the first steps
     (17, 5, [4, 4, 3, 3, 3]),
     (16, 3, [6, 5, 5]),
-    (3, 8, [1, 1, 1]),  # steps capped at N
+    (3, 8, [1, 1, 1]),  # trailing empty steps dropped
     (7, 1, [7]),
+    (196, 8, [25, 25, 25, 25, 24, 24, 24, 24]),  # the released sampler's output for this call
+    (10, 16, [1] * 10),
 ])
 def test_linear_token_schedule_literal_values(n, steps, expected):
     assert token_schedule(n, steps, "linear") == expected
@@ -68,13 +93,13 @@ def test_linear_token_schedule_literal_values(n, steps, expected):
 def test_token_schedule_edge_cases():
     assert token_schedule(0, 4, "cosine") == [] and token_schedule(0, 4, "linear") == []
     assert token_schedule(1, 1) == [1] and token_schedule(5, 1) == [5]
-    assert token_schedule(16, 4) == [2, 3, 5, 6]  # cosine is the default
+    assert token_schedule(16, 4) == [2, 6, 6, 2]  # cosine is the default
 
 
 def test_bad_schedules_raise():
-    with pytest.raises(GenerationError, match="unknown token schedule 'zigzag'; choose one of cosine, linear"):
+    with pytest.raises(GenerationError, match="unknown token schedule 'zigzag'; choose one of cosine, linear, cosine_late"):
         token_schedule(10, 2, "zigzag")
-    with pytest.raises(GenerationError, match="num_steps must be >= 1, got 0"):
+    with pytest.raises(GenerationError, match="num_steps must be an int >= 1, got 0"):
         token_schedule(10, 0)
     with pytest.raises(GenerationError, match="num_tokens must be >= 0, got -1"):
         token_schedule(-1, 2)
@@ -90,21 +115,44 @@ def test_bad_schedules_raise():
 
 
 def test_temperature_schedules_literal_values():
-    """Per step, the temperature for the fraction d of tokens decoded *before* the step: constant T,
-    linear T (1 - d), onex MIN + (T - MIN) (1 - d)^POWER. Catches using the fraction after the step, a
-    wrong power or minimum, and linear decay towards 1 instead of 0."""
-    counts = [2, 2, 4]  # d = 0, 1/4, 1/2
+    """The released 4M sampler's schedules. linear: T first, then T (N - c) / N for the tokens c committed
+    before the step. onex:MIN:POWER: y = 1/x^POWER on N points of linspace(1, 100), scaled to [0, 1]; step i
+    takes MIN + (T - MIN) (1 - c_i / N) y_i with c_i counted *after* the step. Catches the fraction taken
+    before the step, one curve point per step instead of per token, a wrong power or minimum."""
+    counts = [2, 2, 4]
     assert temperature_schedule(2.0, counts, "constant") == [2.0, 2.0, 2.0]
     assert temperature_schedule(2.0, counts) == [2.0, 2.0, 2.0]  # constant is the default
     assert temperature_schedule(2.0, counts, "linear") == pytest.approx([2.0, 1.5, 1.0])
-    assert temperature_schedule(3.0, counts, "onex:1.0:1.0") == pytest.approx([3.0, 2.5, 2.0])
-    # 0.5 + 1.0 (1 - d)^2 for d = 0, 1/8, 1/2
-    assert temperature_schedule(1.5, [1, 3, 4], "onex:0.5:2.0") == pytest.approx([1.5, 1.265625, 0.75])
-    # 0 + 4 (1 - d)^8 for d = 0, 1/4, 1/2, 3/4 (the schedule of the step-by-step sampler test)
-    assert temperature_schedule(4.0, [4, 4, 4, 4], "onex:0:8") == pytest.approx(
-        [4.0, 0.40045166015625, 0.015625, 0.00006103515625])
+    # N = 8: x = 1, 15.14, 29.29 (step 99/7); y = 1/x - 0.01, / 0.99 -> 1, 0.056604, 0.024390;
+    # (1 - c/N) = 0.75, 0.5, 0: 1 + 2 x (0.75, 0.028302, 0)
+    assert temperature_schedule(3.0, counts, "onex:1.0:1.0") == pytest.approx([2.5, 1.0566038, 1.0])
+    # y_0 = 1, (1 - 1/8) = 0.875: 0.5 + 1.0 x 0.875; the last step always ends at MIN
+    assert temperature_schedule(1.5, [1, 3, 4], "onex:0.5:2.0") == pytest.approx([1.375, 0.5021307, 0.5])
+    # the schedule of the step-by-step sampler test: 0 + 4 (1 - c/16) y_i, y = x^-0.5 on linspace(1, 100, 16)
+    assert temperature_schedule(4.0, [4, 4, 4, 4], "onex:0:0.5") == pytest.approx(
+        [3.0, 0.5838625, 0.1837472, 1e-9])
+    # the 6.0 -> 0.5 text-to-image recipe (196 tokens, 49 linear ROAR steps): ~1.95 at step 10
+    assert temperature_schedule(6.0, token_schedule(196, 49, "linear"), "onex:0.5:0.5")[10] == pytest.approx(
+        1.949, abs=1e-3)
     assert temperature_schedule(1.0, [16], "linear") == [1.0]
     assert temperature_schedule(1.0, [], "linear") == []
+    assert temperature_schedule(0.0, [1, 1], "linear") == [1e-9, 1e-9]  # linear and onex are clipped at 1e-9
+
+
+def test_guidance_schedules():
+    """constant: the scale every step (ints fine, lists per step); cosine: 1 + (w - 1)(1 - cos(pi c/N))/2
+    with c the tokens committed after the step, so the last step has the full scale."""
+    from fourm_core.generation import guidance_schedule
+
+    assert guidance_schedule(3, [2, 2], "constant") == [3.0, 3.0]
+    assert guidance_schedule([2.0, -1], [1, 1, 1]) == [(2.0, -1.0)] * 3
+    # c/N = 1/4, 1/2, 1: ramps (1 - cos(pi/4))/2 = 0.146447, 0.5, 1
+    assert guidance_schedule(3.0, [1, 1, 2], "cosine") == pytest.approx([1.292893, 2.0, 3.0])
+    assert guidance_schedule([3.0, 0.0], [2, 2], "cosine") == [pytest.approx((2.0, 0.5)), (3.0, 0.0)]
+    with pytest.raises(GenerationError, match="unknown guidance schedule 'wavy'; choose one of constant, cosine"):
+        guidance_schedule(2.0, [1], "wavy")
+    with pytest.raises(GenerationError, match="guidance scale must be a number or a list"):
+        guidance_schedule("2", [1])
 
 
 def test_top_k_and_top_p_filtering():

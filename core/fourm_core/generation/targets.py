@@ -16,7 +16,7 @@ from fourm_registry import ModalitySpec
 
 from ..kinds import ADAPTERS, adapter_for
 from .errors import GenerationError
-from .schedules import TOKEN_SCHEDULES
+from .schedules import GUIDANCE_SCHEDULES, TOKEN_SCHEDULES, check_temperature_schedule
 
 SCHEMES = ("maskgit", "roar", "autoregressive")
 
@@ -30,22 +30,33 @@ def _weights(value: Mapping[str, float] | None) -> dict[str, float] | None:
     return None if value is None else {str(k): float(v) for k, v in dict(value).items()}
 
 
+#: fields every kind fills the same way when a TargetConfig leaves them as None
+_COMMON_DEFAULTS: dict[str, Any] = {"temperature_schedule": "constant", "guidance_schedule": "constant", "top_k": 0,
+                                    "top_p": 0.0, "stop_at_eos": True}
+
+
 @attrs.frozen(kw_only=True)
 class TargetConfig:
-    """Generation settings of one target; ``None`` means "the default for the modality's kind".
+    """Generation settings of one target; ``None`` means "not set": the call-wide settings of
+    :class:`~fourm_core.pipeline.AnyToAny` may fill it, else the default for the modality's kind. A field set
+    explicitly, even to its default value, is never overridden.
 
     * ``scheme``: ``maskgit`` (commit the most confident tokens each step), ``roar`` (random order: commit
       random positions each step), ``autoregressive`` (sequences, left to right with a KV cache).
-    * ``steps`` / ``token_schedule`` (``cosine`` | ``linear``): MaskGIT / ROAR steps.
-    * ``temperature`` / ``temperature_schedule`` (``constant`` | ``linear`` | ``onex:MIN:POWER``), ``top_k``,
-      ``top_p``: sampling (temperature 0 = greedy).
-    * ``guidance``: classifier-free guidance scale (1 = none). ``guidance_conditions``: the modalities removed
-      in the unconditional pass (default: every condition present when this target starts).
+    * ``steps`` / ``token_schedule`` (``cosine`` | ``linear`` | ``cosine_late``, see
+      :func:`~fourm_core.generation.schedules.token_schedule`): MaskGIT / ROAR steps. Default: ``cosine`` for
+      MaskGIT, ``linear`` for ROAR (as the released 4M sampler).
+    * ``temperature`` / ``temperature_schedule`` (``constant`` | ``linear`` | ``onex:MIN:POWER``; default
+      ``constant``), ``top_k``, ``top_p``: sampling (temperature 0 = greedy).
+    * ``guidance``: classifier-free guidance scale (1 = none; ints are fine), with ``guidance_schedule``
+      (``constant`` | ``cosine``). ``guidance_conditions``: the modalities removed in the unconditional pass
+      (default: every condition present when this target starts).
     * ``condition_weights``: weighted multi-condition guidance, ``{modality: weight}``:
       ``logits = uncond + sum_i w_i (cond_i - uncond)`` where ``cond_i`` sees only modality ``i`` (plus the
-      conditions not listed) and ``uncond`` none of the listed ones. Overrides ``guidance``.
-    * ``max_new_tokens`` (autoregressive; default ``max_length - 1``), ``stop_at_eos`` (stop a row at
-      ``[EOS]`` or at the closing sentinel; False generates exactly ``max_new_tokens``).
+      conditions not listed) and ``uncond`` none of the listed ones. Overrides ``guidance``. (Several
+      conditions of one modality, negative ones included: ``Sampler.generate(conditions=...)``.)
+    * ``max_new_tokens`` (autoregressive; default ``max_length - 1``), ``stop_at_eos`` (default True: stop a
+      row at ``[EOS]`` or at the closing sentinel; False generates exactly ``max_new_tokens``).
     """
 
     modality: str
@@ -53,18 +64,23 @@ class TargetConfig:
     steps: int | None = None
     token_schedule: str | None = None
     temperature: float | None = None
-    temperature_schedule: str = "constant"
-    top_k: int | float = 0
-    top_p: float = 0.0
+    temperature_schedule: str | None = None
+    top_k: int | float | None = None
+    top_p: float | None = None
     guidance: float | None = None
+    guidance_schedule: str | None = None
     guidance_conditions: tuple[str, ...] | None = attrs.field(
         default=None, converter=lambda v: None if v is None else tuple(v))
     condition_weights: dict[str, float] | None = attrs.field(default=None, converter=_weights)
     max_new_tokens: int | None = None
-    stop_at_eos: bool = True
+    stop_at_eos: bool | None = None
 
     def replace(self, **changes: Any) -> TargetConfig:
         return attrs.evolve(self, **changes)
+
+    def unset_fields(self) -> set[str]:
+        """Names of the fields left as None (what call-wide settings may fill)."""
+        return {f.name for f in attrs.fields(TargetConfig) if getattr(self, f.name) is None}
 
 
 def resolve_target(cfg: TargetConfig, spec: ModalitySpec) -> TargetConfig:
@@ -74,7 +90,10 @@ def resolve_target(cfg: TargetConfig, spec: ModalitySpec) -> TargetConfig:
             f"cannot generate {spec.name!r}: it is a {spec.kind!r} modality the model only reads as input "
             f"(encoder-only); ask for a modality with a decoder, e.g. its tokenized twin")
     kind = adapter_for(spec)
-    defaults = KIND_DEFAULTS[spec.kind]
+    defaults = dict(KIND_DEFAULTS[spec.kind])
+    if (cfg.scheme or defaults.get("scheme")) == "roar":
+        defaults["token_schedule"] = "linear"  # ROAR decodes in even chunks unless told otherwise
+    defaults.update(_COMMON_DEFAULTS)
     filled = {k: (getattr(cfg, k) if getattr(cfg, k) is not None else v) for k, v in defaults.items()}
     cfg = attrs.evolve(cfg, modality=spec.name, **filled)
     if cfg.scheme not in SCHEMES:
@@ -85,6 +104,13 @@ def resolve_target(cfg: TargetConfig, spec: ModalitySpec) -> TargetConfig:
         raise GenerationError(f"target {spec.name!r} is a {spec.kind!r} modality: use 'maskgit' or 'roar', not 'autoregressive'")
     if cfg.token_schedule not in TOKEN_SCHEDULES:
         raise GenerationError(f"target {spec.name!r}: unknown token schedule {cfg.token_schedule!r}; choose {', '.join(TOKEN_SCHEDULES)}")
+    if cfg.guidance_schedule not in GUIDANCE_SCHEDULES:
+        raise GenerationError(f"target {spec.name!r}: unknown guidance schedule {cfg.guidance_schedule!r}; "
+                              f"choose {', '.join(GUIDANCE_SCHEDULES)}")
+    try:
+        check_temperature_schedule(cfg.temperature_schedule)
+    except GenerationError as exc:
+        raise GenerationError(f"target {spec.name!r}: {exc}") from None
     if not isinstance(cfg.steps, int) or cfg.steps < 1:
         raise GenerationError(f"target {spec.name!r}: steps must be a positive int, got {cfg.steps!r}")
     if cfg.temperature < 0:

@@ -55,6 +55,13 @@ class EmbeddingSequenceKind(KindAdapter):
         t = t.float()
         return t, (t == 0).all(dim=-1)
 
+    def empty_condition(self, t: Tensor, mask: Tensor, *, pad_id: int, first_sentinel_id: int) -> tuple[Tensor, Tensor]:
+        """One visible all-zero row, the rest masked: the unconditional input the released 4M models were
+        trained to read for an absent text embedding."""
+        mask = torch.ones_like(mask)
+        mask[:, 0] = False
+        return torch.zeros_like(t), mask
+
     def encode_raw(self, spec: ModalitySpec, values: list[Any], api: Any) -> Tensor:
         """(L, D) float arrays, zero-padded to the spec's ``max_length``."""
         out = torch.zeros((len(values), spec.max_length, spec.embed_dim))
