@@ -18,6 +18,7 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from safetensors.torch import load_file
 
@@ -67,13 +68,23 @@ def _parts(d: Path) -> list[tuple[str, Callable[[], tuple[bool, str]] | None, bo
     text = _optional("fourm_core.compat.release_text", "verify_serialization")
     parts.append(("text", text and (lambda: _labelled("text", text(d))), (d / "text" / "serialization.json").is_file()))
     sched = _optional("fourm_core.compat.release_schedules", "verify_schedules")
-    parts.append(("schedules", sched and (lambda: _labelled("schedules", sched(d / "schedules.json"))),
+    parts.append(("schedules", sched and (lambda: _labelled("schedules", _schedule_line(sched(d / "schedules.json")))),
                   (d / "schedules.json").is_file()))
     tok = _optional("fourm_core.tokenizers.ml4m.verify", "verify_tokenizer")
     for sub in sorted(p for p in (d / "tokenizers").glob("*") if (p / "io.safetensors").is_file()):
         parts.append((f"tokenizer {sub.name}", tok and (lambda sub=sub: _one_line(f"tokenizer {sub.name}", tok(sub))),
                       True))
     return parts
+
+
+def _schedule_line(result: tuple[bool, Any]) -> tuple[bool, str]:
+    passed, summary = result
+    if isinstance(summary, str):
+        return passed, summary
+    failed = summary.get("failed", [])
+    details = [f"{n}: {summary['results'][n]['detail']}" for n in failed[:3] if n in summary.get("results", {})]
+    return passed, (f"{summary.get('passed')}/{summary.get('entries')} settings match"
+                    + (f"; failed {', '.join(details)}" if details else ""))
 
 
 def _labelled(name: str, result: tuple[bool, str]) -> tuple[bool, str]:
