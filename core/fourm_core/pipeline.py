@@ -298,6 +298,11 @@ class AnyToAny:
                     and not (is_seq and k in _ITERATIVE_ONLY) and not (not is_seq and k in _SEQUENCE_ONLY)}
             merged = {**self.defaults.get(name, {}), **call}
             unset = cfg.unset_fields()  # a field set explicitly, even to its default value, stays
+            codec = self.codecs.get(name)
+            model_vocab = dict(getattr(self.model, "vocab_sizes", {})).get(name)
+            if (codec is not None and "vocab_limit" in unset and model_vocab is not None
+                    and getattr(codec, "vocab_size", model_vocab) < model_vocab):
+                merged["vocab_limit"] = int(codec.vocab_size)  # never generate ids its tokenizer cannot decode
             out.append(cfg.replace(modality=name, **{k: v for k, v in merged.items() if k in unset}))
         return out
 

@@ -54,3 +54,15 @@ def test_greedy_roar_target_matches_the_reference_at_every_step(setup):
     for i in range(4):
         pos, tok = gen[f"roar.step{i}.positions"], gen[f"roar.step{i}.tokens"]
         assert torch.equal(got[pos], tok), f"step {i}"
+
+
+def test_vocab_limit_keeps_generated_ids_below_it(setup):
+    """Catches a limit that is not applied on one of the two decoding paths (iterative, autoregressive)."""
+    model, io, _, _ = setup
+    names = model.ml4m_names
+    inputs = {names["rgb@224"]: io["input.rgb@224.tensor"][0:1]}
+    res = Sampler(model).generate(inputs, [TargetConfig(modality=names["tok_depth@224"], steps=2, vocab_limit=7),
+                                           TargetConfig(modality=names["caption"], max_new_tokens=6, vocab_limit=300,
+                                                        stop_at_eos=False)], seed=0)
+    assert int(res.tokens[names["tok_depth@224"]].max()) < 7
+    assert int(res.tokens[names["caption"]][0, :6].max()) < 300

@@ -326,7 +326,7 @@ class Sampler:
                 mod_dict[name] = {"tensor": tokens, "input_mask": ~committed}
             batch, k, weights = self._guided_batch(mod_dict, guide, p.cfg_scale)
             logits = self.backend.parallel_logits(batch, name, query_pos.repeat(k, 1))  # (kB, M, V)
-            logits = combine(logits, k, weights)
+            logits = combine(logits, k, weights)[..., : cfg.vocab_limit]
             ids, probs = sample_tokens(logits, p.temperature, cfg.top_k, cfg.top_p, generator)  # (B, M)
             if cfg.scheme == "roar":
                 chosen_pos, chosen_ids = query_pos, ids
@@ -370,7 +370,7 @@ class Sampler:
         temperature = step_plan.temperature
         # top-k / top-p need every exact logit. One table serves the whole sequence: the weights are fixed for
         # one generation (the context keys/values in the cache were computed from them)
-        use_table = not cfg.top_k and (not cfg.top_p or cfg.top_p >= 1)
+        use_table = not cfg.top_k and (not cfg.top_p or cfg.top_p >= 1) and cfg.vocab_limit is None
         table = self.backend.proposal_table(name) if use_table else None
 
         def combine_logits(values: torch.Tensor) -> torch.Tensor:
@@ -388,7 +388,7 @@ class Sampler:
                 if ids is None and not self.backend.use_proposals:  # the bound broke: float32 from now on
                     table = None
             if ids is None:
-                logits = combine(self.backend.step_logits(name, hidden), k, weights)  # (B, V)
+                logits = combine(self.backend.step_logits(name, hidden), k, weights)[..., : cfg.vocab_limit]  # (B, V)
                 ids, _ = sample_tokens(logits, temperature, cfg.top_k, cfg.top_p, generator)  # (B,)
             if cfg.stop_at_eos:
                 stop = ((ids == self.eos_id) | (ids == closing)) & ~finished

@@ -57,6 +57,8 @@ class TargetConfig:
       conditions of one modality, negative ones included: ``Sampler.generate(conditions=...)``.)
     * ``max_new_tokens`` (autoregressive; default ``max_length - 1``), ``stop_at_eos`` (default True: stop a
       row at ``[EOS]`` or at the closing sentinel; False generates exactly ``max_new_tokens``).
+    * ``vocab_limit``: only ids below it are generated (a tokenizer with fewer codes than the model's table;
+      :class:`~fourm_core.pipeline.AnyToAny` sets it from the target's codec).
     """
 
     modality: str
@@ -74,6 +76,7 @@ class TargetConfig:
     condition_weights: dict[str, float] | None = attrs.field(default=None, converter=_weights)
     max_new_tokens: int | None = None
     stop_at_eos: bool | None = None
+    vocab_limit: int | None = None
 
     def replace(self, **changes: Any) -> TargetConfig:
         return attrs.evolve(self, **changes)
@@ -119,6 +122,8 @@ def resolve_target(cfg: TargetConfig, spec: ModalitySpec) -> TargetConfig:
         raise GenerationError(f"target {spec.name!r}: top_p must be in [0, 1], got {cfg.top_p}")
     if cfg.top_k < 0:
         raise GenerationError(f"target {spec.name!r}: top_k must be >= 0, got {cfg.top_k}")
+    if cfg.vocab_limit is not None and (not isinstance(cfg.vocab_limit, int) or cfg.vocab_limit < 1):
+        raise GenerationError(f"target {spec.name!r}: vocab_limit must be a positive int, got {cfg.vocab_limit!r}")
     if cfg.max_new_tokens is not None and cfg.max_new_tokens < 1:
         raise GenerationError(f"target {spec.name!r}: max_new_tokens must be >= 1, got {cfg.max_new_tokens}")
     if kind.autoregressive:
