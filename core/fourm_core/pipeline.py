@@ -104,21 +104,37 @@ class AnyToAny:
     # -- loading ---------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, path_or_hub_id: str | os.PathLike, *, device: str | torch.device = "cpu",
-                        tokenizers: str | os.PathLike | None = None,
-                        modalities: ModalitySet | None = None) -> AnyToAny:
+                        tokenizers: str | os.PathLike | Mapping[str, str | os.PathLike] | None = None,
+                        modalities: ModalitySet | None = None,
+                        decode_options: Mapping[str, Any] | None = None) -> AnyToAny:
         """Load ``FourM.from_pretrained(path)`` and the codecs of ``path/tokenizers/`` (or ``tokenizers``).
 
+        A released 4M checkpoint (hub id, directory or single ``.safetensors``) gets the released tokenizers its
+        plugins name (``ModalitySpec.release_tokenizer``, from the Hugging Face cache or hub) and the released
+        text vocabulary; ``tokenizers`` may then be a ``{modality: hub id or directory}`` mapping that overrides
+        some, and ``decode_options`` the DiVAE decode settings (``steps``, ``scheduler``).
         ``modalities``: where the checkpoint's modalities are looked up (default: the installed plugins).
-        Modalities without a tokenizer directory load fine; using them as raw inputs or decoded outputs then
+        Modalities without a tokenizer load fine; using them as raw inputs or decoded outputs then
         raises :class:`TokenizerMissingError` naming them.
         """
         from . import checkpoint
         from .model import FourM
 
-        root = checkpoint._resolve_dir(path_or_hub_id)  # a local dir, or the hub snapshot it downloads
-        model = FourM.from_pretrained(str(root), modalities=modalities)
-        tok_dir = Path(tokenizers) if tokenizers is not None else Path(root) / "tokenizers"
+        p = Path(path_or_hub_id)
+        single = p.is_file() and p.suffix == ".safetensors"
+        root = p.parent if single else checkpoint._resolve_dir(path_or_hub_id)  # a local dir, or the hub snapshot
+        model = FourM.from_pretrained(str(p if single else root), modalities=modalities)
         specs = _model_modalities(model)
+        released = getattr(model, "release_config", None) is not None
+        if released and (tokenizers is None or isinstance(tokenizers, Mapping)):
+            from .tokenizers.ml4m.codec import release_codecs
+
+            codecs = release_codecs(specs, overrides=tokenizers, decode_options=decode_options)
+            return cls(model, codecs, modalities=specs, device=device)
+        if isinstance(tokenizers, Mapping):
+            raise GenerationError("tokenizers={modality: id} applies to released 4M checkpoints; for a fourm "
+                                  "checkpoint pass its tokenizer directory")
+        tok_dir = Path(tokenizers) if tokenizers is not None else Path(root) / "tokenizers"
         codecs: dict[str, Any] = {}
         if tok_dir.is_dir():
             from .tokenizers import load_codecs

@@ -105,3 +105,32 @@ def test_unknown_domain_and_unavailable_tokenizer_are_clear(hub, tmp_path, caplo
     assert codecs == {} and "released tokenizer EPFL-VILAB/4M_tokenizers_semseg_4k_224-448" in caplog.text
     with pytest.raises(Exception, match="semseg_4k"):
         release_codecs(model.modalities.subset(["semseg"]), skip_missing=False)
+
+
+def test_anytoany_from_pretrained_of_a_release_picks_the_released_tokenizers(hub, tmp_path, monkeypatch):
+    """A released checkpoint (here its single-file form) gets the tokenizers its plugins name, overridable per
+    modality, and the released text vocabulary when it can be found."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from fourm_core.pipeline import AnyToAny
+
+    state = load_file(str(RELEASE / "fm" / "model.safetensors"))
+    with safe_open(str(RELEASE / "fm" / "model.safetensors"), "pt") as f:
+        for dropped, kept in f.metadata().items():
+            state[dropped] = state[kept].clone()
+    cfg = json.loads((RELEASE / "fm" / "config.json").read_text())
+    single = tmp_path / "4m.safetensors"
+    save_file(state, str(single), metadata={k: str(v) for k, v in cfg.items()})
+    monkeypatch.setenv("FOURM_TEXT_TOKENIZER_DIR", str(RELEASE / "text"))
+    api = AnyToAny.from_pretrained(single, tokenizers={"semseg": RELEASE / "tokenizers" / "vqvae_semseg"},
+                                   decode_options={"steps": 2})
+    assert {"tok_rgb", "depth", "semseg", "caption", "metadata"} <= set(api.codecs)
+    assert api.codecs["caption"].vocab_size == 30000
+    out = api({"tok_rgb": _photo()}, ["semseg", "caption"], seed=0, steps=2, max_new_tokens=5,
+              decode_errors="text")
+    patch = json.loads((RELEASE / "tokenizers" / "vqvae_semseg" / "config.json").read_text())["patch_size"]
+    assert out["semseg"].shape == (14 * patch, 14 * patch, 1)  # the 14x14 token grid at the tokenizer's patch
+    assert isinstance(out["caption"], str)
