@@ -132,8 +132,13 @@ def test_hub_id_from_a_local_cache_offline(tmp_path, monkeypatch, io):
     _lay_out_hub_cache(cache, "EPFL-VILAB/4M-tiny-test", {"config.json": FM / "config.json",
                                                           "model.safetensors": FM / "model.safetensors",
                                                           "README.md": FM / "README.md"})
+    import huggingface_hub.constants as hf_constants
+
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # huggingface_hub reads these at import: an earlier test may have imported it already
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
     model = FourM.from_pretrained("EPFL-VILAB/4M-tiny-test")
     assert float(_loss(model, io)) == pytest.approx(io[1]["loss_total"], abs=1e-5)
     with pytest.raises(Exception, match=r"EPFL-VILAB/4M-absent.*huggingface-cli download"):

@@ -41,9 +41,14 @@ def hub(tmp_path_factory):
             shutil.copy(RELEASE / "tokenizers" / src / f, snap / f)
         (snap.parents[1] / "refs").mkdir()
         (snap.parents[1] / "refs" / "main").write_text("1" * 40)
+    import huggingface_hub.constants as hf_constants
+
     mp = pytest.MonkeyPatch()
     mp.setenv("HF_HUB_CACHE", str(cache))
     mp.setenv("HF_HUB_OFFLINE", "1")
+    # huggingface_hub reads these at import: an earlier test may have imported it already
+    mp.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
+    mp.setattr(hf_constants, "HF_HUB_OFFLINE", True)
     yield cache
     mp.undo()
 
