@@ -168,6 +168,28 @@ def test_load_by_hub_id_from_offline_cache(hub_cache, name):
         torch.testing.assert_close(model.encode(io["res0.input"]), io["res0.tokens"], atol=0, rtol=0)
 
 
+@pytest.mark.parametrize("name", VQVAES + DIVAES)
+def test_encode_and_decode_through_a_hub_id(hub_cache, name):
+    """Loaded by hub id from the offline cache, each tokenizer encodes the stored input to the reference's ids
+    and decodes them to the reference's output (DiVAE: 4 trailing DDIM steps from the stored start noise)."""
+    if name in DIVAES:
+        from fourm_core.tokenizers.ml4m import diffusion
+
+        for arch, kw in {"unet_tiny": dict(patch_size=4, attention_resolutions=[2], channel_mult=(1, 1)),
+                         "unet_tiny2": dict(patch_size=2, attention_resolutions=[4], channel_mult=(1, 1, 2))}.items():
+            diffusion.register_diffusion_arch(arch, dict(model_channels=32, num_res_blocks=1, **kw), replace=True)
+    io = _io(name)
+    model = from_pretrained(f"fourm-test/{name}")
+    tokens = model.encode(io["res0.input"])
+    torch.testing.assert_close(tokens, io["res0.tokens"], atol=0, rtol=0)
+    if name in DIVAES:
+        out = model.decode_tokens(tokens, steps=4, scheduler="ddim", noise=io["res0.ddim.initial_noise"],
+                                  image_size=io["res0.input"].shape[-1], timestep_spacing="trailing")
+        assert (out - io["res0.ddim.decoded"]).abs().max() <= 1e-4
+    else:
+        assert (model.decode_tokens(tokens) - io["res0.decoded"]).abs().max() <= 1e-5
+
+
 def test_hub_id_errors_are_actionable(hub_cache):
     with pytest.raises(TokenizerError, match="huggingface-cli download fourm-test/absent"):
         from_pretrained("fourm-test/absent")
