@@ -22,6 +22,7 @@ from typing import Any
 
 from safetensors.torch import load_file
 
+from ...tokenizers.ml4m.archs import register_archs_file as register_archs  # noqa: F401 (re-export)
 from .conformance import mod_dict_from_reference
 from .release import load_release
 from .verify import DEFAULT_TOLERANCES, unchecked, verify_forward
@@ -99,36 +100,6 @@ def _one_line(name: str, result: tuple[bool, str]) -> tuple[bool, str]:
         return True, f"{name} ok"
     bad = [ln.strip() for ln in text.splitlines()[1:] if ln.strip() and not ln.rstrip().endswith(" ok")]
     return False, f"{name} FAIL ({'; '.join(bad)[:300]})"
-
-
-def register_archs(path: str | Path) -> list[str]:
-    """Register the encoder / decoder presets a JSON file names (``{name: {"kind": "vit_encoder" |
-    "vit_decoder" | "diffusion", <hyper-parameters>}}``; keys starting with ``_`` are comments), for sets whose
-    tokenizers use architecture names fourm does not ship. Returns the names registered."""
-    from ...tokenizers.base import TokenizerError
-    from ...tokenizers.ml4m.archs import register_arch
-    from ...tokenizers.ml4m.diffusion import register_diffusion_arch
-
-    p = Path(path)
-    try:
-        table = json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise TokenizerError(f"architecture file {p}: {exc}") from None
-    done = []
-    for name, entry in table.items():
-        if name.startswith("_"):
-            continue
-        params = dict(entry)
-        kind = params.pop("kind", None)
-        if kind in ("vit_encoder", "vit_decoder"):
-            register_arch(name, kind, replace=True, **params)
-        elif kind == "diffusion":
-            register_diffusion_arch(name, params, replace=True)
-        else:
-            raise TokenizerError(f"architecture file {p}: {name!r} has kind {kind!r}; use vit_encoder, vit_decoder "
-                                 f"or diffusion")
-        done.append(name)
-    return done
 
 
 def verify_release(directory: str | Path) -> tuple[bool, str]:

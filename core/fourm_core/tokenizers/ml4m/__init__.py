@@ -12,7 +12,8 @@ The diffusion decoders (UNet / UViT) and their samplers live in ``.diffusion``; 
 DiVAE decoder is built or sampled.
 """
 
-from .archs import ARCHS, Arch, known_arch_names, lookup_arch, register_arch
+from .archs import (ARCHS, Arch, known_arch_names, lookup_arch, register_arch, register_archs_file,
+                    register_env_archs)
 from .config import IGNORED_KEYS, TRAINING_KEYS, model_type, resolve_config
 from .hub import ReleasedTokenizer, from_pretrained, load_released, save_pretrained
 from .mlp import BottleneckMLP, StandardMLP, parse_mlp_id
@@ -26,4 +27,7 @@ __all__ = [
     "ReleasedTokenizer", "StandardMLP", "TRAINING_KEYS", "VQ", "VQVAE", "ViTDecoder", "ViTEncoder", "from_pretrained",
     "known_arch_names", "load_released", "lookup_arch", "model_type", "parse_mlp_id", "register_arch",
     "resolve_config", "save_pretrained", "VerifyReport", "check_tokenizer", "verify_tokenizer",
+    "register_archs_file", "register_env_archs",
 ]
+
+register_env_archs()

@@ -15,6 +15,8 @@ listing the known ones.
 
 from __future__ import annotations
 
+import os
+
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -105,3 +107,47 @@ def build_mlp(arch: Arch, *, dim_in: int | None, dim_out: int | None):
 for _size, (_dim, _depth, _heads) in {"s": (512, 8, 8), "b": (768, 12, 12), "l": (1024, 24, 16)}.items():
     register_arch(f"vit_{_size}_enc", "vit_encoder", dim_tokens=_dim, depth=_depth, num_heads=_heads)
     register_arch(f"vit_{_size}_dec", "vit_decoder", dim_tokens=_dim, depth=_depth, num_heads=_heads)
+
+
+#: environment variable: JSON files (``os.pathsep``-separated) of extra presets, registered on import
+ARCHS_ENV = "FOURM_TOKENIZER_ARCHS"
+
+
+def register_archs_file(path: str | os.PathLike) -> list[str]:
+    """Register the encoder / decoder presets a JSON file names: ``{name: {"kind": "vit_encoder" |
+    "vit_decoder" | "diffusion", <hyper-parameters>}}`` (keys starting with ``_`` are comments). For tokenizers
+    whose ``enc_type`` / ``dec_type`` fourm does not ship; ``$FOURM_TOKENIZER_ARCHS`` names such files for
+    every process (the command line included). Returns the names registered."""
+    import json
+    from pathlib import Path
+
+    p = Path(path)
+    try:
+        table = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise TokenizerError(f"architecture file {p}: {exc}") from None
+    if not isinstance(table, dict):
+        raise TokenizerError(f"architecture file {p} must hold a JSON object {{name: {{kind, ...}}}}")
+    done = []
+    for name, entry in table.items():
+        if name.startswith("_"):
+            continue
+        params = dict(entry)
+        kind = params.pop("kind", None)
+        if kind in ("vit_encoder", "vit_decoder"):
+            register_arch(name, kind, replace=True, **params)
+        elif kind == "diffusion":
+            from .diffusion import register_diffusion_arch
+
+            register_diffusion_arch(name, params, replace=True)
+        else:
+            raise TokenizerError(f"architecture file {p}: {name!r} has kind {kind!r}; use vit_encoder, vit_decoder "
+                                 f"or diffusion")
+        done.append(name)
+    return done
+
+
+def register_env_archs() -> list[str]:
+    """Register the files of ``$FOURM_TOKENIZER_ARCHS`` (called when the package is imported)."""
+    files = [f for f in os.environ.get(ARCHS_ENV, "").split(os.pathsep) if f]
+    return [n for f in files for n in register_archs_file(f)]
