@@ -1,14 +1,15 @@
 """Plumbing shared by the dataset jobs (ingest, label, tokenize): the per-modality report, the process group,
-the progress bar, the kill-point test hook and modality resolution.
+the writer lock of a job, the progress bar, the kill-point test hook and modality resolution.
 
 The jobs log under one logger, ``fourm_core.data.jobs`` (:data:`log`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import attrs
@@ -46,6 +47,24 @@ class Dist:
     def barrier(self) -> None:
         if self.world > 1:
             self.state.wait_for_everyone()
+
+
+@contextlib.contextmanager
+def job_lock(url: str, dist: Dist, job: str, *, force: bool = False) -> Iterator[Any]:
+    """Hold the store's writer lock for a job: process 0 takes it, then every process meets at a barrier and
+    the others join it (one lock per job, however many processes write its shards). Released by process 0
+    when the job ends, also on errors."""
+    from .lock import WriterLock
+
+    lock = WriterLock.acquire(url, job, force=force) if dist.is_main else None
+    try:
+        dist.barrier()
+        if lock is None:
+            lock = WriterLock.join(url)
+        yield lock
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def kill_point(where: str) -> None:

@@ -1,0 +1,109 @@
+"""Per-shard records of what a job wrote: detect a shard object that is missing, cut short or replaced.
+
+Beside every data array ``<path>`` (``<mod>/raw``, ``<mod>/tokens``, ``_crops/params``) lives
+``<path>_record``: ``(num_shards, 2)`` uint64, one chunk per shard (so processes owning different shards never
+share an object). Row ``s`` is written when shard ``s`` is marked done, after its data and before its done
+flag:
+
+* column 0: a 64-bit BLAKE2b digest of the shard's values as read back from the store (numbers: their
+  little-endian bytes; JSON strings: each UTF-8 text prefixed by its 8-byte length), never 0;
+* column 1: the size in bytes of the shard's stored object (0 where zarr stored none: every value equals the
+  fill value).
+
+A crc32c per chunk (the codec of every array) protects the bytes that exist; the record also catches what
+checksums cannot: a deleted shard object (zarr reads it back as fill values), one replaced by another valid
+shard, or a truncation that removed whole chunks. A done shard whose row is all zeros was marked by a version
+of fourm that kept no records: it is reported as unverified, not as damaged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.core.sync import sync
+
+from .raw import is_text_array
+
+RECORD_SUFFIX = "_record"
+
+
+def record_path(data_path: str) -> str:
+    return data_path + RECORD_SUFFIX
+
+
+def digest_values(data: np.ndarray, text: bool) -> int:
+    """64-bit digest of a block of values (never 0, which marks 'no record')."""
+    h = hashlib.blake2b(digest_size=8)
+    if text:
+        for value in data.reshape(-1).tolist():
+            b = str(value).encode("utf-8")
+            h.update(len(b).to_bytes(8, "little"))
+            h.update(b)
+    else:
+        data = np.ascontiguousarray(data)
+        if data.dtype.byteorder == ">":
+            data = data.astype(data.dtype.newbyteorder("<"))
+        h.update(data.tobytes())
+    return int.from_bytes(h.digest(), "little") or 1
+
+
+def shard_key(arr: zarr.Array, shard: int) -> str:
+    """Store key of the object holding shard ``shard`` of ``arr`` (one shard spans all trailing dims)."""
+    coords = (int(shard), *([0] * (arr.ndim - 1)))
+    return f"{arr.path}/{arr.metadata.encode_chunk_key(coords)}"
+
+
+def object_size(arr: zarr.Array, shard: int) -> int:
+    """Bytes of shard ``shard``'s stored object, 0 when there is none."""
+    store = arr.store
+    key = shard_key(arr, shard)
+    if not sync(store.exists(key)):
+        return 0
+    return int(sync(store.getsize(key)))
+
+
+def delete_object(arr: zarr.Array, shard: int) -> None:
+    """Remove shard ``shard``'s stored object (whatever a killed writer left there) so that the next write of
+    the shard starts from nothing instead of decoding a torn object."""
+    store = arr.store
+    key = shard_key(arr, shard)
+    if sync(store.exists(key)):
+        sync(store.delete(key))
+
+
+def compute(arr: zarr.Array, rng: range, shard: int) -> tuple[int, int]:
+    """``(digest, object bytes)`` of shard ``shard`` (samples ``rng``) as stored now."""
+    data = np.asarray(arr[rng.start:rng.stop])
+    return digest_values(data, is_text_array(arr)), object_size(arr, shard)
+
+
+def check(arr: zarr.Array, rng: range, shard: int, row: np.ndarray) -> str | None:
+    """What is wrong with shard ``shard`` against its recorded ``row`` (None when it matches or when there
+    is no record)."""
+    want_digest, want_bytes = int(row[0]), int(row[1])
+    if want_digest == 0 and want_bytes == 0:
+        return None
+    have_bytes = object_size(arr, shard)
+    if want_bytes and not have_bytes:
+        return f"its stored object {shard_key(arr, shard)} is missing (the record says {want_bytes} bytes)"
+    if have_bytes != want_bytes:
+        return f"its stored object {shard_key(arr, shard)} has {have_bytes} bytes, the record says {want_bytes}"
+    try:
+        data = np.asarray(arr[rng.start:rng.stop])
+    except Exception as exc:  # noqa: BLE001 - reported as damage
+        return f"it cannot be decoded ({type(exc).__name__}: {exc})"
+    if digest_values(data, is_text_array(arr)) != want_digest:
+        return "its values differ from the ones recorded when it was written"
+    return None
+
+
+def new_record_array(group: zarr.Group, data_path: str, num_shards: int, overwrite: bool) -> Any:
+    return group.create_array(record_path(data_path), shape=(num_shards, 2), chunks=(1, 2), dtype="uint64",
+                              fill_value=0, overwrite=overwrite)
+
+
+__all__ = ["RECORD_SUFFIX", "check", "compute", "delete_object", "digest_values", "new_record_array",
+           "object_size", "record_path", "shard_key"]
