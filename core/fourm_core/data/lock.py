@@ -1,9 +1,11 @@
 """The writer lock of a store: one writing job at a time, with a clear error naming the holder.
 
-Every job that writes (``fourm ingest``, ``label``, ``tokenize``, ``inspect --repair``) holds the lock object
-``fourm.lock`` at the root of the store: JSON ``{job, job_id, host, pid, started, proc_start}``. It is created
-exclusively (``set_if_not_exists`` of the zarr store: an ``O_EXCL`` create on local stores; best effort on
-object stores, which have no exclusive create) and deleted when the job ends.
+Every job that writes (``fourm ingest``, ``label``, ``tokenize``, ``inspect --repair``) holds the lock: the
+group ``_lock`` of the store, whose ``zarr.json`` carries the attribute ``fourm_writer_lock`` = ``{job,
+job_id, host, pid, started, proc_start}`` (a group, so that zarr tools list it as part of the hierarchy). Its
+``zarr.json`` is created exclusively (``set_if_not_exists`` of the zarr store: an exclusive create on local
+stores; best effort on object stores, which have no exclusive create), and the group is deleted when the job
+ends.
 
 * A second job fails with :class:`StoreLockedError` naming the holder's command, host, pid and start time.
 * A lock is *stale* when its holder ran on this host and that process is gone (or its pid now belongs to a
@@ -32,7 +34,8 @@ from .shards import zarr_store
 
 log = logging.getLogger(__name__)
 
-LOCK_KEY = "fourm.lock"
+LOCK_GROUP = "_lock"
+LOCK_KEY = f"{LOCK_GROUP}/zarr.json"
 
 
 class StoreLockedError(StoreError):
@@ -90,9 +93,16 @@ class WriterLock:
         if buf is None:
             return None
         try:
-            return json.loads(buf.to_bytes().decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            return {"job": "unreadable lock", "job_id": "?", "torn": True}
+            info = json.loads(buf.to_bytes().decode("utf-8"))["attributes"]["fourm_writer_lock"]
+            if isinstance(info, dict):
+                return info
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+            pass
+        return {"job": "unreadable lock", "job_id": "?", "torn": True}
+
+    @staticmethod
+    def _delete(zstore: Any) -> None:
+        sync(zstore.delete_dir(LOCK_GROUP))
 
     @classmethod
     def holder(cls, url: str) -> dict[str, Any] | None:
@@ -109,7 +119,8 @@ class WriterLock:
         zstore = cls._open(url)
         info = {"job": job, "job_id": uuid.uuid4().hex, "host": socket.gethostname(), "pid": os.getpid(),
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "proc_start": _proc_start(os.getpid())}
-        payload = default_buffer_prototype().buffer.from_bytes(json.dumps(info).encode("utf-8"))
+        doc = {"zarr_format": 3, "node_type": "group", "attributes": {"fourm_writer_lock": info}}
+        payload = default_buffer_prototype().buffer.from_bytes(json.dumps(doc, indent=2).encode("utf-8"))
         for _ in range(3):
             sync(zstore.set_if_not_exists(LOCK_KEY, payload))
             have = cls._read(zstore)
@@ -127,10 +138,10 @@ class WriterLock:
                 where = "is still running" if alive else "may still be running on another host"
                 raise StoreLockedError(
                     f"store {url} is being written by {describe(have)}, which {where}. Wait for it to finish; if "
-                    f"that job is gone, pass --force to take over its lock ({LOCK_KEY} in the store)"
+                    f"that job is gone, pass --force to take over its lock (the group {LOCK_GROUP} of the store)"
                 )
-            sync(zstore.delete(LOCK_KEY))
-        raise StoreLockedError(f"store {url}: could not take the writer lock ({LOCK_KEY}): other jobs keep taking it")
+            cls._delete(zstore)
+        raise StoreLockedError(f"store {url}: could not take the writer lock ({LOCK_GROUP}): other jobs keep taking it")
 
     @classmethod
     def join(cls, url: str) -> WriterLock:
@@ -140,7 +151,7 @@ class WriterLock:
         have = cls._read(zstore)
         if have is None:
             raise StoreLockedError(
-                f"store {url}: process 0 of this job holds no writer lock ({LOCK_KEY} is missing); was it removed "
+                f"store {url}: process 0 of this job holds no writer lock ({LOCK_GROUP} is missing); was it removed "
                 f"while the job ran?"
             )
         return cls(url, zstore, have, owner=False)
@@ -159,7 +170,7 @@ class WriterLock:
             return
         have = self._read(self._zstore)
         if have is not None and have.get("job_id") == self.job_id:
-            sync(self._zstore.delete(LOCK_KEY))
+            self._delete(self._zstore)
         self.owner = False
 
     def __enter__(self) -> WriterLock:
@@ -169,4 +180,4 @@ class WriterLock:
         self.release()
 
 
-__all__ = ["LOCK_KEY", "StoreLockedError", "WriterLock", "describe"]
+__all__ = ["LOCK_GROUP", "LOCK_KEY", "StoreLockedError", "WriterLock", "describe"]

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -35,9 +34,6 @@ from .errors import CorruptDataError, IncompleteDataError, StoreError
 from .raw import is_text_array
 
 log = logging.getLogger(__name__)
-# the writer lock (fourm_core.data.lock) is a plain object at the store's root, which zarr's group listing
-# warns about while a job runs; it is not part of the hierarchy by design
-warnings.filterwarnings("ignore", message=r"Object at fourm\.lock is not recognized", category=UserWarning)
 
 _WHATS = ("raw", "tokens")
 #: per-sample size up to which batched reads use one orthogonal selection (see ShardedArrays._read)
@@ -131,6 +127,11 @@ class ShardedArrays:
         self._refresh()
         return dict(self._group.attrs.get("modalities", {}))
 
+    def _update_root(self, **fields: Any) -> None:
+        """Set root attributes (on a fresh read of the root's metadata)."""
+        self._refresh()
+        self._group.attrs.update(fields)
+
     def _set_modality_meta(self, name: str, **fields: Any) -> None:
         self._update_modalities(lambda mods: mods.setdefault(name, {}).update(fields))
 
@@ -145,21 +146,26 @@ class ShardedArrays:
             raise StoreError(f"store {self.url} is open read-only; open it with mode='r+' to {what}")
 
     def set_num_samples(self, num_samples: int) -> None:
-        """Shrink the store to ``num_samples`` (ingest does this after skipping unreadable files)."""
+        """Shrink the store to ``num_samples`` (ingest does this after skipping unreadable files).
+
+        The root attribute is written first, then the arrays are resized: a kill in between leaves arrays
+        longer than the store, which reads ignore and the next call (idempotent) shrinks."""
         self._require_writable("resize it")
-        for path in self._all_data_arrays():
-            arr = self._group[path]
-            arr.resize((num_samples, *arr.shape[1:]))
-        self._arrays.clear()
-        self._done_cache.clear()
         old_shards = self.num_shards
         self.num_samples = int(num_samples)
-        self._group.attrs["num_samples"] = int(num_samples)
+        self._update_root(num_samples=int(num_samples))
+        for path in self._all_data_arrays():
+            arr = self._group[path]
+            if arr.shape[0] != num_samples:
+                arr.resize((num_samples, *arr.shape[1:]))
         for path in self._all_done_arrays():
             arr = self._group[path]
             if arr.shape[0] != self.num_shards:
                 arr.resize((self.num_shards, *arr.shape[1:]))
+        self._arrays.clear()
+        self._done_cache.clear()
         self._record_cache.clear()
+        self._present.clear()
         log.debug("store %s resized from %d shards to %d", self.url, old_shards, self.num_shards)
 
     def _all_data_arrays(self) -> list[str]:

@@ -100,25 +100,28 @@ class Store(ShardedArrays):
     @classmethod
     def create(cls, url: str, num_samples: int, *, samples_per_shard: int = DEFAULT_SAMPLES_PER_SHARD,
                raw_size: int = DEFAULT_RAW_SIZE, overwrite: bool = False,
-               storage_options: Mapping[str, Any] | None = None) -> Store:
-        """Create an empty store (no modality yet). ``overwrite`` deletes an existing one."""
+               storage_options: Mapping[str, Any] | None = None,
+               extra_attrs: Mapping[str, Any] | None = None) -> Store:
+        """Create an empty store (no modality yet). ``overwrite`` deletes an existing one; ``extra_attrs`` are
+        added to the root attributes (``ingest`` records its source there)."""
         url = os.fspath(url)
         for value, what in ((num_samples, "num_samples"), (samples_per_shard, "samples_per_shard"),
                             (raw_size, "raw_size")):
             if not isinstance(value, (int, np.integer)) or value < (0 if what == "num_samples" else 1):
                 raise StoreError(f"store {url}: {what} must be a {'non-negative' if what == 'num_samples' else 'positive'} integer, got {value!r}")
         zstore = zarr_store(url, "w", storage_options)
-        try:
-            group = zarr.open_group(zstore, mode="w" if overwrite else "w-", zarr_format=3)
-        except (FileExistsError, zarr.errors.ContainsGroupError, zarr.errors.ContainsArrayError) as exc:
-            raise StoreError(f"store {url} already exists; pass overwrite=True (--overwrite) to replace it") from exc
-        group.attrs.update({
+        attributes = {
             "fourm_format_version": FORMAT_VERSION,
             "num_samples": int(num_samples),
             "samples_per_shard": int(samples_per_shard),
             "raw_size": int(raw_size),
             "modalities": {},
-        })
+            **dict(extra_attrs or {}),
+        }
+        try:  # the attributes are written with the group's zarr.json: a kill cannot leave a group without them
+            group = zarr.open_group(zstore, mode="w" if overwrite else "w-", zarr_format=3, attributes=attributes)
+        except (FileExistsError, zarr.errors.ContainsGroupError, zarr.errors.ContainsArrayError) as exc:
+            raise StoreError(f"store {url} already exists; pass overwrite=True (--overwrite) to replace it") from exc
         return cls(group, url, "r+")
 
     @classmethod
