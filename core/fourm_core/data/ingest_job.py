@@ -142,7 +142,7 @@ def ingest(src: str | os.PathLike[str], url: str, *, samples_per_shard: int = DE
         store = Store.create(url, len(files), samples_per_shard=samples_per_shard, raw_size=raw_size,
                              overwrite=overwrite, extra_attrs={"ingest": want})
     with WriterLock.acquire(url, job, force=force):
-        if store.attrs["ingest"].get("complete"):
+        if store.attrs["ingest"].get("complete") and store.is_complete("rgb", "raw"):
             log.info("ingest: %s is already complete (%d images)", url, store.num_samples)
             return IngestReport(num_samples=store.num_samples, skipped=(), seconds=time.perf_counter() - t0)
         return _ingest_locked(store, spec, src, files, workers, progress, t0)

@@ -69,8 +69,9 @@ def job_lock(url: str, dist: Dist, job: str, *, force: bool = False) -> Iterator
 
 def kill_point(where: str) -> None:
     """Test hook: SIGKILL this process when the environment variable FOURM_TEST_KILL_AT equals ``where``
-    (``"<job>:<modality>:<shard>"``, reached after the shard's data is written, before its done flag); the crash
-    tests of ``tests/data/test_jobs_faults.py`` use it to interrupt a job at an exact point."""
+    (``"<job>:<modality>:<shard>"``, reached after the shard's data is written, before its done flag;
+    ``"create:<array path>"``, between an array's completion records and the array); the crash tests use it to
+    interrupt a job at an exact point."""
     if os.environ.get("FOURM_TEST_KILL_AT") == where:
         import signal
 

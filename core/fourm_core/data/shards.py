@@ -234,7 +234,10 @@ class ShardedArrays:
         """A data array with its completion record and per-shard record, created record-first: a kill between
         the two leaves a record without data (the data array is created by the next run), never data without a
         record."""
+        from .jobkit import kill_point
+
         self._create_done_for(path, overwrite=True)
+        kill_point(f"create:{path}")
         return self._create(path, shape, dtype, **kwargs)
 
     def _create_done_for(self, data_path: str, overwrite: bool) -> None:
