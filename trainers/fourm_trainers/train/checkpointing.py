@@ -48,13 +48,14 @@ def save_checkpoint(acc: Any, root: Path, step: int) -> None:
     acc.save_state(str(root / name))
     acc.wait_for_everyone()  # every rank's shard of the state is on disk before latest names it
     if acc.is_main_process:
-        write_text(root / LATEST, name + "\n")
+        write_text(root / LATEST, name)
     acc.wait_for_everyone()
 
 
 def load_latest(acc: Any, root: Path) -> None:
     """Restore the checkpoint ``root/latest`` names (model, optimizer, RNG and every registered object)."""
-    acc.load_state(str(latest_dir(root)))
+    path = latest_dir(root)
+    acc.load_state(str(path))
 
 
 def latest_dir(root: Path) -> Path:
