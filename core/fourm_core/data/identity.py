@@ -9,7 +9,8 @@ identity ``{"sha256": HEX, "parts": {...}}`` and the store records it in the arr
   files; anything else (a hub id) by its name;
 * a labeler: its factory (``module:attr``), the extra keyword arguments it is built with, and its weights;
 * a tokenizer: its family/config and every tensor of its ``state_dict`` (name, dtype, shape, bytes); a sequence
-  tokenizer also its text vocabulary and its serializer's class.
+  tokenizer also its text vocabulary, its serializer's class and the serializer's plain settings (numbers,
+  strings).
 
 A leaf module: no zarr import.
 """
@@ -97,6 +98,8 @@ def tokenizer_identity(codec: Any) -> dict[str, Any]:
     serializer = getattr(codec, "serializer", None)
     if serializer is not None:
         parts["serializer"] = f"{type(serializer).__module__}.{type(serializer).__qualname__}"
+        parts["serializer_config"] = {k: v for k, v in sorted(vars(serializer).items())
+                                      if not k.startswith("_") and isinstance(v, (bool, int, float, str))}
     parts["weights"] = f"sha256:{h.hexdigest()}" if has_weights else None
     return _finish(parts)
 

@@ -30,6 +30,7 @@ import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
 
 from . import records
+from .records import RecordKeeping
 from .errors import CorruptDataError, IncompleteDataError, StoreError
 from .raw import is_text_array
 
@@ -74,18 +75,12 @@ def _runs(indices: np.ndarray) -> list[tuple[int, int]]:
     return [(int(indices[a]), int(indices[b - 1]) + 1) for a, b in zip(starts, stops)]
 
 
-def _done_path(data_path: str) -> str:
-    """The completion record of a data array: ``<name>/<what>_done``; ``_crops/done`` for the crops."""
-    return "_crops/done" if data_path == "_crops/params" else f"{data_path}_done"
-
-
-def _done_key(data_path: str) -> tuple[str, str]:
-    name, _, what = data_path.partition("/")
-    return (name, what)
+_done_path = records.done_path
+_done_key = records.done_key
 
 
 # --------------------------------------------------------------------------------------------------
-class ShardedArrays:
+class ShardedArrays(RecordKeeping):
     """The arrays of one store's zarr group, their shards and completion records (base of ``Store``)."""
 
     def __init__(self, group: zarr.Group, url: str, mode: str, *, num_samples: int, samples_per_shard: int):
@@ -290,56 +285,6 @@ class ShardedArrays:
         record), or, with ``value=False``, as to be redone."""
         self._require_writable("record completion")
         self._finish(self._path(name, what), shard, value)
-
-    def _finish(self, data_path: str, shard: int, value: bool = True) -> None:
-        flags = self._array(_done_path(data_path))
-        if value:
-            arr = self._array(data_path)
-            try:
-                row = records.compute(arr, self.shards()[shard], shard)
-            except Exception as exc:  # noqa: BLE001 - what was just written does not read back
-                raise CorruptDataError(
-                    f"store {self.url}: shard {shard} of {data_path!r} does not read back after it was written "
-                    f"({type(exc).__name__}: {exc}); it is not marked done, so re-running the job redoes it"
-                ) from exc
-            rec = self._array(records.record_path(data_path), missing_ok=True)
-            if rec is None:
-                rec = records.new_record_array(self._group, data_path, self.num_shards, overwrite=False)
-            rec[shard] = np.asarray(row, dtype=np.uint64)
-            self._record_cache.pop(data_path, None)
-        flags[shard] = value
-        self._done_cache.pop(_done_key(data_path), None)
-
-    def shard_records(self, data_path: str) -> np.ndarray | None:
-        """The per-shard records ``(num_shards, 2)`` of a data array (None for a store that keeps none)."""
-        if data_path not in self._record_cache:
-            rec = self._array(records.record_path(data_path), missing_ok=True)
-            self._record_cache[data_path] = None if rec is None else np.asarray(rec[:], dtype=np.uint64)
-        return self._record_cache[data_path]
-
-    def _clear_covered(self, arr: zarr.Array, start: int, stop: int) -> None:
-        """Delete the stored objects of the shards that ``start .. stop - 1`` covers completely: they are about
-        to be rewritten whole, and a torn object left by a killed writer must not be decoded."""
-        for s in self._covered_shards(start, stop):
-            records.delete_object(arr, s)
-        self._present.pop(arr.path, None)
-
-    def _check_present(self, arr: zarr.Array, indices: np.ndarray) -> None:
-        """Raise when a shard recorded with a stored object has none (zarr would read fill values)."""
-        rec = self.shard_records(arr.path)
-        if rec is None or not indices.size:
-            return
-        seen = self._present.setdefault(arr.path, set())
-        for s in np.unique(indices // self.samples_per_shard).tolist():
-            if s in seen or int(rec[s, 1]) == 0:
-                continue
-            if not records.object_size(arr, s):
-                raise CorruptDataError(
-                    f"store {self.url}: array {arr.path!r} is missing the stored object of shard {s} (samples "
-                    f"{s * self.samples_per_shard}..); its record says {int(rec[s, 1])} bytes were written. Run "
-                    f"`fourm inspect {self.url} --repair`, then the job that wrote it, to redo it"
-                )
-            seen.add(s)
 
     def complete_samples(self, name: str, what: str = "raw") -> int:
         flags = self.done(name, what)
