@@ -252,3 +252,28 @@ def test_values_beyond_float16_are_refused(tmp_path):
         store.write_raw(spec, 0, [np.ones(3, np.float32), np.array([1.0, 1e6, 2.0], np.float32)])
     store.write_raw(spec, 0, [np.ones(3, np.float32), np.full(3, 60000.0, np.float32)])
     assert np.isfinite(np.stack(store.read_raw("depth16", [0, 1]))).all()
+
+
+def test_a_job_whose_lock_was_taken_over_stops_writing(full_store, tmp_path, registry, monkeypatch):
+    """A job that lost its lock to ``--force`` stops before its next shard instead of writing beside the new
+    holder. Simulated inside the job: before its second shard another job forces the lock away."""
+    import fourm_core.data.label_job as label_job
+
+    run = copy_store(full_store, tmp_path / "s.zarr")
+    Store.open(run, "r+").mark_done("edges", "raw", 2, False)
+    Store.open(run, "r+").mark_done("edges", "raw", 3, False)
+    real_check = WriterLock.check
+    calls = []
+
+    def check_then_lose(self):
+        calls.append(self.job_id)
+        if len(calls) == 2:
+            WriterLock.acquire(run, "the forcing job", force=True)
+        real_check(self)
+
+    monkeypatch.setattr(WriterLock, "check", check_then_lose)
+    with pytest.raises(StoreLockedError, match="this job lost its writer lock to `the forcing job`"):
+        label_job.label(run, ["edges"], registry=registry, progress=False)
+    store = Store.open(run)
+    assert store.done("edges", "raw").tolist() == [True, True, True, False]  # shard 3 never written
+    assert WriterLock.holder(run)["job"] == "the forcing job"  # the lost lock is not released by the loser

@@ -86,7 +86,7 @@ def label(url: str, modalities: Sequence[str], *, overwrite: bool = False, batch
 
     reports = {}
     job = f"fourm label {url} --modalities {','.join(s.name for s in specs)}"
-    with job_lock(url, dist, job, force=force):
+    with job_lock(url, dist, job, force=force) as lock:
         for spec in specs:
             w = weights.get(spec.name, spec.default_weights)
             extra = dict((labeler_kwargs or {}).get(spec.name, {}))
@@ -96,13 +96,13 @@ def label(url: str, modalities: Sequence[str], *, overwrite: bool = False, batch
             dist.barrier()
             store = Store.open(url, "r+")  # see the arrays process 0 created
             reports[spec.name] = _label_one(store, spec, dist, batch_size=batch_size, device=device, weights=w,
-                                            progress=progress, extra=extra)
+                                            progress=progress, extra=extra, lock=lock)
             dist.barrier()
     return reports
 
 
 def _label_one(store: Store, spec: ModalitySpec, dist: Dist, *, batch_size: int | None, device: str,
-               weights: str | None, progress: bool, extra: dict[str, Any]) -> JobReport:
+               weights: str | None, progress: bool, extra: dict[str, Any], lock: Any) -> JobReport:
     t0 = time.perf_counter()
     shards = store.shards()
     done = store.done(spec.name, "raw")
@@ -138,6 +138,7 @@ def _label_one(store: Store, spec: ModalitySpec, dist: Dist, *, batch_size: int 
                         )
                     outs.extend(result)
                     bar.update(len(idx))
+                lock.check()  # still this job's store (nobody took it over with --force)
                 store.write_raw(spec, rng.start, outs, mark_done=False)
                 kill_point(f"label:{spec.name}:{s}")
                 store.mark_done(spec.name, "raw", s)  # after the data: an interrupted shard is redone

@@ -162,13 +162,18 @@ class RecordKeeping:
         self._present.pop(arr.path, None)
 
     def _check_present(self, arr: zarr.Array, indices: np.ndarray) -> None:
-        """Raise when a shard recorded with a stored object has none (zarr would read fill values)."""
+        """Raise when a done shard recorded with a stored object has none (zarr would read fill values)."""
         rec = self.shard_records(arr.path)
         if rec is None or not indices.size:
             return
         seen = self._present.setdefault(arr.path, set())
-        for s in np.unique(indices // self.samples_per_shard).tolist():
-            if s in seen or int(rec[s, 1]) == 0:
+        shards = [s for s in np.unique(indices // self.samples_per_shard).tolist() if s not in seen and int(rec[s, 1])]
+        if not shards:
+            return
+        flags = self._array(done_path(arr.path), missing_ok=True)
+        done = np.zeros(len(rec), bool) if flags is None else np.asarray(flags[:], dtype=bool)
+        for s in shards:
+            if not done[s]:
                 continue
             if not object_size(arr, s):
                 raise CorruptDataError(
@@ -179,5 +184,5 @@ class RecordKeeping:
             seen.add(s)
 
 
-__all__ = ["RECORD_SUFFIX", "RecordKeeping", "done_key", "done_path", "check_object", "check_values", "compute", "delete_object", "digest_values", "new_record_array",
-           "object_size", "record_path", "shard_key"]
+__all__ = ["RECORD_SUFFIX", "RecordKeeping", "check_object", "check_values", "compute", "delete_object",
+           "digest_values", "done_key", "done_path", "new_record_array", "object_size", "record_path", "shard_key"]

@@ -81,15 +81,15 @@ def tokenize(url: str, modalities: Sequence[str], *, crops: int = 1, tokenizers_
                 f"samples); run `fourm label {url} --modalities {src}` first"
             )
     job = f"fourm tokenize {url} --modalities {','.join(s.name for s in specs)}"
-    with job_lock(url, dist, job, force=force):
+    with job_lock(url, dist, job, force=force) as lock:
         return _tokenize_locked(url, specs, codecs, dist, crops=crops, tokenizers_dir=tokenizers_dir, seed=seed,
                                 overwrite=overwrite, batch_size=batch_size, device=device, progress=progress,
-                                overwrite_crops=overwrite_crops, torch=torch)
+                                overwrite_crops=overwrite_crops, torch=torch, lock=lock)
 
 
 def _tokenize_locked(url: str, specs: list[ModalitySpec], codecs: Mapping[str, Any], dist: Dist, *, crops: int,
                      tokenizers_dir: str | None, seed: int, overwrite: bool, batch_size: int, device: str,
-                     progress: bool, overwrite_crops: bool, torch: Any) -> dict[str, JobReport]:
+                     progress: bool, overwrite_crops: bool, torch: Any, lock: Any) -> dict[str, JobReport]:
     store = Store.open(url, "r+")
     if dist.is_main:
         if overwrite_crops:
@@ -118,6 +118,7 @@ def _tokenize_locked(url: str, specs: list[ModalitySpec], codecs: Mapping[str, A
         crops_done = store.crops_done()
         for s in mine:
             rng = shards[s]
+            lock.check()  # still this job's store (nobody took it over with --force)
             if not crops_done[s]:
                 store.write_crops(rng.start, crop_params(rng, crops, store.raw_size, seed=seed))
             params = store.read_crops(rng)
