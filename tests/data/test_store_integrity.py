@@ -33,31 +33,46 @@ def _modality_info(url: str, name: str) -> dict:
 
 # --------------------------------------------------------------------------------------------------
 # 1. a missing shard object is detected, reported by inspect (exit 2), repaired and redone
-@pytest.mark.parametrize("name, shard", [("rgb", 1), ("stats", 2), ("edges", 3)])
-def test_deleted_shard_object_is_detected_repaired_and_redone(full_store, photos, tmp_path, registry, name, shard):
+@pytest.mark.parametrize("name, shard", [("stats", 2), ("edges", 3)])
+def test_deleted_shard_object_is_detected_repaired_and_redone(full_store, tmp_path, registry, name, shard):
     """Catches a store that reads a deleted shard object back as fill values (zeros, empty JSON) and an inspect
-    that still calls it complete and exits 0."""
+    that still calls it complete."""
+    from fourm_core.data.jobs import damage_error, repair_store
+
     run = copy_store(full_store, tmp_path / "s.zarr")
     _shard_file(run, f"{name}/raw", shard).unlink()
     with pytest.raises(CorruptDataError, match=rf"array '{name}/raw' is missing the stored object of shard {shard}"):
         Store.open(run).read_raw(name, [shard * PER_SHARD])
-    res = run_fourm("inspect", run)
-    assert res.returncode == 2, (res.stdout, res.stderr)
-    assert f"DAMAGED {name}/raw shard {shard}" in res.stdout and "is missing" in res.stdout
-    assert res.stderr.startswith("error: ") and f"--repair" in res.stderr, res.stderr
-    res = run_fourm("inspect", run, "--repair")
-    assert res.returncode == 0 and f"REPAIRED {name}/raw shard {shard}" in res.stdout, res.stderr
+    problems = inspect_store(run)["problems"]
+    assert [(p["array"], p["shard"]) for p in problems] == [(f"{name}/raw", shard)] and "missing" in problems[0]["reason"]
+    msg = str(damage_error(run, problems))
+    assert f"shard {shard} of '{name}/raw'" in msg and "--repair" in msg and f"fourm label {run} --modalities {name}" in msg
+    assert [p["shard"] for p in repair_store(run)["repaired"]] == [shard]
     assert not Store.open(run).is_done(name, "raw", shard)
-    if name == "rgb":
-        res = run_fourm("ingest", str(photos), run, "--samples-per-shard", str(PER_SHARD), "--raw-size", str(RAW_SIZE))
-        assert res.returncode == 0, res.stderr
-    else:
-        rep = label(run, [name], registry=registry, progress=False)[name]
-        assert (rep.shards_done, rep.shards_skipped) == (1, NUM // PER_SHARD - 1)
+    rep = label(run, [name], registry=registry, progress=False)[name]
+    assert (rep.shards_done, rep.shards_skipped) == (1, NUM // PER_SHARD - 1)
     info = inspect_store(run)
     assert info["problems"] == [] and info["verified_shards"] > 0
     assert _modality_info(run, name) == _modality_info(full_store, name)
-    assert run_fourm("inspect", run).returncode == 0
+
+
+def test_deleted_rgb_shard_through_the_commands(full_store, photos, tmp_path, registry):
+    """The same as a user meets it: ``fourm inspect`` exits 2 with one ``error:`` line naming the shard and the
+    repair, ``--repair`` un-marks the shard, rerunning the same ingest redoes it, and inspect is clean again."""
+    from fourm_core.data import ingest
+    from fourm_core.data.jobs import format_inspect, repair_store
+
+    run = copy_store(full_store, tmp_path / "s.zarr")
+    _shard_file(run, "rgb/raw", 1).unlink()
+    res = run_fourm("inspect", run)
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    assert "DAMAGED rgb/raw shard 1" in res.stdout and "is missing" in res.stdout
+    assert res.stderr.startswith("error: ") and "--repair" in res.stderr and len(res.stderr.splitlines()) == 1
+    assert "REPAIRED rgb/raw shard 1" in format_inspect(repair_store(run))  # what `fourm inspect --repair` prints
+    rep = ingest(photos, run, samples_per_shard=PER_SHARD, raw_size=RAW_SIZE, registry=registry, progress=False)
+    assert rep.num_samples == NUM
+    info = inspect_store(run)
+    assert info["problems"] == [] and _modality_info(run, "rgb") == _modality_info(full_store, "rgb")
 
 
 def test_replaced_shard_and_truncated_shard_are_reported(full_store, tmp_path):
