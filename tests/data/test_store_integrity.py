@@ -44,9 +44,11 @@ def test_deleted_shard_object_is_detected_repaired_and_redone(full_store, tmp_pa
     with pytest.raises(CorruptDataError, match=rf"array '{name}/raw' is missing the stored object of shard {shard}"):
         Store.open(run).read_raw(name, [shard * PER_SHARD])
     problems = inspect_store(run)["problems"]
-    assert [(p["array"], p["shard"]) for p in problems] == [(f"{name}/raw", shard)] and "missing" in problems[0]["reason"]
+    assert [(p["array"], p["shard"]) for p in problems] == [(f"{name}/raw", shard)]
+    assert "missing" in problems[0]["reason"]
     msg = str(damage_error(run, problems))
-    assert f"shard {shard} of '{name}/raw'" in msg and "--repair" in msg and f"fourm label {run} --modalities {name}" in msg
+    assert f"shard {shard} of '{name}/raw'" in msg and "--repair" in msg
+    assert f"fourm label {run} --modalities {name}" in msg
     assert [p["shard"] for p in repair_store(run)["repaired"]] == [shard]
     assert not Store.open(run).is_done(name, "raw", shard)
     rep = label(run, [name], registry=registry, progress=False)[name]
@@ -148,7 +150,8 @@ def test_second_writer_is_refused_naming_the_holder(full_store, tmp_path, regist
                                "from fourm_core.data.lock import WriterLock\n"
                                f"WriterLock.acquire({run!r}, 'fourm label holder')\n"
                                "print('locked', flush=True); time.sleep(60)"],
-                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+                              stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     try:
         assert holder.stdout.readline().strip() == "locked"
         res = run_fourm("label", run, "-m", "edges", "--overwrite", "--no-progress")
@@ -231,7 +234,8 @@ def test_label_resume_with_other_weights_is_refused(full_store, tmp_path, regist
     assert (rep.shards_done, rep.shards_skipped) == (1, 3)
     assert _modality_info(run, "feat") == _modality_info(full_store, "feat")
     rep = label(run, ["feat"], weights={"feat": other}, registry=registry, progress=False, overwrite=True)["feat"]
-    assert rep.shards_done == 4 and _modality_info(run, "feat")["sha256"] != _modality_info(full_store, "feat")["sha256"]
+    assert rep.shards_done == 4
+    assert _modality_info(run, "feat")["sha256"] != _modality_info(full_store, "feat")["sha256"]
 
 
 def test_tokenize_resume_with_a_retrained_tokenizer_is_refused(full_store, tmp_path, tokenizer_dir, registry):

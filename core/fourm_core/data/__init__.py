@@ -9,7 +9,8 @@ Public API (imported lazily so that ``fourm_core.data.cli`` stays free of torch/
 
 Modules: ``store`` (:class:`Store`) on ``shards`` (the zarr arrays, shards, completion records), ``raw``
 (raw values against a plugin's ``StorageSpec``), ``records`` (per-shard records), ``lock`` (writer lock),
-``identity`` (labeler / tokenizer hashes), ``atomic`` (atomic file writes), ``errors``; ``jobs`` re-exports ``ingest_job``,
+``identity`` (labeler / tokenizer hashes), ``atomic`` (atomic file writes), ``errors``; ``jobs`` re-exports
+``ingest_job``,
 ``label_job``, ``tokenize_job`` and ``inspect_job`` (shared plumbing in ``jobkit``); ``crops``; ``dataset``.
 The format is documented in ``docs/dataset-format.md``.
 """

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from . import records
-from .errors import CorruptDataError, StoreError
+from .errors import CorruptDataError
 from .raw import is_text_array
 from .store import Store
 
@@ -134,7 +134,8 @@ def damage_error(url: str, problems: list[dict[str, Any]]) -> CorruptDataError:
     return CorruptDataError(
         f"store {url}: {len(problems)} done shard(s) are damaged, first shard {first['shard']} of "
         f"{first['array']!r} (samples {first['samples'][0]}..{first['samples'][1] - 1}): {first['reason']}. Run "
-        f"`fourm inspect {url} --repair` to mark them not done, then `{_redo_command(url, first['array'])}` to redo them"
+        f"`fourm inspect {url} --repair` to mark them not done, then `{_redo_command(url, first['array'])}` to "
+        f"redo them"
     )
 
 
@@ -192,4 +193,4 @@ def format_inspect(info: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["StoreError", "damage_error", "format_inspect", "inspect_store", "repair_store"]
+__all__ = ["damage_error", "format_inspect", "inspect_store", "repair_store"]

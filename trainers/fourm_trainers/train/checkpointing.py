@@ -64,7 +64,8 @@ def latest_dir(root: Path) -> Path:
     if not latest.exists():
         raise TrainConfigError(f"--resume: no checkpoint in {root} (no 'latest' file); run without --resume")
     name = latest.read_text(errors="replace").strip()
-    have = sorted((p.name for p in root.glob("step_*") if p.is_dir()), key=lambda n: int(n[5:]) if n[5:].isdigit() else -1)
+    have = sorted((p.name for p in root.glob("step_*") if p.is_dir()),
+                  key=lambda n: int(n[5:]) if n[5:].isdigit() else -1)
     if not re.fullmatch(r"step_\d+", name) or not (root / name).is_dir():
         raise TrainConfigError(
             f"--resume: {latest} should name a checkpoint folder (step_N) but holds {name[:40]!r}"
