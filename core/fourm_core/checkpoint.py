@@ -71,14 +71,17 @@ def checkpoint_config(model: FourM) -> dict[str, Any]:
 
 
 def save_pretrained(model: FourM, directory: str | os.PathLike) -> Path:
-    """Write ``model.safetensors`` and ``config.json`` into ``directory`` (created if needed)."""
+    """Write ``model.safetensors`` and ``config.json`` into ``directory`` (created if needed).
+
+    Each file is written atomically (temp file, fsync, rename): a kill leaves the old file or the new one."""
+    from .data.atomic import atomic_path, write_text
+
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    tmp = d / (WEIGHTS_NAME + ".tmp")
-    save_file(state, str(tmp), metadata={"format": "pt", "fourm_format_version": str(FORMAT_VERSION)})
-    tmp.replace(d / WEIGHTS_NAME)
-    (d / CONFIG_NAME).write_text(json.dumps(checkpoint_config(model), indent=1, sort_keys=True))
+    with atomic_path(d / WEIGHTS_NAME) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt", "fourm_format_version": str(FORMAT_VERSION)})
+    write_text(d / CONFIG_NAME, json.dumps(checkpoint_config(model), indent=1, sort_keys=True))
     log.info("saved %s (%d parameters) to %s", type(model).__name__, model.num_parameters(), d)
     return d
 

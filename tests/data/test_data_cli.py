@@ -34,8 +34,14 @@ def test_cli_ingest_and_inspect(photos, tmp_path):
     info = inspect_json(url)
     assert info["num_samples"] == 8 and info["modalities"]["rgb"]["complete"] == 8
     assert info["modalities"]["rgb"]["shape"] == [32, 32, 3] and len(info["modalities"]["rgb"]["sha256"]) == 64
+    # the same command again: the store is complete, nothing is redone
+    same = fourm("ingest", str(photos), url, "--samples-per-shard", "3", "--raw-size", "32")
+    assert same.returncode == 0 and "ingested 8 images" in same.stdout, same.stderr
+    assert inspect_json(url)["modalities"] == info["modalities"]
+    # other sizes: a different store, refused without --overwrite
     again = fourm("ingest", str(photos), url)
-    assert again.returncode == 2 and "already exists; pass overwrite=True (--overwrite)" in again.stderr
+    assert again.returncode == 2 and "already exists and was ingested from other files or sizes" in again.stderr
+    assert "pass --overwrite to replace it" in again.stderr
 
 
 def test_label_killed_then_resumed_matches_uninterrupted(ingested, tmp_path, tinynet_weights, registry):

@@ -14,8 +14,8 @@ import fourm_core.data as data
 STORE_NAMES = ["CROP_FIELDS", "DEFAULT_RAW_SIZE", "DEFAULT_SAMPLES_PER_SHARD", "FORMAT_VERSION", "CorruptDataError",
                "FormatVersionError", "IncompleteDataError", "Store", "StoreError", "is_text_array", "roundtrip_raw",
                "storage_shape"]
-JOB_NAMES = ["IMAGE_EXTENSIONS", "IngestReport", "JobReport", "find_images", "format_inspect", "ingest",
-             "inspect_store", "label", "tokenize"]
+JOB_NAMES = ["IMAGE_EXTENSIONS", "IngestReport", "JobReport", "damage_error", "find_images", "format_inspect",
+             "ingest", "inspect_store", "label", "repair_store", "tokenize"]
 
 
 @pytest.mark.parametrize("name", sorted(data._EXPORTS))

@@ -3,11 +3,14 @@
 Public API (imported lazily so that ``fourm_core.data.cli`` stays free of torch/zarr imports)::
 
     from fourm_core.data import Store, roundtrip_raw                    # store.py: the on-disk format
-    from fourm_core.data import ingest, label, tokenize, inspect_store  # jobs.py (one *_job.py module each)
+    from fourm_core.data import ingest, label, tokenize, inspect_store, repair_store  # jobs.py
+    from fourm_core.data import WriterLock, StoreLockedError            # lock.py: one writing job per store
     from fourm_core.data import FourMDataset, FourMSampler, FourMCollate  # dataset.py: the loader
 
 Modules: ``store`` (:class:`Store`) on ``shards`` (the zarr arrays, shards, completion records), ``raw``
-(raw values against a plugin's ``StorageSpec``), ``errors``; ``jobs`` re-exports ``ingest_job``,
+(raw values against a plugin's ``StorageSpec``), ``records`` (per-shard records), ``lock`` (writer lock),
+``identity`` (labeler / tokenizer hashes), ``atomic`` (atomic file writes), ``errors``; ``jobs`` re-exports
+``ingest_job``,
 ``label_job``, ``tokenize_job`` and ``inspect_job`` (shared plumbing in ``jobkit``); ``crops``; ``dataset``.
 The format is documented in ``docs/dataset-format.md``.
 """
@@ -24,6 +27,7 @@ _EXPORTS = {
     "IncompleteDataError": "errors",
     "ingest": "ingest_job", "find_images": "ingest_job", "IngestReport": "ingest_job",
     "label": "label_job", "tokenize": "tokenize_job", "inspect_store": "inspect_job", "JobReport": "jobkit",
+    "repair_store": "inspect_job", "WriterLock": "lock", "StoreLockedError": "lock",
     "crop_params": "crops", "load_image": "crops",
     "FourMDataset": "dataset", "FourMSampler": "dataset", "FourMCollate": "dataset",
 }

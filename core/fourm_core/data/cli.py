@@ -32,6 +32,11 @@ def _setup_logging() -> None:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
 
+_force_option = click.option(
+    "--force", is_flag=True,
+    help="take over the store's writer lock from another job (only when that job is gone, e.g. on a dead machine)")
+
+
 def register_commands(cli: click.Group) -> None:
     """Add the dataset commands to ``cli``."""
 
@@ -44,13 +49,16 @@ def register_commands(cli: click.Group) -> None:
     @click.option("--workers", default=0, show_default=True, type=click.IntRange(min=0),
                   help="decode images in this many processes")
     @click.option("--overwrite", is_flag=True, help="replace an existing store")
-    def ingest_cmd(src: str, store: str, samples_per_shard: int, raw_size: int, workers: int, overwrite: bool) -> None:
-        """Read a folder of images (jpg/png/webp, recursively) into STORE's rgb modality."""
+    @_force_option
+    def ingest_cmd(src: str, store: str, samples_per_shard: int, raw_size: int, workers: int, overwrite: bool,
+                   force: bool) -> None:
+        """Read a folder of images (jpg/png/webp, recursively) into STORE's rgb modality (resumable: rerun the
+        same command after an interruption)."""
         _setup_logging()
         from .jobs import ingest
 
         report = ingest(src, store, samples_per_shard=samples_per_shard, raw_size=raw_size, overwrite=overwrite,
-                        workers=workers)
+                        workers=workers, force=force)
         click.echo(f"ingested {report.num_samples} images into {store} in {report.seconds:.1f} s "
                    f"({report.images_per_second:.1f} images/s); skipped {len(report.skipped)} unreadable file(s)")
         for path, reason in report.skipped:
@@ -64,14 +72,15 @@ def register_commands(cli: click.Group) -> None:
     @click.option("--device", default="cpu", show_default=True)
     @click.option("--weights", multiple=True, metavar="NAME=PATH", help="weights of a labeler (hub id or local dir)")
     @click.option("--no-progress", is_flag=True)
+    @_force_option
     def label_cmd(store: str, modalities: str, overwrite: bool, batch_size: int | None, device: str,
-                  weights: tuple[str, ...], no_progress: bool) -> None:
+                  weights: tuple[str, ...], no_progress: bool, force: bool) -> None:
         """Run the modalities' pseudo-labelers over STORE (resumable; distributed under accelerate/torchrun)."""
         _setup_logging()
         from .jobs import label
 
         reports = label(store, _split(modalities), overwrite=overwrite, batch_size=batch_size, device=device,
-                        weights=_parse_weights(weights), progress=not no_progress)
+                        weights=_parse_weights(weights), progress=not no_progress, force=force)
         for r in reports.values():
             rate = r.samples / r.seconds if r.seconds > 0 else 0.0
             click.echo(f"{r.modality}: {r.shards_done} shard(s) labeled, {r.shards_skipped} already complete, "
@@ -91,26 +100,33 @@ def register_commands(cli: click.Group) -> None:
     @click.option("--overwrite-crops", is_flag=True,
                   help="draw new crops (--crops/--seed); deletes every modality's tokens")
     @click.option("--no-progress", is_flag=True)
+    @_force_option
     def tokenize_cmd(store: str, modalities: str, crops: int, tokenizers_dir: str, seed: int, batch_size: int,
-                     device: str, overwrite: bool, overwrite_crops: bool, no_progress: bool) -> None:
+                     device: str, overwrite: bool, overwrite_crops: bool, no_progress: bool, force: bool) -> None:
         """Tokenize CROPS crops per sample of the modalities (resumable; distributed)."""
         _setup_logging()
         from .jobs import tokenize
 
         reports = tokenize(store, _split(modalities), crops=crops, tokenizers_dir=tokenizers_dir, seed=seed,
                            overwrite=overwrite, batch_size=batch_size, device=device, progress=not no_progress,
-                           overwrite_crops=overwrite_crops)
+                           overwrite_crops=overwrite_crops, force=force)
         for r in reports.values():
             click.echo(f"{r.modality}: {r.shards_done} shard(s) tokenized, {r.shards_skipped} already complete")
 
     @cli.command("inspect")
     @click.argument("store")
     @click.option("--json", "as_json", is_flag=True, help="print JSON")
-    def inspect_cmd(store: str, as_json: bool) -> None:
-        """Per modality: complete samples, dtype, shape, bytes on disk, sha256 of the values."""
-        from .jobs import format_inspect, inspect_store
+    @click.option("--repair", is_flag=True, help="mark damaged shards not done, so that their job redoes them")
+    @_force_option
+    def inspect_cmd(store: str, as_json: bool, repair: bool, force: bool) -> None:
+        """Per modality: complete samples, dtype, shape, bytes on disk, sha256 of the values. Every done shard is
+        checked against the record written with it; damaged shards make the command fail (exit status 2) unless
+        --repair marks them not done."""
+        from .jobs import damage_error, format_inspect, inspect_store, repair_store
 
-        info = inspect_store(store)
+        info = repair_store(store, force=force) if repair else inspect_store(store)
         click.echo(json.dumps(info, indent=2) if as_json else format_inspect(info))
+        if info["problems"] and not repair:
+            raise damage_error(store, info["problems"])
 
 

@@ -50,13 +50,68 @@ def crop_params(indices: Iterable[int], num_crops: int, raw_size: int, *, seed: 
     return out
 
 
+#: Images with more pixels than this are skipped before they are decoded (8192 x 8192).
+MAX_IMAGE_PIXELS = 8192 * 8192
+#: Images whose long side exceeds this many times the short side are skipped (the centre crop would keep
+#: almost nothing of them, and resizing the short side up would allocate a huge image).
+MAX_ASPECT_RATIO = 32
+
+
+class ImageRejected(ValueError):
+    """An image ingest refuses before decoding it (too many pixels, too elongated)."""
+
+
+def check_image_size(width: int, height: int) -> None:
+    """Raise :class:`ImageRejected` for images :func:`load_image` will not decode (sizes from the header)."""
+    if width < 1 or height < 1:
+        raise ImageRejected(f"image has an empty size {width}x{height}")
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageRejected(f"image of {width}x{height} pixels exceeds the limit of {MAX_IMAGE_PIXELS} pixels "
+                            f"(MAX_IMAGE_PIXELS); downscale it first")
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise ImageRejected(f"image of {width}x{height} pixels is more elongated than {MAX_ASPECT_RATIO}:1 "
+                            f"(MAX_ASPECT_RATIO); its centre square would keep almost nothing of it")
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB (the conversion ``fourm ingest`` documents):
+
+    * 16/32-bit grey (``I;16*``, ``I``): values are read as 16-bit (0..65535) and scaled to 0..255 (v / 257,
+      rounded; ``I`` values are clipped to 0..65535 first), then replicated to three channels;
+    * float grey (``F``): clipped to 0..1 and scaled to 0..255;
+    * transparency (``RGBA``, ``LA``, ``PA``, ``P`` with a transparent colour, premultiplied modes): composited
+      over a white background;
+    * palette (``P``), ``1``, ``L``, ``CMYK`` (Pillow's conversion, no ICC colour management), ``YCbCr``,
+      ``LAB``, ``HSV``: Pillow's ``convert("RGB")``.
+    """
+    mode = img.mode
+    if mode.startswith("I") or mode == "F":
+        a = np.asarray(img)
+        if mode == "F":
+            grey = np.round(np.clip(np.nan_to_num(a.astype(np.float64)), 0.0, 1.0) * 255.0)
+        else:
+            grey = np.round(np.clip(a.astype(np.float64), 0, 65535) / 257.0)
+        g = grey.astype(np.uint8)
+        return Image.fromarray(np.ascontiguousarray(np.stack([g, g, g], axis=-1)), "RGB")
+    if mode == "P" and "transparency" in img.info:
+        img, mode = img.convert("RGBA"), "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img if mode == "RGB" else img.convert("RGB")
+
+
 def load_image(path: str, raw_size: int) -> np.ndarray:
     """Decode an image file as uint8 ``(raw_size, raw_size, 3)``.
 
-    EXIF orientation is applied, the short side is resized to ``raw_size`` (bicubic, after JPEG draft-mode
-    downscaling for speed) and the centre is cropped. Raises the decoder's exception on unreadable files.
+    The size is checked from the header before decoding (:func:`check_image_size`). EXIF orientation is
+    applied, the mode converted by :func:`to_rgb`, the short side resized to ``raw_size`` (bicubic, after JPEG
+    draft-mode downscaling for speed) and the centre cropped. Raises the decoder's exception on unreadable
+    files, :class:`ImageRejected` on refused sizes.
     """
     with Image.open(path) as img:
+        check_image_size(*img.size)
         if img.format == "JPEG":
             # decode at a reduced scale that stays >= 2x the target, then resample precisely
             w, h = img.size
@@ -64,8 +119,7 @@ def load_image(path: str, raw_size: int) -> np.ndarray:
             if s > 2 * raw_size:
                 img.draft("RGB", (max(1, w * 2 * raw_size // s), max(1, h * 2 * raw_size // s)))
         img = ImageOps.exif_transpose(img)
-        img = img.convert("RGB")
-        return resize_center_crop(img, raw_size)
+        return resize_center_crop(to_rgb(img), raw_size)
 
 
 def resize_center_crop(img: Image.Image, size: int) -> np.ndarray:

@@ -1,14 +1,15 @@
 """Plumbing shared by the dataset jobs (ingest, label, tokenize): the per-modality report, the process group,
-the progress bar, the kill-point test hook and modality resolution.
+the writer lock of a job, the progress bar, the kill-point test hook and modality resolution.
 
 The jobs log under one logger, ``fourm_core.data.jobs`` (:data:`log`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import attrs
@@ -48,10 +49,29 @@ class Dist:
             self.state.wait_for_everyone()
 
 
+@contextlib.contextmanager
+def job_lock(url: str, dist: Dist, job: str, *, force: bool = False) -> Iterator[Any]:
+    """Hold the store's writer lock for a job: process 0 takes it, then every process meets at a barrier and
+    the others join it (one lock per job, however many processes write its shards). Released by process 0
+    when the job ends, also on errors."""
+    from .lock import WriterLock
+
+    lock = WriterLock.acquire(url, job, force=force) if dist.is_main else None
+    try:
+        dist.barrier()
+        if lock is None:
+            lock = WriterLock.join(url)
+        yield lock
+    finally:
+        if lock is not None:
+            lock.release()
+
+
 def kill_point(where: str) -> None:
     """Test hook: SIGKILL this process when the environment variable FOURM_TEST_KILL_AT equals ``where``
-    (``"<job>:<modality>:<shard>"``, reached after the shard's data is written, before its done flag); the crash
-    tests of ``tests/data/test_jobs_faults.py`` use it to interrupt a job at an exact point."""
+    (``"<job>:<modality>:<shard>"``, reached after the shard's data is written, before its done flag;
+    ``"create:<array path>"``, between an array's completion records and the array); the crash tests use it to
+    interrupt a job at an exact point."""
     if os.environ.get("FOURM_TEST_KILL_AT") == where:
         import signal
 

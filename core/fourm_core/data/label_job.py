@@ -9,7 +9,8 @@ from typing import Any
 from fourm_registry import ModalitySet, ModalitySpec
 
 from .errors import StoreError
-from .jobkit import Dist, JobReport, kill_point, log, progress_bar, resolve_modalities
+from .identity import labeler_identity
+from .jobkit import Dist, JobReport, job_lock, kill_point, log, progress_bar, resolve_modalities
 from .store import Store
 
 
@@ -47,8 +48,13 @@ def _parse_weights(weights: Mapping[str, str] | None, specs: list[ModalitySpec])
 
 def label(url: str, modalities: Sequence[str], *, overwrite: bool = False, batch_size: int | None = None,
           device: str = "cpu", weights: Mapping[str, str] | None = None, registry: ModalitySet | None = None,
-          progress: bool = True, labeler_kwargs: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, JobReport]:
-    """Run each modality's pseudo-labeler over the store and write ``<name>/raw`` (resumable, distributed)."""
+          progress: bool = True, labeler_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+          force: bool = False) -> dict[str, JobReport]:
+    """Run each modality's pseudo-labeler over the store and write ``<name>/raw`` (resumable, distributed).
+
+    Holds the store's writer lock (``force`` takes over one held by another job). A resume must use the labeler,
+    weights and labeler keyword arguments of the finished shards (their identity is recorded per array);
+    ``overwrite`` relabels from scratch."""
     specs = _order_by_requires(resolve_modalities(modalities, registry))
     weights = _parse_weights(weights, specs)
     dist = Dist(device)
@@ -79,21 +85,24 @@ def label(url: str, modalities: Sequence[str], *, overwrite: bool = False, batch
         planned.add(spec.name)
 
     reports = {}
-    for spec in specs:
-        if dist.is_main:
-            store.ensure_raw(spec, overwrite=overwrite)
-            store._set_modality_meta(spec.name, weights=weights.get(spec.name, spec.default_weights))  # noqa: SLF001
-        dist.barrier()
-        store = Store.open(url, "r+")  # see the arrays process 0 created
-        reports[spec.name] = _label_one(store, spec, dist, batch_size=batch_size, device=device,
-                                        weights=weights.get(spec.name, spec.default_weights), progress=progress,
-                                        extra=dict((labeler_kwargs or {}).get(spec.name, {})))
-        dist.barrier()
+    job = f"fourm label {url} --modalities {','.join(s.name for s in specs)}"
+    with job_lock(url, dist, job, force=force) as lock:
+        for spec in specs:
+            w = weights.get(spec.name, spec.default_weights)
+            extra = dict((labeler_kwargs or {}).get(spec.name, {}))
+            if dist.is_main:
+                store.ensure_raw(spec, overwrite=overwrite, identity=labeler_identity(spec.labeler.target, w, extra))
+                store._set_modality_meta(spec.name, weights=w)  # noqa: SLF001
+            dist.barrier()
+            store = Store.open(url, "r+")  # see the arrays process 0 created
+            reports[spec.name] = _label_one(store, spec, dist, batch_size=batch_size, device=device, weights=w,
+                                            progress=progress, extra=extra, lock=lock)
+            dist.barrier()
     return reports
 
 
 def _label_one(store: Store, spec: ModalitySpec, dist: Dist, *, batch_size: int | None, device: str,
-               weights: str | None, progress: bool, extra: dict[str, Any]) -> JobReport:
+               weights: str | None, progress: bool, extra: dict[str, Any], lock: Any) -> JobReport:
     t0 = time.perf_counter()
     shards = store.shards()
     done = store.done(spec.name, "raw")
@@ -129,6 +138,7 @@ def _label_one(store: Store, spec: ModalitySpec, dist: Dist, *, batch_size: int 
                         )
                     outs.extend(result)
                     bar.update(len(idx))
+                lock.check()  # still this job's store (nobody took it over with --force)
                 store.write_raw(spec, rng.start, outs, mark_done=False)
                 kill_point(f"label:{spec.name}:{s}")
                 store.mark_done(spec.name, "raw", s)  # after the data: an interrupted shard is redone

@@ -83,9 +83,15 @@ def conform_raw(spec: ModalitySpec, shape: tuple[int, ...], raw: Any, index: int
                 f"modality {spec.name!r}: raw sample {index} has values in [{arr.min()}, {arr.max()}], outside "
                 f"the range of {dtype}"
             )
-    if dst == "f" and not np.all(np.isfinite(arr)):
-        raise StoreError(f"modality {spec.name!r}: raw sample {index} contains NaN or inf")
-    return arr.astype(dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = arr.astype(dtype)
+    if dst == "f" and not np.all(np.isfinite(out)):  # after the cast: values beyond e.g. float16's range become inf
+        finite = np.isfinite(arr)
+        what = ("NaN or inf" if not finite.all() else
+                f"values beyond the range of {dtype} (largest magnitude {float(np.abs(arr).max()):g}, {dtype} holds up "
+                f"to {float(np.finfo(dtype).max):g}); rescale them in the labeler")
+        raise StoreError(f"modality {spec.name!r}: raw sample {index} contains {what}")
+    return out
 
 
 def encode_raws(spec: ModalitySpec, shape: tuple[int, ...], start: int, raws: Sequence[Any]) -> np.ndarray:

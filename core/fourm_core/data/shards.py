@@ -2,8 +2,20 @@
 
 :class:`ShardedArrays` creates, finds and deletes the arrays of a store's group (one chunk per sample, one zarr
 shard per ``samples_per_shard`` samples, Blosc-zstd plus a crc32c checksum), keeps the completion record
-``<name>/<what>_done`` (one bool per shard) of each, and reads samples in consecutive runs, turning a failed
-checksum into :class:`CorruptDataError` naming the array and the samples.
+``<name>/<what>_done`` (one bool per shard) of each with its per-shard record (:mod:`.records`), and reads
+samples in consecutive runs, turning a failed checksum or a missing shard object into :class:`CorruptDataError`
+naming the array and the samples.
+
+Crash safety: the completion record of an array is created before the array (a kill in between leaves no data
+array, which the next run creates), a shard is marked done only after its data and its record, and a write that
+covers a whole shard first deletes the shard's stored object, so a job can always redo a shard that is not marked
+done, whatever a killed writer left on disk. Root attributes are read afresh before every update, so that two
+handles of one store (or two modalities of one run) never drop each other's records.
+
+zarr behaviours relied on (zarr 3.1): the sharding codec stores one object per shard under the key
+``<path>/c/<shard>/0..`` and decodes an existing object before writing into it; chunks equal to the fill value
+are not stored (a shard object may legitimately be absent); missing objects read back as the fill value;
+``create_array(attributes=...)`` writes the attributes in the same ``zarr.json`` as the array.
 """
 
 from __future__ import annotations
@@ -17,6 +29,8 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
 
+from . import records
+from .records import RecordKeeping
 from .errors import CorruptDataError, IncompleteDataError, StoreError
 from .raw import is_text_array
 
@@ -61,8 +75,12 @@ def _runs(indices: np.ndarray) -> list[tuple[int, int]]:
     return [(int(indices[a]), int(indices[b - 1]) + 1) for a, b in zip(starts, stops)]
 
 
+_done_path = records.done_path
+_done_key = records.done_key
+
+
 # --------------------------------------------------------------------------------------------------
-class ShardedArrays:
+class ShardedArrays(RecordKeeping):
     """The arrays of one store's zarr group, their shards and completion records (base of ``Store``)."""
 
     def __init__(self, group: zarr.Group, url: str, mode: str, *, num_samples: int, samples_per_shard: int):
@@ -73,6 +91,8 @@ class ShardedArrays:
         self.samples_per_shard: int = samples_per_shard
         self._arrays: dict[str, zarr.Array] = {}
         self._done_cache: dict[tuple[str, str], np.ndarray] = {}
+        self._record_cache: dict[str, np.ndarray | None] = {}
+        self._present: dict[str, set[int]] = {}  # shards whose recorded object was seen, per array
 
     # -- geometry ---------------------------------------------------------------------------------
     @property
@@ -92,15 +112,28 @@ class ShardedArrays:
     def attrs(self) -> dict[str, Any]:
         return dict(self._group.attrs)
 
+    def _refresh(self) -> None:
+        """Re-read the root group's metadata (another handle or process may have updated its attributes)."""
+        if self.mode != "r":
+            self._group = zarr.open_group(self._group.store_path, mode="r+", zarr_format=3, use_consolidated=False)
+
     def modalities(self) -> dict[str, dict[str, Any]]:
         """Per-modality metadata recorded by the jobs that wrote them."""
+        self._refresh()
         return dict(self._group.attrs.get("modalities", {}))
 
+    def _update_root(self, **fields: Any) -> None:
+        """Set root attributes (on a fresh read of the root's metadata)."""
+        self._refresh()
+        self._group.attrs.update(fields)
+
     def _set_modality_meta(self, name: str, **fields: Any) -> None:
-        mods = self.modalities()
-        entry = dict(mods.get(name, {}))
-        entry.update(fields)
-        mods[name] = entry
+        self._update_modalities(lambda mods: mods.setdefault(name, {}).update(fields))
+
+    def _update_modalities(self, change: Any) -> None:
+        """Apply ``change(mods)`` to a fresh copy of the root's ``modalities`` attribute and write it back."""
+        mods = {k: dict(v) for k, v in self.modalities().items()}
+        change(mods)
         self._group.attrs["modalities"] = mods
 
     def _require_writable(self, what: str) -> None:
@@ -108,27 +141,33 @@ class ShardedArrays:
             raise StoreError(f"store {self.url} is open read-only; open it with mode='r+' to {what}")
 
     def set_num_samples(self, num_samples: int) -> None:
-        """Shrink the store to ``num_samples`` (ingest does this after skipping unreadable files)."""
+        """Shrink the store to ``num_samples`` (ingest does this after skipping unreadable files).
+
+        The root attribute is written first, then the arrays are resized: a kill in between leaves arrays
+        longer than the store, which reads ignore and the next call (idempotent) shrinks."""
         self._require_writable("resize it")
-        for path in self._all_data_arrays():
-            arr = self._group[path]
-            arr.resize((num_samples, *arr.shape[1:]))
-        self._arrays.clear()
-        self._done_cache.clear()
         old_shards = self.num_shards
         self.num_samples = int(num_samples)
-        self._group.attrs["num_samples"] = int(num_samples)
+        self._update_root(num_samples=int(num_samples))
+        for path in self._all_data_arrays():
+            arr = self._group[path]
+            if arr.shape[0] != num_samples:
+                arr.resize((num_samples, *arr.shape[1:]))
         for path in self._all_done_arrays():
             arr = self._group[path]
             if arr.shape[0] != self.num_shards:
-                arr.resize((self.num_shards,))
+                arr.resize((self.num_shards, *arr.shape[1:]))
+        self._arrays.clear()
+        self._done_cache.clear()
+        self._record_cache.clear()
+        self._present.clear()
         log.debug("store %s resized from %d shards to %d", self.url, old_shards, self.num_shards)
 
     def _all_data_arrays(self) -> list[str]:
         out = []
         for gname, sub in self._group.groups():
             for aname, arr in sub.arrays():
-                if not aname.endswith("_done") and aname != "done":
+                if not aname.endswith(("_done", records.RECORD_SUFFIX)) and aname != "done":
                     out.append(f"{gname}/{aname}")
         return out
 
@@ -136,7 +175,7 @@ class ShardedArrays:
         out = []
         for gname, sub in self._group.groups():
             for aname, _ in sub.arrays():
-                if aname.endswith("_done") or aname == "done":
+                if aname.endswith(("_done", records.RECORD_SUFFIX)) or aname == "done":
                     out.append(f"{gname}/{aname}")
         return out
 
@@ -174,24 +213,53 @@ class ShardedArrays:
         return self._array(self._path(name, what))
 
     def _create(self, path: str, shape: tuple[int, ...], dtype: Any, *, level: int = 3, fill_value: Any = None,
-                overwrite: bool = False) -> zarr.Array:
+                overwrite: bool = False, attributes: dict[str, Any] | None = None) -> zarr.Array:
         chunk = (1, *shape[1:])
         kwargs: dict[str, Any] = {}
         if fill_value is not None:
             kwargs["fill_value"] = fill_value
         arr = self._group.create_array(
             path, shape=shape, chunks=chunk, shards=(self.samples_per_shard, *shape[1:]), dtype=dtype,
-            compressors=_codecs(level), overwrite=overwrite, **kwargs,
+            compressors=_codecs(level), overwrite=overwrite, attributes=attributes, **kwargs,
         )
         self._arrays[path] = arr
         return arr
 
-    def _create_done(self, name: str, what: str, overwrite: bool) -> None:
-        path = f"{name}/{what}_done"
+    def _create_tracked(self, path: str, shape: tuple[int, ...], dtype: Any, **kwargs: Any) -> zarr.Array:
+        """A data array with its completion record and per-shard record, created record-first: a kill between
+        the two leaves a record without data (the data array is created by the next run), never data without a
+        record."""
+        from .jobkit import kill_point
+
+        self._create_done_for(path, overwrite=True)
+        kill_point(f"create:{path}")
+        return self._create(path, shape, dtype, **kwargs)
+
+    def _create_done_for(self, data_path: str, overwrite: bool) -> None:
         # one chunk per shard so that processes owning different shards never touch the same object
-        self._group.create_array(path, shape=(self.num_shards,), chunks=(1,), dtype="bool", fill_value=False,
-                                 overwrite=overwrite)
-        self._done_cache.pop((name, what), None)
+        self._group.create_array(_done_path(data_path), shape=(self.num_shards,), chunks=(1,), dtype="bool",
+                                 fill_value=False, overwrite=overwrite)
+        records.new_record_array(self._group, data_path, self.num_shards, overwrite)
+        self._forget(data_path)
+
+    def _ensure_done_for(self, data_path: str) -> None:
+        """Create the completion record of an existing data array that lacks one (all shards not done)."""
+        if self._array(_done_path(data_path), missing_ok=True) is None:
+            log.warning("store %s: %s has no completion record; every shard of it will be redone", self.url, data_path)
+            self._create_done_for(data_path, overwrite=True)
+
+    def _forget(self, data_path: str) -> None:
+        for path in (data_path, _done_path(data_path), records.record_path(data_path)):
+            self._arrays.pop(path, None)
+        self._done_cache.pop(_done_key(data_path), None)
+        self._record_cache.pop(data_path, None)
+        self._present.pop(data_path, None)
+
+    def _delete_tracked(self, data_path: str) -> None:
+        """Delete a data array and its records (the data first: a kill in between leaves a record only)."""
+        for path in (data_path, _done_path(data_path), records.record_path(data_path)):
+            self._delete(path)
+        self._forget(data_path)
 
     def _delete(self, path: str) -> None:
         if path in self._group:
@@ -213,11 +281,10 @@ class ShardedArrays:
         return bool(self.done(name, what)[shard])
 
     def mark_done(self, name: str, what: str, shard: int, value: bool = True) -> None:
-        """Record shard ``shard`` of ``<name>/<what>`` as complete (written last, after the data)."""
+        """Record shard ``shard`` of ``<name>/<what>`` as complete (written last, after the data and the shard's
+        record), or, with ``value=False``, as to be redone."""
         self._require_writable("record completion")
-        arr = self._array(f"{name}/{what}_done")
-        arr[shard] = value
-        self._done_cache.pop((name, what), None)
+        self._finish(self._path(name, what), shard, value)
 
     def complete_samples(self, name: str, what: str = "raw") -> int:
         flags = self.done(name, what)
@@ -252,6 +319,7 @@ class ShardedArrays:
     # -- reading with checksum errors named -----------------------------------------------------------
     def _read(self, arr: zarr.Array, indices: np.ndarray, extra: tuple = ()) -> np.ndarray:
         """Read ``arr[indices, *extra]`` as consecutive runs; a decode failure names array and samples."""
+        self._check_present(arr, indices)
         try:
             runs = _runs(indices)
             itemsize = 64 if is_text_array(arr) else np.dtype(arr.dtype).itemsize

@@ -6,10 +6,11 @@ Layout (format version :data:`FORMAT_VERSION`)::
                                     raw_size, modalities {name: {plugin, version, kind, raw, tokens}}
       <mod>/raw                     (N, *shape) per the plugin's StorageSpec, or (N,) UTF-8 JSON strings
       <mod>/raw_done                (num_shards,) bool, one chunk per shard, set after the shard's data
+      <mod>/raw_record              (num_shards, 2) uint64: digest and stored bytes of each done shard
       <mod>/tokens                  (N, crops, num_tokens) int32
       <mod>/tokens_done             (num_shards,) bool
       _crops/params                 (N, crops, 5) int32: top, left, height, width, flip (raw pixel coords)
-      _crops/done                   (num_shards,) bool
+      _crops/done                   (num_shards,) bool (and _crops/params_record)
       _samples/source               (N,) str: the file each sample was ingested from
 
 Every data array has one chunk per sample, grouped into shards of ``samples_per_shard`` samples, with
@@ -33,11 +34,17 @@ The zarr layer (arrays, shards, completion records, checked reads) is
 plugin's ``StorageSpec`` is :mod:`fourm_core.data.raw`; the error classes are in :mod:`fourm_core.data.errors`.
 
 Writers must own whole shards: zarr 3 has no locks, and two processes writing inside one shard lose data.
-The process that creates arrays and metadata (rank 0 in the jobs) must finish before others write.
+The process that creates arrays and metadata (rank 0 in the jobs) must finish before others write. The jobs
+hold the store's writer lock (:mod:`fourm_core.data.lock`) while they write.
+
+``ensure_raw`` / ``ensure_tokens`` take the ``identity`` of what produces the values (labeler weights,
+tokenizer: :mod:`fourm_core.data.identity`); it is stored in the array's attributes at creation, and an
+existing array with done shards of another identity is refused (``--overwrite`` redoes it).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -48,8 +55,11 @@ import zarr
 from fourm_registry import ModalitySpec
 
 from .errors import CorruptDataError, FormatVersionError, IncompleteDataError, StoreError
+from .identity import mismatch_message
 from .raw import DEFAULT_RAW_SIZE, decode_json, encode_raws, is_text_array, storage_of, storage_shape
 from .shards import ShardedArrays, zarr_store
+
+log = logging.getLogger(__name__)
 
 #: Version of the on-disk layout written by this code. Readers refuse stores written by a newer version.
 FORMAT_VERSION = 1
@@ -90,25 +100,28 @@ class Store(ShardedArrays):
     @classmethod
     def create(cls, url: str, num_samples: int, *, samples_per_shard: int = DEFAULT_SAMPLES_PER_SHARD,
                raw_size: int = DEFAULT_RAW_SIZE, overwrite: bool = False,
-               storage_options: Mapping[str, Any] | None = None) -> Store:
-        """Create an empty store (no modality yet). ``overwrite`` deletes an existing one."""
+               storage_options: Mapping[str, Any] | None = None,
+               extra_attrs: Mapping[str, Any] | None = None) -> Store:
+        """Create an empty store (no modality yet). ``overwrite`` deletes an existing one; ``extra_attrs`` are
+        added to the root attributes (``ingest`` records its source there)."""
         url = os.fspath(url)
         for value, what in ((num_samples, "num_samples"), (samples_per_shard, "samples_per_shard"),
                             (raw_size, "raw_size")):
             if not isinstance(value, (int, np.integer)) or value < (0 if what == "num_samples" else 1):
                 raise StoreError(f"store {url}: {what} must be a {'non-negative' if what == 'num_samples' else 'positive'} integer, got {value!r}")
         zstore = zarr_store(url, "w", storage_options)
-        try:
-            group = zarr.open_group(zstore, mode="w" if overwrite else "w-", zarr_format=3)
-        except (FileExistsError, zarr.errors.ContainsGroupError, zarr.errors.ContainsArrayError) as exc:
-            raise StoreError(f"store {url} already exists; pass overwrite=True (--overwrite) to replace it") from exc
-        group.attrs.update({
+        attributes = {
             "fourm_format_version": FORMAT_VERSION,
             "num_samples": int(num_samples),
             "samples_per_shard": int(samples_per_shard),
             "raw_size": int(raw_size),
             "modalities": {},
-        })
+            **dict(extra_attrs or {}),
+        }
+        try:  # the attributes are written with the group's zarr.json: a kill cannot leave a group without them
+            group = zarr.open_group(zstore, mode="w" if overwrite else "w-", zarr_format=3, attributes=attributes)
+        except (FileExistsError, zarr.errors.ContainsGroupError, zarr.errors.ContainsArrayError) as exc:
+            raise StoreError(f"store {url} already exists; pass overwrite=True (--overwrite) to replace it") from exc
         return cls(group, url, "r+")
 
     @classmethod
@@ -128,33 +141,51 @@ class Store(ShardedArrays):
         return f"Store({self.url!r}, num_samples={self.num_samples}, modalities={sorted(self.modalities())})"
 
     # -- raw ------------------------------------------------------------------------------------------
-    def ensure_raw(self, spec: ModalitySpec, *, overwrite: bool = False) -> zarr.Array:
-        """Create ``<spec.name>/raw`` (and its completion record) if needed; check it matches ``spec``.
+    def ensure_raw(self, spec: ModalitySpec, *, overwrite: bool = False,
+                   identity: Mapping[str, Any] | None = None) -> zarr.Array:
+        """Create ``<spec.name>/raw`` (and its completion records) if needed; check it matches ``spec`` and,
+        when given, the ``identity`` of the labeler that writes it.
 
-        ``overwrite`` deletes existing raw data and its completion record first.
+        ``overwrite`` deletes existing raw data and its completion records first.
         """
         self._require_writable(f"write modality {spec.name!r}")
         storage = storage_of(spec)
         shape = storage_shape(spec, self.raw_size)
         path = self._path(spec.name, "raw")
         if overwrite:
-            self._delete(path)
-            self._delete(f"{spec.name}/raw_done")
-            self._done_cache.pop((spec.name, "raw"), None)
+            self._delete_tracked(path)
         arr = self._array(path, missing_ok=True)
+        attrs = {"identity": dict(identity)} if identity else None
         if arr is None:
             if storage.is_json:
-                arr = self._create(path, (self.num_samples,), str, level=storage.compression_level)
+                arr = self._create_tracked(path, (self.num_samples,), str, level=storage.compression_level,
+                                           attributes=attrs)
             else:
                 fill = storage.fill_value if storage.fill_value is not None else 0
-                arr = self._create(path, (self.num_samples, *shape), storage.dtype, level=storage.compression_level,
-                                   fill_value=fill)
-            self._create_done(spec.name, "raw", overwrite=True)
+                arr = self._create_tracked(path, (self.num_samples, *shape), storage.dtype,
+                                           level=storage.compression_level, fill_value=fill, attributes=attrs)
         else:
             self._check_raw_array(spec, arr, shape)
+            self._ensure_done_for(path)
+            self._check_identity(spec.name, "raw", arr, identity)
         self._set_modality_meta(spec.name, plugin=spec.plugin, version=spec.version, kind=spec.kind,
                                 raw={"dtype": storage.dtype, "shape": list(shape)})
         return arr
+
+    def _check_identity(self, name: str, what: str, arr: zarr.Array, identity: Mapping[str, Any] | None) -> None:
+        """Refuse to resume an array whose done shards were written by something else than ``identity``."""
+        if not identity:
+            return
+        have = arr.attrs.get("identity")
+        if have is not None and have.get("sha256") == identity.get("sha256"):
+            return
+        any_done = bool(self.done(name, what).any())
+        if have is not None and any_done:
+            raise StoreError(mismatch_message(self.url, f"{name}/{what}", have, identity))
+        if have is None and any_done:
+            log.warning("store %s: %s/%s records no identity (written by an older fourm); recording this run's",
+                        self.url, name, what)
+        arr.attrs["identity"] = dict(identity)
 
     def _check_raw_array(self, spec: ModalitySpec, arr: zarr.Array, shape: tuple[int, ...]) -> None:
         storage = storage_of(spec)
@@ -188,7 +219,9 @@ class Store(ShardedArrays):
             )
         if n == 0:
             return
-        arr[start:start + n] = encode_raws(spec, storage_shape(spec, self.raw_size), start, raws)
+        block = encode_raws(spec, storage_shape(spec, self.raw_size), start, raws)
+        self._clear_covered(arr, start, start + n)
+        arr[start:start + n] = block
         if mark_done:
             self._mark_covered(spec.name, "raw", start, start + n)
 
@@ -217,17 +250,19 @@ class Store(ShardedArrays):
         """Create ``_crops/params`` (N, num_crops, 5) if needed; an existing one must match crops and seed."""
         self._require_writable("write crop parameters")
         if overwrite:
-            self._delete("_crops/params")
-            self._delete("_crops/done")
-            self._done_cache.pop(("_crops", "params"), None)
+            self._delete_tracked("_crops/params")
         arr = self._array("_crops/params", missing_ok=True)
         if arr is None:
-            arr = self._create("_crops/params", (self.num_samples, num_crops, len(CROP_FIELDS)), "int32")
-            arr.attrs.update({"fields": list(CROP_FIELDS), "seed": int(seed), "num_crops": int(num_crops)})
-            self._group.create_array("_crops/done", shape=(self.num_shards,), chunks=(1,), dtype="bool",
-                                     fill_value=False, overwrite=True)
-            self._done_cache.pop(("_crops", "params"), None)
+            # the attributes are part of the array's creation: a kill cannot leave crops without their seed
+            arr = self._create_tracked(
+                "_crops/params", (self.num_samples, num_crops, len(CROP_FIELDS)), "int32",
+                attributes={"fields": list(CROP_FIELDS), "seed": int(seed), "num_crops": int(num_crops)})
+        elif arr.attrs.get("seed") is None and not self.crops_done().any():
+            # created by an older fourm that wrote the attributes after the array, and killed in between
+            log.warning("store %s: _crops/params has no seed and no finished shard; drawing it again", self.url)
+            return self.ensure_crops(num_crops, seed=seed, overwrite=True)
         else:
+            self._ensure_done_for("_crops/params")
             have_c, have_seed = int(arr.shape[1]), arr.attrs.get("seed")
             if have_c != num_crops or have_seed != seed:
                 raise StoreError(
@@ -244,17 +279,12 @@ class Store(ShardedArrays):
         for gname, sub in list(self._group.groups()):
             if gname.startswith("_"):
                 continue
-            if "tokens" in sub:
-                self._delete(f"{gname}/tokens")
-                self._delete(f"{gname}/tokens_done")
-                self._done_cache.pop((gname, "tokens"), None)
+            if "tokens" in sub or "tokens_done" in sub:
+                self._delete_tracked(f"{gname}/tokens")
                 dropped.append(gname)
-                mods = self.modalities()
-                if gname in mods:
-                    mods[gname].pop("tokens", None)
-                    self._group.attrs["modalities"] = mods
-        self._delete("_crops/params")
-        self._delete("_crops/done")
+        if dropped:
+            self._update_modalities(lambda mods: [mods[g].pop("tokens", None) for g in dropped if g in mods])
+        self._delete_tracked("_crops/params")
         return dropped
 
     @property
@@ -273,11 +303,11 @@ class Store(ShardedArrays):
         params = np.asarray(params, dtype=np.int32)
         if params.ndim != 3 or params.shape[1:] != tuple(arr.shape[1:]):
             raise StoreError(f"store {self.url}: crop params must have shape (n, {arr.shape[1]}, 5), got {params.shape}")
+        self._clear_covered(arr, start, start + len(params))
         arr[start:start + len(params)] = params
         if mark_done:
-            done = self._array("_crops/done")
             for s in self._covered_shards(start, start + len(params)):
-                done[s] = True
+                self._finish("_crops/params", s)
 
     def read_crops(self, indices: int | Iterable[int] | slice) -> np.ndarray:
         """Crop parameters ``(n, crops, 5)`` int32 (top, left, height, width, flip)."""
@@ -287,25 +317,27 @@ class Store(ShardedArrays):
 
     # -- tokens ---------------------------------------------------------------------------------------
     def ensure_tokens(self, spec: ModalitySpec, num_crops: int, *, overwrite: bool = False,
-                      tokenizer: str | None = None) -> zarr.Array:
-        """Create ``<spec.name>/tokens`` (N, num_crops, num_tokens) int32 if needed; check an existing one."""
+                      tokenizer: str | None = None, identity: Mapping[str, Any] | None = None) -> zarr.Array:
+        """Create ``<spec.name>/tokens`` (N, num_crops, num_tokens) int32 if needed; check an existing one
+        (shape, and the ``identity`` of the tokenizer that wrote its done shards)."""
         self._require_writable(f"write tokens of {spec.name!r}")
         if not spec.num_tokens:
             raise StoreError(f"modality {spec.name!r} has no num_tokens; it cannot be tokenized")
         path = self._path(spec.name, "tokens")
         if overwrite:
-            self._delete(path)
-            self._delete(f"{spec.name}/tokens_done")
-            self._done_cache.pop((spec.name, "tokens"), None)
+            self._delete_tracked(path)
         arr = self._array(path, missing_ok=True)
         if arr is None:
-            arr = self._create(path, (self.num_samples, num_crops, spec.num_tokens), "int32")
-            self._create_done(spec.name, "tokens", overwrite=True)
+            arr = self._create_tracked(path, (self.num_samples, num_crops, spec.num_tokens), "int32",
+                                       attributes={"identity": dict(identity)} if identity else None)
         elif tuple(arr.shape[1:]) != (num_crops, spec.num_tokens):
             raise StoreError(
                 f"store {self.url}: {spec.name}/tokens has {arr.shape[1]} crops × {arr.shape[2]} tokens, but this run "
                 f"asks for {num_crops} × {spec.num_tokens}; re-tokenize with --overwrite"
             )
+        else:
+            self._ensure_done_for(path)
+            self._check_identity(spec.name, "tokens", arr, identity)
         meta = self.modalities().get(spec.name, {})
         fields: dict[str, Any] = {"tokens": {"num_crops": int(num_crops), "num_tokens": int(spec.num_tokens),
                                              "vocab_size": spec.vocab_size, "tokenizer": tokenizer}}
@@ -328,6 +360,7 @@ class Store(ShardedArrays):
                 f"modality {spec.name!r}: token ids must be in [0, {spec.vocab_size}), got "
                 f"{int(tokens.min())}..{int(tokens.max())}; is the tokenizer the one trained for this modality?"
             )
+        self._clear_covered(arr, start, start + len(tokens))
         arr[start:start + len(tokens)] = tokens.astype(np.int32)
         if mark_done:
             self._mark_covered(spec.name, "tokens", start, start + len(tokens))

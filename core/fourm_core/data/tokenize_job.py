@@ -14,7 +14,8 @@ from fourm_registry import ModalitySet, ModalitySpec
 from ..kinds import adapter_for
 from .crops import crop_params
 from .errors import StoreError
-from .jobkit import Dist, JobReport, kill_point, log, progress_bar, resolve_modalities
+from .identity import tokenizer_identity
+from .jobkit import Dist, JobReport, job_lock, kill_point, log, progress_bar, resolve_modalities
 from .store import Store
 
 
@@ -44,12 +45,15 @@ def _crop_size(spec: ModalitySpec, codec: Any) -> tuple[int, int] | None:
 def tokenize(url: str, modalities: Sequence[str], *, crops: int = 1, tokenizers_dir: str | None = None,
              codecs: Mapping[str, Any] | None = None, seed: int = 0, overwrite: bool = False,
              batch_size: int = 16, device: str = "cpu", registry: ModalitySet | None = None,
-             progress: bool = True, overwrite_crops: bool = False) -> dict[str, JobReport]:
+             progress: bool = True, overwrite_crops: bool = False, force: bool = False) -> dict[str, JobReport]:
     """Tokenize ``crops`` crops per sample of each modality into ``<name>/tokens`` (resumable, distributed).
 
     Codecs come from ``codecs`` (name → object with ``encode(list[raw]) -> LongTensor (B, num_tokens)``) or
     from ``fourm_core.tokenizers.load_codecs(tokenizers_dir, modalities)``. A spec with ``source`` reads that
     modality's raw data. Each raw is cropped by ``spec.transform.build().crop(raw, box=, flip=, size=)``.
+
+    Holds the store's writer lock (``force`` takes over one held by another job). A resume must use the
+    tokenizer of the finished shards (its identity is recorded per array); ``overwrite`` re-tokenizes.
     """
     import torch
 
@@ -76,6 +80,17 @@ def tokenize(url: str, modalities: Sequence[str], *, crops: int = 1, tokenizers_
                 f"({store.complete_samples(src, 'raw') if store.has(src, 'raw') else 0} of {store.num_samples} "
                 f"samples); run `fourm label {url} --modalities {src}` first"
             )
+    job = f"fourm tokenize {url} --modalities {','.join(s.name for s in specs)}"
+    with job_lock(url, dist, job, force=force) as lock:
+        return _tokenize_locked(url, specs, codecs, dist, crops=crops, tokenizers_dir=tokenizers_dir, seed=seed,
+                                overwrite=overwrite, batch_size=batch_size, device=device, progress=progress,
+                                overwrite_crops=overwrite_crops, torch=torch, lock=lock)
+
+
+def _tokenize_locked(url: str, specs: list[ModalitySpec], codecs: Mapping[str, Any], dist: Dist, *, crops: int,
+                     tokenizers_dir: str | None, seed: int, overwrite: bool, batch_size: int, device: str,
+                     progress: bool, overwrite_crops: bool, torch: Any, lock: Any) -> dict[str, JobReport]:
+    store = Store.open(url, "r+")
     if dist.is_main:
         if overwrite_crops:
             dropped = store.reset_crops()
@@ -83,7 +98,8 @@ def tokenize(url: str, modalities: Sequence[str], *, crops: int = 1, tokenizers_
                 log.warning("tokenize: new crops; deleted the tokens of %s, which must be tokenized again", dropped)
         store.ensure_crops(crops, seed=seed, overwrite=False)
         for spec in specs:
-            store.ensure_tokens(spec, crops, overwrite=overwrite, tokenizer=os.fspath(tokenizers_dir) if tokenizers_dir else None)
+            store.ensure_tokens(spec, crops, overwrite=overwrite, identity=tokenizer_identity(codecs[spec.name]),
+                                tokenizer=os.fspath(tokenizers_dir) if tokenizers_dir else None)
     dist.barrier()
     store = Store.open(url, "r+")
     transforms = {s.name: _transform_for(s, codecs[s.name], raw_size=store.raw_size) for s in specs}
@@ -102,6 +118,7 @@ def tokenize(url: str, modalities: Sequence[str], *, crops: int = 1, tokenizers_
         crops_done = store.crops_done()
         for s in mine:
             rng = shards[s]
+            lock.check()  # still this job's store (nobody took it over with --force)
             if not crops_done[s]:
                 store.write_crops(rng.start, crop_params(rng, crops, store.raw_size, seed=seed))
             params = store.read_crops(rng)

@@ -119,15 +119,18 @@ class PretrainedTokenizer(nn.Module):
         return self.loss(x)
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """Write ``model.safetensors`` and ``config.json`` (with ``family``) into ``directory``."""
+        """Write ``model.safetensors`` and ``config.json`` (with ``family``) into ``directory``, each atomically
+        (temp file, fsync, rename: a kill leaves the old file or the new one, never a torn one)."""
         from safetensors.torch import save_file
+
+        from ..data.atomic import atomic_path, write_text
 
         path = Path(directory)
         path.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(path / WEIGHTS_NAME), metadata={"family": self.family})
-        with open(path / CONFIG_NAME, "w", encoding="utf-8") as f:
-            json.dump({"family": self.family, **self.config}, f, indent=2, sort_keys=True)
+        with atomic_path(path / WEIGHTS_NAME) as tmp:
+            save_file(state, str(tmp), metadata={"family": self.family})
+        write_text(path / CONFIG_NAME, json.dumps({"family": self.family, **self.config}, indent=2, sort_keys=True))
         logger.info("saved %s to %s", self.display_name, path)
 
     @classmethod

@@ -1,12 +1,20 @@
 """Checkpoints of a training run: the training state, ``checkpoints/step_N`` + ``checkpoints/latest``, the final
-model, and the SIGTERM/SIGINT flag that makes the loop save and exit cleanly."""
+model, and the SIGTERM/SIGINT flag that makes the loop save and exit cleanly.
+
+Crash safety: ``latest`` is written atomically (temp file, fsync, rename) by the main process only after every
+process finished saving ``step_N``, so it always names a complete checkpoint; a ``step_N`` folder a kill
+interrupted is never named by it. The final model's tokenizer copy is built beside it and swapped in.
+"""
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 from pathlib import Path
 from typing import Any
+
+from fourm_core.data.atomic import replace_dir, write_text
 
 from ..config import TrainConfigError
 
@@ -34,20 +42,38 @@ class TrainState:
 
 
 def save_checkpoint(acc: Any, root: Path, step: int) -> None:
-    """``accelerator.save_state`` into ``root/step_<step>`` (every process), then point ``root/latest`` at it."""
+    """``accelerator.save_state`` into ``root/step_<step>`` (every process), then, once every process has
+    saved, point ``root/latest`` at it (atomically)."""
     name = f"step_{step}"
     acc.save_state(str(root / name))
+    acc.wait_for_everyone()  # every rank's shard of the state is on disk before latest names it
     if acc.is_main_process:
-        (root / LATEST).write_text(name)
+        write_text(root / LATEST, name)
     acc.wait_for_everyone()
 
 
 def load_latest(acc: Any, root: Path) -> None:
     """Restore the checkpoint ``root/latest`` names (model, optimizer, RNG and every registered object)."""
+    path = latest_dir(root)
+    acc.load_state(str(path))
+
+
+def latest_dir(root: Path) -> Path:
+    """The checkpoint folder ``root/latest`` names; a clear error when it is missing, empty or names no folder."""
     latest = root / LATEST
     if not latest.exists():
         raise TrainConfigError(f"--resume: no checkpoint in {root} (no 'latest' file); run without --resume")
-    acc.load_state(str(root / latest.read_text().strip()))
+    name = latest.read_text(errors="replace").strip()
+    have = sorted((p.name for p in root.glob("step_*") if p.is_dir()),
+                  key=lambda n: int(n[5:]) if n[5:].isdigit() else -1)
+    if not re.fullmatch(r"step_\d+", name) or not (root / name).is_dir():
+        raise TrainConfigError(
+            f"--resume: {latest} should name a checkpoint folder (step_N) but holds {name[:40]!r}"
+            f"{'' if (root / name).is_dir() or not name else ', which is not a folder there'}; checkpoint folders "
+            f"there: {', '.join(have) or 'none'}. Write the name of a complete one into {latest} (e.g. "
+            f"`echo {have[-1] if have else 'step_N'} > {latest}`), or run without --resume"
+        )
+    return root / name
 
 
 def save_final(acc: Any, model: Any, final: Path, tokenizers: str | None) -> None:
@@ -55,11 +81,9 @@ def save_final(acc: Any, model: Any, final: Path, tokenizers: str | None) -> Non
     ``final/tokenizers``. Call on the main process only."""
     acc.unwrap_model(model).save_pretrained(str(final))
     if tokenizers:
-        dst = final / "tokenizers"
-        if dst.exists():
-            shutil.rmtree(dst)
         # the tokenizers only: not their training runs (checkpoints, PNGs under _runs/)
-        shutil.copytree(tokenizers, dst, ignore=shutil.ignore_patterns("_runs"))
+        replace_dir(final / "tokenizers", lambda tmp: shutil.copytree(tokenizers, tmp, dirs_exist_ok=True,
+                                                                      ignore=shutil.ignore_patterns("_runs")))
 
 
 class StopOnSignal:
