@@ -94,10 +94,9 @@ class TokenizerTrainConfig:
     def from_yaml(cls, path: str | os.PathLike | None, **overrides: Any) -> TokenizerTrainConfig:
         if path is None:
             return cls.from_dict({}, **overrides)
-        import yaml
+        from .config import read_yaml
 
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f) or {}
+        data = read_yaml(path, TokenizerTrainError) or {}
         if not isinstance(data, dict):
             raise TokenizerTrainError(f"{path}: a tokenizer training config must be a YAML mapping")
         try:
@@ -174,6 +173,9 @@ def open_source(data: str, spec: ModalitySpec, cfg: TokenizerTrainConfig) -> Raw
     """A store (``*.zarr``, a zarr group, an fsspec URL) or, for 3-channel image modalities, a folder of images."""
     name = spec.source or spec.name
     path = Path(data)
+    if "://" not in data and not path.exists():
+        raise TokenizerTrainError(f"--data {data!r} does not exist: pass a fourm zarr store (`fourm ingest` writes "
+                                  f"one) or, for rgb, a folder of images")
     is_store = "://" in data or data.rstrip("/").endswith(".zarr") or (path / "zarr.json").is_file()
     if is_store:
         return StoreSource(data, name)
@@ -322,6 +324,7 @@ def _train_vq(spec: ModalitySpec, data: str, out: Path, cfg: TokenizerTrainConfi
 
     from fourm_core.tokenizers.codec import default_transform
 
+    source = open_source(data, spec, cfg)  # first: a wrong --data is reported as such, whatever is in --out
     run_dir = out / RUNS_DIR / spec.name
     latest = _latest_checkpoint(run_dir)
     if latest is not None and not resume:
@@ -332,7 +335,6 @@ def _train_vq(spec: ModalitySpec, data: str, out: Path, cfg: TokenizerTrainConfi
     model = spec.tokenizer.build(**dict(cfg.tokenizer))
     transform = spec.transform.build() if spec.transform is not None else default_transform(spec, model)
     size = tuple(model.input_size) if adapter_for(spec).image_like and hasattr(model, "input_size") else None
-    source = open_source(data, spec, cfg)
     dataset = CropDataset(source, spec, transform, size, cfg)
 
     decay, no_decay = [], []

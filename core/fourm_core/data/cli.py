@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import click
-
 
 
 def _split(value: str) -> list[str]:
@@ -25,6 +25,15 @@ def _parse_weights(values: tuple[str, ...]) -> dict[str, str]:
                                      param_hint="--weights")
         out[name.strip()] = path.strip()
     return out
+
+
+def _existing_store(store: str) -> str:
+    """A local STORE that a job reads must exist (a job must not leave an empty ``STORE/`` behind)."""
+    if "://" not in store and not (Path(store) / "zarr.json").is_file():
+        what = "does not exist" if not Path(store).exists() else "is not a fourm store (it has no zarr.json)"
+        raise click.BadParameter(f"{store!r} {what}; create the store with `fourm ingest PHOTOS/ {store}`",
+                                 param_hint="STORE")
+    return store
 
 
 def _setup_logging() -> None:
@@ -67,6 +76,10 @@ def register_commands(cli: click.Group) -> None:
     def label_cmd(store: str, modalities: str, overwrite: bool, batch_size: int | None, device: str,
                   weights: tuple[str, ...], no_progress: bool) -> None:
         """Run the modalities' pseudo-labelers over STORE (resumable; distributed under accelerate/torchrun)."""
+        from fourm_registry.cli import check_device
+
+        _existing_store(store)
+        check_device(device)
         _setup_logging()
         from .jobs import label
 
@@ -94,6 +107,10 @@ def register_commands(cli: click.Group) -> None:
     def tokenize_cmd(store: str, modalities: str, crops: int, tokenizers_dir: str, seed: int, batch_size: int,
                      device: str, overwrite: bool, overwrite_crops: bool, no_progress: bool) -> None:
         """Tokenize CROPS crops per sample of the modalities (resumable; distributed)."""
+        from fourm_registry.cli import check_device
+
+        _existing_store(store)
+        check_device(device)
         _setup_logging()
         from .jobs import tokenize
 
@@ -108,9 +125,8 @@ def register_commands(cli: click.Group) -> None:
     @click.option("--json", "as_json", is_flag=True, help="print JSON")
     def inspect_cmd(store: str, as_json: bool) -> None:
         """Per modality: complete samples, dtype, shape, bytes on disk, sha256 of the values."""
+        _existing_store(store)
         from .jobs import format_inspect, inspect_store
 
         info = inspect_store(store)
         click.echo(json.dumps(info, indent=2) if as_json else format_inspect(info))
-
-
