@@ -12,10 +12,11 @@ exception is a bug: it keeps its traceback. ``FOURM_DEBUG=1`` shows the tracebac
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import click
@@ -36,7 +37,8 @@ USER_ERRORS: dict[str, tuple[str, str]] = {
     "yaml.error.YAMLError": ("invalid YAML: ", "fix the YAML syntax (quote values that contain ': ', '{' or '[')"),
     "safetensors_rust.SafetensorError": (
         "a .safetensors file is corrupt or truncated: ", "re-download or re-save the file"),
-    "builtins.SafetensorError": ("a .safetensors file is corrupt or truncated: ", "re-download or re-save the file"),
+    "safetensors._safetensors_rust.SafetensorError": (
+        "a .safetensors file is corrupt or truncated: ", "re-download or re-save the file"),
     "PIL.UnidentifiedImageError": ("", "pass a readable image file"),
     "zarr.errors.MetadataValidationError": (
         "zarr metadata is invalid: ", "restore the store's zarr.json from a copy or re-create the store"),
@@ -50,16 +52,16 @@ def _dotted(cls: type) -> str:
 
 def _plugin_hook_of(exc: BaseException) -> tuple[str, str] | None:
     """``(module, hook)`` of the plugin hook implementation an exception was raised in, if any: the first
-    frame after pluggy's caller in the traceback."""
+    ``fourm_*`` function of the traceback that pluggy or the plugin manager called."""
     tb = exc.__traceback__
-    after_pluggy = False
+    caller = ""
     while tb is not None:
         frame = tb.tb_frame
         module = frame.f_globals.get("__name__", "")
-        if module.startswith("pluggy"):
-            after_pluggy = True
-        elif after_pluggy and frame.f_code.co_name.startswith("fourm_"):
+        if (frame.f_code.co_name.startswith("fourm_") and caller.startswith(("pluggy", "fourm_registry.manager"))
+                and not module.startswith(("pluggy", "fourm_registry"))):
             return module, frame.f_code.co_name
+        caller = module
         tb = tb.tb_next
     return None
 
@@ -103,6 +105,23 @@ def _shown_line(exc: BaseException) -> str | None:
     if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
         return None
     return error_line(exc)
+
+
+@contextlib.contextmanager
+def context(what: str, *, also: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
+    """Re-raise an error the user can fix (and the ``also`` types) as a :class:`FourmError` whose line starts
+    with ``what`` (the file, store or option it is about): a library's message rarely names the file."""
+    try:
+        yield
+    except FourmError:
+        raise
+    except Exception as exc:
+        line = error_line(exc)
+        if line is None and isinstance(exc, also):
+            line = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+        if line is None:
+            raise
+        raise FourmError(f"{what}: {line}") from exc
 
 
 def check_launcher(env: dict[str, str] | None = None) -> None:

@@ -221,7 +221,7 @@ def register_commands(cli: click.Group) -> None:
                      top_k, top_p, scheme, tok_dir, device, strict):
         """Generate TARGETS from the given inputs; writes raw outputs (npy/json/txt), the token ids
         (<name>.tokens.npy), a PNG per output and grid.png."""
-        from fourm_registry.cli import check_device
+        from fourm_registry.cli import check_device, context
 
         from .pipeline import AnyToAny
 
@@ -231,7 +231,8 @@ def register_commands(cli: click.Group) -> None:
                                      f"`fourm train-tokenizer --out DIR` (default: MODEL/tokenizers)",
                                      param_hint="--tokenizers")
         check_device(device)
-        pipe = AnyToAny.from_pretrained(model_dir, device=device, tokenizers=tok_dir)
+        with context(f"--model {model_dir}"):
+            pipe = AnyToAny.from_pretrained(model_dir, device=device, tokenizers=tok_dir)
         raw_inputs = {}
         for name, value in _parse_in(inputs):
             canonical = pipe.resolve(name)

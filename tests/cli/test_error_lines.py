@@ -64,9 +64,9 @@ def test_train_config_by_name_path_and_unknown(fourm, tmp_path, monkeypatch):
 
     shipped = shipped_configs()
     assert {"debug_cpu", "4m7_base_gpu", "4m21_base_gpu"} <= set(shipped)
-    for name, path in shipped.items():  # every shipped config parses, by name and as the source tree names it
+    monkeypatch.chdir(tmp_path)  # outside the checkout: by name, and by the path the source tree has them at
+    for name, path in shipped.items():
         assert config_path(name) == path == config_path(f"trainers/configs/{name}.yaml") == config_path(f"{name}.yaml")
-    monkeypatch.chdir(tmp_path)  # outside the checkout
     assert TrainConfig.from_yaml("debug_cpu", ["batch_size=2"]).batch_size == 2
     assert TrainConfig.from_yaml("trainers/configs/debug_cpu.yaml").max_steps > 0
     res = run(fourm, "configs")
@@ -133,7 +133,7 @@ def test_corrupt_zarr_json(fourm, tmp_path):
     store = tmp_path / "d.zarr"
     assert run(fourm, "ingest", str(photos), str(store)).exit_code == 0
     (store / "zarr.json").write_text('{"zarr_format": 3, "node_type": "gro')
-    one_error_line(run(fourm, "inspect", str(store)))
+    one_error_line(run(fourm, "inspect", str(store)), "d.zarr", "zarr.json", "not valid JSON", "re-create")
 
 
 def test_device_without_a_gpu(fourm, tmp_path, monkeypatch):
@@ -249,7 +249,8 @@ def test_library_errors_map_to_one_line_and_bugs_keep_their_traceback(monkeypatc
 def test_a_plugin_hook_raising_names_the_plugin(tmp_path):
     """A plugin whose hook raises something other than a FourmError: the line names the plugin and how to skip it."""
     plugin = tmp_path / "fourm_broken_demo.py"
-    plugin.write_text("def fourm_register_modalities(register):\n    raise RuntimeError('config file missing')\n")
+    plugin.write_text("from fourm_registry import hookimpl\n\n\n@hookimpl\ndef fourm_register_modalities(register):\n"
+                      "    raise RuntimeError('config file missing')\n")
     from fourm_registry.manager import PluginManager
 
     sys.path.insert(0, str(tmp_path))

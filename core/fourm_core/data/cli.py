@@ -5,8 +5,10 @@ No torch / numpy / zarr import at module level: the command bodies import :mod:`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -34,6 +36,19 @@ def _existing_store(store: str) -> str:
         raise click.BadParameter(f"{store!r} {what}; create the store with `fourm ingest PHOTOS/ {store}`",
                                  param_hint="STORE")
     return store
+
+
+@contextlib.contextmanager
+def _readable(store: str) -> Iterator[None]:
+    """A store whose JSON (``zarr.json`` metadata, json values) does not parse is named, with the repair."""
+    try:
+        yield
+    except json.JSONDecodeError as exc:
+        from .errors import CorruptDataError
+
+        raise CorruptDataError(f"store {store}: a zarr.json metadata file (or a stored JSON value) is not valid JSON "
+                               f"({exc}); restore the store from a copy or re-create it (`fourm ingest --overwrite`)"
+                               ) from exc
 
 
 def _setup_logging() -> None:
@@ -83,8 +98,9 @@ def register_commands(cli: click.Group) -> None:
         _setup_logging()
         from .jobs import label
 
-        reports = label(store, _split(modalities), overwrite=overwrite, batch_size=batch_size, device=device,
-                        weights=_parse_weights(weights), progress=not no_progress)
+        with _readable(store):
+            reports = label(store, _split(modalities), overwrite=overwrite, batch_size=batch_size, device=device,
+                            weights=_parse_weights(weights), progress=not no_progress)
         for r in reports.values():
             rate = r.samples / r.seconds if r.seconds > 0 else 0.0
             click.echo(f"{r.modality}: {r.shards_done} shard(s) labeled, {r.shards_skipped} already complete, "
@@ -114,9 +130,10 @@ def register_commands(cli: click.Group) -> None:
         _setup_logging()
         from .jobs import tokenize
 
-        reports = tokenize(store, _split(modalities), crops=crops, tokenizers_dir=tokenizers_dir, seed=seed,
-                           overwrite=overwrite, batch_size=batch_size, device=device, progress=not no_progress,
-                           overwrite_crops=overwrite_crops)
+        with _readable(store):
+            reports = tokenize(store, _split(modalities), crops=crops, tokenizers_dir=tokenizers_dir, seed=seed,
+                               overwrite=overwrite, batch_size=batch_size, device=device, progress=not no_progress,
+                               overwrite_crops=overwrite_crops)
         for r in reports.values():
             click.echo(f"{r.modality}: {r.shards_done} shard(s) tokenized, {r.shards_skipped} already complete")
 
@@ -128,5 +145,6 @@ def register_commands(cli: click.Group) -> None:
         _existing_store(store)
         from .jobs import format_inspect, inspect_store
 
-        info = inspect_store(store)
+        with _readable(store):
+            info = inspect_store(store)
         click.echo(json.dumps(info, indent=2) if as_json else format_inspect(info))
