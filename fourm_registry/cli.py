@@ -165,7 +165,7 @@ def run_command(command: click.Command, args: Sequence[str] | None = None, prog_
         result = command.main(args=None if args is None else list(args), prog_name=prog_name,
                               standalone_mode=False, **extra)
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"error: {click_error_line(exc)}", err=True)
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
@@ -181,9 +181,23 @@ def run_command(command: click.Command, args: Sequence[str] | None = None, prog_
     return result if isinstance(result, int) else 0
 
 
+def click_error_line(exc: click.ClickException) -> str:
+    """click's own errors (a bad option, a missing argument) on one line, with where the help is."""
+    line = " ".join(exc.format_message().split())
+    ctx = getattr(exc, "ctx", None)
+    if isinstance(exc, click.UsageError) and ctx is not None:
+        line += f" (see '{ctx.command_path} --help')"
+    return line
+
+
 class FourmGroup(click.Group):
-    """Turns errors the user can fix into one clean line (exit code 2) instead of a traceback (also when
-    invoked directly, e.g. by click's test runner)."""
+    """Turns errors the user can fix into one clean line (exit code 2) instead of a traceback, also when
+    invoked directly (e.g. by click's test runner): :func:`run_command` is its standalone main."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        sys.exit(run_command(self, args, prog_name, complete_var=complete_var, **extra))
 
     def invoke(self, ctx):
         try:
@@ -245,7 +259,7 @@ def main(argv: list[str] | None = None) -> None:
             raise
         click.echo(f"error: {line}", err=True)
         sys.exit(2)
-    sys.exit(run_command(cli, argv, prog_name="fourm"))
+    cli.main(args=argv, prog_name="fourm")
 
 
 if __name__ == "__main__":

@@ -38,11 +38,10 @@ def one_error_line(res, *needles: str) -> str:
     lines = [ln for ln in text.splitlines() if ln.strip()]
     assert res.exit_code == 2, f"exit {res.exit_code}: {text}\n{res.exc_info}"
     assert "Traceback" not in text, text
-    errors = [ln for ln in lines if ln.startswith("error:") or ln.startswith("Error:")]
-    assert len(errors) == 1, text
+    assert len(lines) == 1 and lines[0].startswith("error: "), text
     for needle in needles:
-        assert needle in errors[0], f"{needle!r} not in {errors[0]!r}"
-    return errors[0]
+        assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
+    return lines[0]
 
 
 def run(fourm, *args: str):

@@ -292,6 +292,11 @@ def _latest_checkpoint(run_dir: Path) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
+def start_of(checkpoint: Path | None) -> int:
+    """The step a checkpoint directory of :func:`_latest_checkpoint` resumes from (0: none)."""
+    return 0 if checkpoint is None else int(json.loads((checkpoint / "train_state.json").read_text())["step"])
+
+
 def _resolve_spec(modality: str, modalities: ModalitySet | None) -> tuple[ModalitySpec, ModalitySet]:
     if modalities is None:
         from fourm_registry import get_modalities
@@ -331,6 +336,10 @@ def _train_vq(spec: ModalitySpec, data: str, out: Path, cfg: TokenizerTrainConfi
         raise TokenizerTrainError(f"{run_dir} already holds checkpoints (latest {latest.name}); pass --resume to "
                                   f"continue that run, or choose another --out")
     accelerator = Accelerator(cpu=cfg.cpu, mixed_precision=cfg.mixed_precision)
+    if accelerator.device.type == "cpu" and not cfg.tokenizer and cfg.steps - (start_of(latest)) >= 200:
+        log.warning("training the full-size %s tokenizer for %d steps at batch %d on the CPU takes hours; "
+                    "`fourm train-tokenizer --small --minutes 3` trains a small one in about 3 minutes",
+                    spec.name, cfg.steps, cfg.batch_size)
     set_seed(cfg.seed)
     model = spec.tokenizer.build(**dict(cfg.tokenizer))
     transform = spec.transform.build() if spec.transform is not None else default_transform(spec, model)
@@ -354,7 +363,7 @@ def _train_vq(spec: ModalitySpec, data: str, out: Path, cfg: TokenizerTrainConfi
     start = 0
     if latest is not None:
         accelerator.load_state(str(latest))
-        start = int(json.loads((latest / "train_state.json").read_text())["step"])
+        start = start_of(latest)
         accelerator.print(f"resuming {spec.name} tokenizer training from {latest} (step {start})")
     sampler = StepBatchSampler(len(dataset), cfg.batch_size, cfg.seed, start, cfg.steps,
                                accelerator.process_index, accelerator.num_processes)

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from fourm_registry.cli import run_command
-
-from ..cli_train import train_command
+from . import main
 
 if __name__ == "__main__":
-    sys.exit(run_command(train_command, prog_name="python -m fourm_trainers.train"))
+    sys.exit(main())
