@@ -35,14 +35,13 @@ USER_ERRORS: dict[str, tuple[str, str]] = {
     "fourm_core.model.config.ConfigError": ("model config: ", ""),
     "fourm_core.plugin_kit.seqtext.SerializationError": ("", ""),
     "yaml.error.YAMLError": ("invalid YAML: ", "fix the YAML syntax (quote values that contain ': ', '{' or '[')"),
-    "safetensors_rust.SafetensorError": (
-        "a .safetensors file is corrupt or truncated: ", "re-download or re-save the file"),
     "safetensors._safetensors_rust.SafetensorError": (
         "a .safetensors file is corrupt or truncated: ", "re-download or re-save the file"),
     "PIL.UnidentifiedImageError": ("", "pass a readable image file"),
     "zarr.errors.MetadataValidationError": (
         "zarr metadata is invalid: ", "restore the store's zarr.json from a copy or re-create the store"),
     "zarr.errors.NodeTypeValidationError": ("", "check the store path"),
+    "zarr.errors.GroupNotFoundError": ("", "check the store path (`fourm ingest PHOTOS/ STORE` creates a store)"),
 }
 
 
@@ -108,17 +107,15 @@ def _shown_line(exc: BaseException) -> str | None:
 
 
 @contextlib.contextmanager
-def context(what: str, *, also: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
-    """Re-raise an error the user can fix (and the ``also`` types) as a :class:`FourmError` whose line starts
-    with ``what`` (the file, store or option it is about): a library's message rarely names the file."""
+def context(what: str) -> Iterator[None]:
+    """Re-raise an error the user can fix as a :class:`FourmError` whose line starts with ``what`` (the file,
+    store or option it is about): a library's message rarely names the file. Bugs pass unchanged."""
     try:
         yield
     except FourmError:
         raise
     except Exception as exc:
         line = error_line(exc)
-        if line is None and isinstance(exc, also):
-            line = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
         if line is None:
             raise
         raise FourmError(f"{what}: {line}") from exc
@@ -173,12 +170,17 @@ def run_command(command: click.Command, args: Sequence[str] | None = None, prog_
         click.echo("Aborted!", err=True)
         return 1
     except Exception as exc:
-        line = _shown_line(exc)
-        if line is None:
-            raise
-        click.echo(f"error: {line}", err=True)
-        return 2
+        return _report(exc)
     return result if isinstance(result, int) else 0
+
+
+def _report(exc: Exception) -> int:
+    """Print the ``error:`` line of an error the user can fix and return 2; re-raise anything else."""
+    line = _shown_line(exc)
+    if line is None:
+        raise exc
+    click.echo(f"error: {line}", err=True)
+    return 2
 
 
 def click_error_line(exc: click.ClickException) -> str:
@@ -198,18 +200,6 @@ class FourmGroup(click.Group):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         sys.exit(run_command(self, args, prog_name, complete_var=complete_var, **extra))
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.Abort):
-            raise
-        except Exception as exc:
-            line = _shown_line(exc)
-            if line is None:
-                raise
-            click.echo(f"error: {line}", err=True)
-            ctx.exit(2)
 
 
 @click.group(cls=FourmGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -254,11 +244,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         get_manager().register_commands(cli)
     except Exception as exc:
-        line = _shown_line(exc)
-        if line is None:
-            raise
-        click.echo(f"error: {line}", err=True)
-        sys.exit(2)
+        sys.exit(_report(exc))
     cli.main(args=argv, prog_name="fourm")
 
 
