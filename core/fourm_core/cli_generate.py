@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +52,12 @@ def _load_mask(name: str, value: str) -> Any:
         return np.load(path, allow_pickle=False) != 0
     from PIL import Image
 
-    with Image.open(path) as img:
-        return np.asarray(img.convert("L")) > 127
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("L")) > 127
+    except OSError as exc:
+        raise click.BadParameter(f"{name}={value}: cannot read the mask image ({' '.join(str(exc).split())})",
+                                 param_hint="--given-mask") from None
 
 
 def _load_value(spec: Any, name: str, value: str) -> Any:
@@ -72,9 +78,13 @@ def _load_value(spec: Any, name: str, value: str) -> Any:
         if path.suffix.lower() in _IMAGE_SUFFIXES:
             from PIL import Image, ImageOps
 
-            with Image.open(path) as img:
-                img = ImageOps.exif_transpose(img)
-                return img.convert("RGB") if kind.rgb_input or img.mode in ("RGBA", "P", "CMYK") else img.copy()
+            try:
+                with Image.open(path) as img:
+                    img = ImageOps.exif_transpose(img)
+                    return img.convert("RGB") if kind.rgb_input or img.mode in ("RGBA", "P", "CMYK") else img.copy()
+            except OSError as exc:  # PIL's UnidentifiedImageError and truncated files are OSErrors
+                raise click.BadParameter(f"{name}={value}: cannot read the image ({' '.join(str(exc).split())}); "
+                                         f"pass a readable image file", param_hint="--in") from None
         raise click.BadParameter(f"{name}={value}: unsupported file type {path.suffix!r}; use an image "
                                  f"({', '.join(sorted(_IMAGE_SUFFIXES))}) or a .npy array", param_hint="--in")
     # sequence: a .json / .txt file, inline JSON, or the literal text
@@ -108,6 +118,62 @@ def _save_raw(raw: Any, base: Path) -> Path:
         path.write_text(json.dumps(raw, indent=2, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)),
                         encoding="utf-8")
     return path
+
+
+def _check_model_arg(model: str) -> None:
+    """``--model``: an existing directory / ``.safetensors`` file, or a hub id (``org/name``, nothing of it on
+    disk); a path that is neither is a usage error, not a failed download."""
+    path = Path(model)
+    if path.exists():
+        return
+    parts = model.split("/")
+    looks_like_hub_id = (len(parts) == 2 and all(parts) and not model.startswith((".", "~"))
+                         and not Path(parts[0]).exists() and not model.endswith(".safetensors"))
+    if not looks_like_hub_id:
+        raise click.BadParameter(f"{model!r} does not exist; pass a checkpoint directory (e.g. runs/debug/final, "
+                                 f"written by `fourm train`), a model.safetensors file or a hub id (org/name)",
+                                 param_hint="--model")
+
+
+@contextlib.contextmanager
+def _pipeline_warnings_muted() -> Iterator[None]:
+    """Drop the pipeline's own decode / visualizer warnings: ``fourm generate`` reports each such output once."""
+    import logging
+
+    class _Drop(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            msg = str(record.msg)
+            return not (msg.startswith("generated %r row could not be decoded") or msg.startswith("visualizer of"))
+
+    logger, drop = logging.getLogger("fourm_core.pipeline"), _Drop()
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
+
+
+def _save_picture(spec: Any, stem: str, raw: Any, path: Path) -> None:
+    """One PNG per output: the plugin's visualizer, or the output's text drawn on a tile when it cannot
+    draw it (a sequence that did not parse, a failing visualizer); a warning says which and why."""
+    from .pipeline import _text_tile, _tile_of
+
+    unparseable = isinstance(raw, str) and raw.startswith("unparseable:")
+    img = None
+    if unparseable:
+        click.echo(f"warning: {stem!r}: the generated sequence could not be parsed ({raw[len('unparseable:'):].strip()});"
+                   f" its text, token ids and a picture of the text are saved", err=True)
+        img = _text_tile(raw, 256)
+    elif spec.visualizer is not None:
+        try:
+            img = spec.visualizer.load()(raw)
+        except Exception as exc:  # noqa: BLE001 - the raw output is saved; say why the picture is its text
+            click.echo(f"warning: visualizer of {stem!r} failed ({type(exc).__name__}: {exc}); its PNG shows the "
+                       f"raw output as text", err=True)
+            img = _text_tile(str(raw), 256)
+    if img is None:
+        img = _tile_of(spec, raw, 256)
+    img.convert("RGB").save(path)
 
 
 def register_commands(cli: click.Group) -> None:
@@ -155,9 +221,18 @@ def register_commands(cli: click.Group) -> None:
                      top_k, top_p, scheme, tok_dir, device, strict):
         """Generate TARGETS from the given inputs; writes raw outputs (npy/json/txt), the token ids
         (<name>.tokens.npy), a PNG per output and grid.png."""
+        from fourm_registry.cli import check_device, context
+
         from .pipeline import AnyToAny
 
-        pipe = AnyToAny.from_pretrained(model_dir, device=device, tokenizers=tok_dir)
+        _check_model_arg(model_dir)
+        if tok_dir is not None and not Path(tok_dir).is_dir():
+            raise click.BadParameter(f"{tok_dir!r} is not a directory; pass the tokenizer directory of "
+                                     f"`fourm train-tokenizer --out DIR` (default: MODEL/tokenizers)",
+                                     param_hint="--tokenizers")
+        check_device(device)
+        with context(f"--model {model_dir}"):
+            pipe = AnyToAny.from_pretrained(model_dir, device=device, tokenizers=tok_dir)
         raw_inputs = {}
         for name, value in _parse_in(inputs):
             canonical = pipe.resolve(name)
@@ -187,29 +262,22 @@ def register_commands(cli: click.Group) -> None:
                      "temperature_schedule": temperature_schedule}
         if top_k is not None:
             overrides["top_k"] = int(top_k) if top_k >= 1 else float(top_k)
-        out = pipe(raw_inputs, tgt, seed=seed, decode_errors="raise" if strict else "text", given=given or None,
-                   conditions=conditions or None, batch_size=batch_size, pixel_twins=pixel_twins,
-                   **{k: v for k, v in overrides.items() if v is not None})
-        save = Path(save_dir)
-        save.mkdir(parents=True, exist_ok=True)
-        import numpy as np
+        with _pipeline_warnings_muted():  # this command prints one warning per output that did not decode
+            out = pipe(raw_inputs, tgt, seed=seed, decode_errors="raise" if strict else "text", given=given or None,
+                       conditions=conditions or None, batch_size=batch_size, pixel_twins=pixel_twins,
+                       **{k: v for k, v in overrides.items() if v is not None})
+            save = Path(save_dir)
+            save.mkdir(parents=True, exist_ok=True)
+            import numpy as np
 
-        for name in out:
-            np.save(save / f"{name}.tokens.npy", out.tokens[name].detach().cpu().numpy())
-            rows = [(name, out[name])] if not out.batched else [(f"{name}_{i}", r) for i, r in enumerate(out[name])]
-            spec = pipe.modalities[name]
-            for stem, raw in rows:
-                path = _save_raw(raw, save / stem)
-                if isinstance(raw, str) and raw.startswith("unparseable:"):
-                    click.echo(f"warning: {stem!r}: the generated sequence could not be parsed ({raw}); "
-                               f"its text and token ids are saved", err=True)
-                click.echo(f"{stem}: {path}")
-                if spec.visualizer is not None:
-                    try:
-                        spec.visualizer.load()(raw).convert("RGB").save(save / f"{stem}.png")
-                    except Exception as exc:  # noqa: BLE001 - the raw output is saved; say why the picture is not
-                        click.echo(f"warning: visualizer of {stem!r} failed: {type(exc).__name__}: {exc}", err=True)
-        pipe.render(out).save(save / "grid.png")
+            for name in out:
+                np.save(save / f"{name}.tokens.npy", out.tokens[name].detach().cpu().numpy())
+                rows = [(name, out[name])] if not out.batched else [(f"{name}_{i}", r) for i, r in enumerate(out[name])]
+                for stem, raw in rows:
+                    path = _save_raw(raw, save / stem)
+                    click.echo(f"{stem}: {path}")
+                    _save_picture(pipe.modalities[name], stem, raw, save / f"{stem}.png")
+            pipe.render(out).save(save / "grid.png")
         click.echo(f"grid: {save / 'grid.png'}")
 
     @cli.command("index")

@@ -218,14 +218,10 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
-        """Read a YAML file; ``overrides`` are ``key=value`` strings (dotted keys, YAML values)."""
-        import yaml
-
-        p = Path(path)
-        if not p.is_file():
-            raise TrainConfigError(f"train config file {str(p)!r} does not exist")
-        with p.open() as fh:
-            data = yaml.safe_load(fh) or {}
+        """Read a YAML file, or a shipped config by name (:func:`config_path`); ``overrides`` are ``key=value``
+        strings (dotted keys, YAML values)."""
+        p = config_path(path)
+        data = read_yaml(p, TrainConfigError) or {}
         if not isinstance(data, dict):
             raise TrainConfigError(f"{p}: the top level must be a mapping of config keys")
         data = apply_overrides(data, overrides)
@@ -255,7 +251,11 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise TrainConfigError(f"--set {item!r}: expected key=value (e.g. --set optimizer.lr=3e-4)")
-        value = yaml.safe_load(raw)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise TrainConfigError(f"--set {item!r}: the value is not valid YAML ({_yaml_problem(exc)}); quote it "
+                                   f"for the shell, e.g. --set 'datasets=[{{path: data.zarr}}]'") from None
         node = out
         parts = key.strip().split(".")
         for part in parts[:-1]:
@@ -267,3 +267,47 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
             node = nxt
         node[parts[-1]] = value
     return out
+
+
+# ---------------------------------------------------------------------------------------- shipped configs
+#: the training configs shipped inside this package (``fourm configs`` lists them)
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+def shipped_configs() -> dict[str, Path]:
+    """Name (file stem) -> path of every config shipped with fourm_trainers."""
+    return {p.stem: p for p in sorted(CONFIG_DIR.glob("*.yaml"))}
+
+
+def config_path(name_or_path: str | Path) -> Path:
+    """A config file: an existing path as given, else a shipped config by name (``debug_cpu`` or
+    ``debug_cpu.yaml``, also as ``trainers/configs/debug_cpu.yaml``, where the source tree keeps them, so that
+    this path works outside a checkout); a ``TrainConfigError`` listing the shipped names otherwise."""
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    shipped = shipped_configs()
+    stem = p.name[:-5] if p.name.endswith(".yaml") else p.name
+    if stem in shipped and p.parent in (Path("."), Path("trainers/configs")):
+        return shipped[stem]
+    raise TrainConfigError(f"train config {str(name_or_path)!r} does not exist: pass a YAML file or the name of a "
+                           f"shipped config ({', '.join(shipped) or 'none'}; `fourm configs` lists them)")
+
+
+def _yaml_problem(exc: Exception) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else str(problem)
+
+
+def read_yaml(path: str | Path, error: type[Exception]) -> Any:
+    """Parse a YAML file; a syntax error raises ``error`` naming the file, line and column."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return yaml.safe_load(fh)
+    except yaml.YAMLError as exc:
+        raise error(f"{path}: invalid YAML: {_yaml_problem(exc)}; fix the syntax") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read the config: {exc.strerror or exc}") from None

@@ -94,10 +94,9 @@ class TokenizerTrainConfig:
     def from_yaml(cls, path: str | os.PathLike | None, **overrides: Any) -> TokenizerTrainConfig:
         if path is None:
             return cls.from_dict({}, **overrides)
-        import yaml
+        from .config import read_yaml
 
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f) or {}
+        data = read_yaml(path, TokenizerTrainError) or {}
         if not isinstance(data, dict):
             raise TokenizerTrainError(f"{path}: a tokenizer training config must be a YAML mapping")
         try:
@@ -174,6 +173,9 @@ def open_source(data: str, spec: ModalitySpec, cfg: TokenizerTrainConfig) -> Raw
     """A store (``*.zarr``, a zarr group, an fsspec URL) or, for 3-channel image modalities, a folder of images."""
     name = spec.source or spec.name
     path = Path(data)
+    if "://" not in data and not path.exists():
+        raise TokenizerTrainError(f"--data {data!r} does not exist: pass a fourm zarr store (`fourm ingest` writes "
+                                  f"one) or, for rgb, a folder of images")
     is_store = "://" in data or data.rstrip("/").endswith(".zarr") or (path / "zarr.json").is_file()
     if is_store:
         return StoreSource(data, name)
@@ -290,6 +292,11 @@ def _latest_checkpoint(run_dir: Path) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
+def start_of(checkpoint: Path | None) -> int:
+    """The step a checkpoint directory of :func:`_latest_checkpoint` resumes from (0: none)."""
+    return 0 if checkpoint is None else int(json.loads((checkpoint / "train_state.json").read_text())["step"])
+
+
 def _resolve_spec(modality: str, modalities: ModalitySet | None) -> tuple[ModalitySpec, ModalitySet]:
     if modalities is None:
         from fourm_registry import get_modalities
@@ -322,17 +329,21 @@ def _train_vq(spec: ModalitySpec, data: str, out: Path, cfg: TokenizerTrainConfi
 
     from fourm_core.tokenizers.codec import default_transform
 
+    source = open_source(data, spec, cfg)  # first: a wrong --data is reported as such, whatever is in --out
     run_dir = out / RUNS_DIR / spec.name
     latest = _latest_checkpoint(run_dir)
     if latest is not None and not resume:
         raise TokenizerTrainError(f"{run_dir} already holds checkpoints (latest {latest.name}); pass --resume to "
                                   f"continue that run, or choose another --out")
     accelerator = Accelerator(cpu=cfg.cpu, mixed_precision=cfg.mixed_precision)
+    if accelerator.device.type == "cpu" and not cfg.tokenizer and cfg.steps - (start_of(latest)) >= 200:
+        log.warning("training the full-size %s tokenizer for %d steps at batch %d on the CPU takes hours; "
+                    "`fourm train-tokenizer --small --minutes 3` trains a small one in about 3 minutes",
+                    spec.name, cfg.steps, cfg.batch_size)
     set_seed(cfg.seed)
     model = spec.tokenizer.build(**dict(cfg.tokenizer))
     transform = spec.transform.build() if spec.transform is not None else default_transform(spec, model)
     size = tuple(model.input_size) if adapter_for(spec).image_like and hasattr(model, "input_size") else None
-    source = open_source(data, spec, cfg)
     dataset = CropDataset(source, spec, transform, size, cfg)
 
     decay, no_decay = [], []
@@ -352,7 +363,7 @@ def _train_vq(spec: ModalitySpec, data: str, out: Path, cfg: TokenizerTrainConfi
     start = 0
     if latest is not None:
         accelerator.load_state(str(latest))
-        start = int(json.loads((latest / "train_state.json").read_text())["step"])
+        start = start_of(latest)
         accelerator.print(f"resuming {spec.name} tokenizer training from {latest} (step {start})")
     sampler = StepBatchSampler(len(dataset), cfg.batch_size, cfg.seed, start, cfg.steps,
                                accelerator.process_index, accelerator.num_processes)

@@ -5,11 +5,13 @@ No torch / numpy / zarr import at module level: the command bodies import :mod:`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+from collections.abc import Iterator
+from pathlib import Path
 
 import click
-
 
 
 def _split(value: str) -> list[str]:
@@ -25,6 +27,28 @@ def _parse_weights(values: tuple[str, ...]) -> dict[str, str]:
                                      param_hint="--weights")
         out[name.strip()] = path.strip()
     return out
+
+
+def _existing_store(store: str) -> str:
+    """A local STORE that a job reads must exist (a job must not leave an empty ``STORE/`` behind)."""
+    if "://" not in store and not (Path(store) / "zarr.json").is_file():
+        what = "does not exist" if not Path(store).exists() else "is not a fourm store (it has no zarr.json)"
+        raise click.BadParameter(f"{store!r} {what}; create the store with `fourm ingest PHOTOS/ {store}`",
+                                 param_hint="STORE")
+    return store
+
+
+@contextlib.contextmanager
+def _readable(store: str) -> Iterator[None]:
+    """A store whose JSON (``zarr.json`` metadata, json values) does not parse is named, with the repair."""
+    try:
+        yield
+    except json.JSONDecodeError as exc:
+        from .errors import CorruptDataError
+
+        raise CorruptDataError(f"store {store}: a zarr.json metadata file (or a stored JSON value) is not valid JSON "
+                               f"({exc}); restore the store from a copy or re-create it (`fourm ingest --overwrite`)"
+                               ) from exc
 
 
 def _setup_logging() -> None:
@@ -76,11 +100,16 @@ def register_commands(cli: click.Group) -> None:
     def label_cmd(store: str, modalities: str, overwrite: bool, batch_size: int | None, device: str,
                   weights: tuple[str, ...], no_progress: bool, force: bool) -> None:
         """Run the modalities' pseudo-labelers over STORE (resumable; distributed under accelerate/torchrun)."""
+        from fourm_registry.cli import check_device
+
+        _existing_store(store)
+        check_device(device)
         _setup_logging()
         from .jobs import label
 
-        reports = label(store, _split(modalities), overwrite=overwrite, batch_size=batch_size, device=device,
-                        weights=_parse_weights(weights), progress=not no_progress, force=force)
+        with _readable(store):
+            reports = label(store, _split(modalities), overwrite=overwrite, batch_size=batch_size, device=device,
+                            weights=_parse_weights(weights), progress=not no_progress, force=force)
         for r in reports.values():
             rate = r.samples / r.seconds if r.seconds > 0 else 0.0
             click.echo(f"{r.modality}: {r.shards_done} shard(s) labeled, {r.shards_skipped} already complete, "
@@ -104,12 +133,17 @@ def register_commands(cli: click.Group) -> None:
     def tokenize_cmd(store: str, modalities: str, crops: int, tokenizers_dir: str, seed: int, batch_size: int,
                      device: str, overwrite: bool, overwrite_crops: bool, no_progress: bool, force: bool) -> None:
         """Tokenize CROPS crops per sample of the modalities (resumable; distributed)."""
+        from fourm_registry.cli import check_device
+
+        _existing_store(store)
+        check_device(device)
         _setup_logging()
         from .jobs import tokenize
 
-        reports = tokenize(store, _split(modalities), crops=crops, tokenizers_dir=tokenizers_dir, seed=seed,
-                           overwrite=overwrite, batch_size=batch_size, device=device, progress=not no_progress,
-                           overwrite_crops=overwrite_crops, force=force)
+        with _readable(store):
+            reports = tokenize(store, _split(modalities), crops=crops, tokenizers_dir=tokenizers_dir, seed=seed,
+                               overwrite=overwrite, batch_size=batch_size, device=device, progress=not no_progress,
+                               overwrite_crops=overwrite_crops, force=force)
         for r in reports.values():
             click.echo(f"{r.modality}: {r.shards_done} shard(s) tokenized, {r.shards_skipped} already complete")
 
@@ -122,11 +156,11 @@ def register_commands(cli: click.Group) -> None:
         """Per modality: complete samples, dtype, shape, bytes on disk, sha256 of the values. Every done shard is
         checked against the record written with it; damaged shards make the command fail (exit status 2) unless
         --repair marks them not done."""
+        _existing_store(store)
         from .jobs import damage_error, format_inspect, inspect_store, repair_store
 
-        info = repair_store(store, force=force) if repair else inspect_store(store)
+        with _readable(store):
+            info = repair_store(store, force=force) if repair else inspect_store(store)
         click.echo(json.dumps(info, indent=2) if as_json else format_inspect(info))
         if info["problems"] and not repair:
             raise damage_error(store, info["problems"])
-
-

@@ -41,23 +41,9 @@ __all__ = ["EMBEDDING_PREFIXES", "NO_DECAY_KEYS", "KindRules", "StepStats", "Tra
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m fourm_trainers.train ...``: the ``fourm train`` command on its own; returns the exit status.
-    A configuration error prints one ``error:`` line and returns 2, as under ``fourm``."""
-    import click
-
-    from fourm_registry import FourmError
+    An error the user can fix prints one ``error:`` line and returns 2, as under ``fourm``."""
+    from fourm_registry.cli import run_command
 
     from ..cli_train import train_command
 
-    try:
-        status = train_command.main(args=None if argv is None else list(argv), prog_name="fourm_trainers.train",
-                                    standalone_mode=False)
-    except FourmError as exc:
-        click.echo(f"error: {exc}", err=True)
-        return 2
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.Abort:
-        click.echo("Aborted!", err=True)
-        return 1
-    return status if isinstance(status, int) else 0
+    return run_command(train_command, argv, prog_name="python -m fourm_trainers.train")

@@ -1,4 +1,5 @@
-"""``python -m fourm_trainers.train`` (and ``accelerate launch -m`` / ``torchrun -m``): the ``fourm train`` command."""
+"""``python -m fourm_trainers.train`` (and ``accelerate launch -m`` / ``torchrun -m``): the ``fourm train``
+command, with the same one-line ``error:`` contract (exit status 2) as ``fourm``."""
 
 from __future__ import annotations
 
