@@ -542,7 +542,7 @@ def given_prefix(template: torch.Tensor, hidden: torch.Tensor, *, eos_id: int, p
     ``[S_1]`` after the text); None when a row is a template with spans elsewhere (the grammar then cannot
     follow the generated spans)."""
     visible = ~hidden & (template != eos_id) & (template != pad_id)
-    sentinel = visible & (template >= first_sentinel_id) & (template < first_sentinel_id + num_sentinels)
+    sentinel = visible & (template >= first_sentinel_id) & (template < first_sentinel_id + num_sentinels - 1)
     lengths = (visible & ~sentinel).long().sum(dim=1)
     one = sentinel.long().sum(dim=1) == 1
     at_end = template.gather(1, lengths[:, None].clamp(max=template.shape[1] - 1)).squeeze(1) == first_sentinel_id
