@@ -28,7 +28,7 @@ import torch
 from fourm_registry import ModalitySet, ModalitySpec
 
 from ..kinds import adapter_for
-from . import grammar as grammar_mod
+from . import grammar_decode
 from . import partial as partial_mod
 from .backend import ModelBackend
 from .chain import ScheduleStep, plan_target
@@ -374,7 +374,7 @@ class Sampler:
         use_table = not cfg.top_k and (not cfg.top_p or cfg.top_p >= 1) and cfg.vocab_limit is None
         table = self.backend.proposal_table(name) if use_table else None
         # grammar-constrained decoding: one automaton state per row, a mask of the allowed tokens per step
-        grammar = grammar_mod.target_grammar(
+        grammar = grammar_decode.target_grammar(
             cfg.grammar, name, vocab=cfg.vocab_limit or self.backend.vocab_size(name), n_new=n_new, length=L,
             closing=closing, eos_id=self.eos_id, pad_id=self.pad_id, first_sentinel_id=self.first_sentinel_id,
             num_sentinels=self.num_sentinels, given=None if given is None else (template, template_hidden))
