@@ -236,3 +236,22 @@ def test_bad_grammar_settings_raise(fm, ref_tok):
         Sampler(model).generate(inputs, [TargetConfig(modality=cap, grammar="det")], seed=0)
     with pytest.raises(GenerationError, match="grammar=True"):
         Sampler(model).generate(inputs, [TargetConfig(modality=cap, grammar=True)], seed=0)
+
+
+def test_codec_grammar_fills_unset_and_true_and_keeps_false(our_tok):
+    """Catches the codec wiring: an unset or True grammar becomes the codec's compiled automaton (the one
+    automaton_for caches), False stays off, and True on a modality without a grammar raises."""
+    from fourm_core.generation.grammar import TokenAutomaton, codec_automaton, with_codec_grammar
+    from fourm_core.tokenizers.codec import sequence_codec
+    from fourm_registry import get_modalities
+
+    mods = get_modalities()
+    det, cap = sequence_codec(mods["det"], our_tok), sequence_codec(mods["caption"], our_tok)
+    a = codec_automaton(det)
+    assert isinstance(a, TokenAutomaton) and codec_automaton(det) is a and codec_automaton(cap) is None
+    assert with_codec_grammar(TargetConfig(modality="det"), det).grammar is a
+    assert with_codec_grammar(TargetConfig(modality="det", grammar=True), det).grammar is a
+    assert with_codec_grammar(TargetConfig(modality="det", grammar=False), det).grammar is False
+    assert with_codec_grammar(TargetConfig(modality="caption"), cap).grammar is None
+    with pytest.raises(GenerationError, match="declares no grammar"):
+        with_codec_grammar(TargetConfig(modality="caption", grammar=True), cap)

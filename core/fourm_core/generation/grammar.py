@@ -272,6 +272,7 @@ class TokenAutomaton:
     accept: torch.Tensor
     dist: torch.Tensor
     once: torch.Tensor | None
+    _memo: dict = attrs.field(factory=dict, init=False, repr=False)
 
     @property
     def num_states(self) -> int:
@@ -286,6 +287,8 @@ class TokenAutomaton:
         V = self.vocab_size
         if vocab == V:
             return self
+        if vocab in self._memo:
+            return self._memo[vocab]
         A = int(self.trans.shape[1]) - 1
         used = torch.nonzero(self.atom_of_id < A).flatten()
         if vocab < V and used.numel() and int(used.max()) >= vocab:
@@ -297,7 +300,16 @@ class TokenAutomaton:
         if self.once is not None:
             once = torch.zeros(vocab, dtype=torch.bool)
             once[: min(V, vocab)] = self.once[: min(V, vocab)]
-        return attrs.evolve(self, atom_of_id=atoms, once=once)
+        self._memo[vocab] = attrs.evolve(self, atom_of_id=atoms, once=once)
+        return self._memo[vocab]
+
+    def move_masks(self) -> torch.Tensor:
+        """Bool ``(S, V)``: per state, the tokens that lead to a state from which a text can still end
+        (computed once)."""
+        if "moves" not in self._memo:
+            live = (self.trans >= 0) & (self.dist[self.trans.clamp(min=0)] < _FAR)  # (S, A + 1)
+            self._memo["moves"] = live[:, self.atom_of_id]
+        return self._memo["moves"]
 
     def accepts(self, ids: Sequence[int], *, complete: bool = True) -> bool:
         """Whether the id sequence is a text of the grammar (``complete=False``: the beginning of one)."""

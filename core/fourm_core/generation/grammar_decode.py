@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from .errors import GenerationError
-from .grammar import TokenAutomaton
+from .grammar import _FAR, TokenAutomaton
 
 log = logging.getLogger(__name__)
 
@@ -32,44 +32,59 @@ class GrammarDecoder:
         self.atom_of_id = automaton.atom_of_id.to(dev)
         self.trans, self.dist = automaton.trans.to(dev), automaton.dist.to(dev)
         self.accept = automaton.accept.to(dev)
+        self.moves = automaton.move_masks().to(dev)  # (S, V): the allowed tokens while the budget is not binding
+        finite = automaton.dist[automaton.dist < _FAR]
+        self.far_enough = int(finite.max()) + 1  # positions left from which no state's moves are cut
         B = budget.shape[0]
         self.state = torch.zeros(B, dtype=torch.long, device=dev)
         self.ended = torch.zeros(B, dtype=torch.bool, device=dev)
+        self.any_ended = False
         self.budget, self.stop_ids, self.eos_id = budget.to(dev), stop_ids.to(dev), eos_id
+        self.min_budget = int(budget.min()) if B else 0
         self.used = None if automaton.once is None else torch.zeros((B, automaton.vocab_size), dtype=torch.bool,
                                                                        device=dev)
         self.once = None if automaton.once is None else automaton.once.to(dev)
         self.written = torch.zeros(B, dtype=torch.long, device=dev)
+        self.step = 0
         self._warned = False
 
     def allowed(self) -> torch.Tensor:
         """Bool ``(B, V)``: the tokens each row may write next."""
-        nxt = self.trans[self.state]  # (B, A + 1)
-        left = (self.budget - self.written - 1)[:, None]  # positions left after this token
-        ok = (nxt >= 0) & (self.dist[nxt.clamp(min=0)] <= left)
-        mask = ok.gather(1, self.atom_of_id.expand(ok.shape[0], -1))  # (B, V)
+        if self.min_budget - self.step - 1 >= self.far_enough:  # the budget cuts nothing yet: one row per state
+            mask = self.moves.index_select(0, self.state)
+        else:
+            nxt = self.trans[self.state]  # (B, A + 1)
+            left = (self.budget - self.written - 1)[:, None]  # positions left after this token
+            ok = (nxt >= 0) & (self.dist[nxt.clamp(min=0)] <= left)
+            mask = ok.gather(1, self.atom_of_id.expand(ok.shape[0], -1))  # (B, V)
         if self.used is not None:
             mask &= ~self.used
-        can_stop = self.accept[self.state] | self.ended
-        mask.scatter_(1, self.stop_ids, can_stop[:, None].expand_as(self.stop_ids))
-        mask[self.ended] = False
-        mask[self.ended, self.eos_id] = True
-        empty = ~mask.any(dim=1)
-        if bool(empty.any()):  # a grammar whose once= tokens ran out: end the text rather than break it
-            if not self._warned:
-                log.warning("grammar of %r: no allowed token left for %d row(s); ending them", self.a.modality,
-                            int(empty.sum()))
-                self._warned = True
-            mask[empty, self.eos_id] = True
+        mask.scatter_(1, self.stop_ids, self.accept[self.state][:, None].expand_as(self.stop_ids))
+        if self.any_ended:  # rows past their end write [EOS] (stop_at_eos=False, or waiting for the others)
+            eos_only = torch.zeros_like(mask[:1])
+            eos_only[0, self.eos_id] = True
+            mask = torch.where(self.ended[:, None], eos_only, mask)
+        if self.used is not None or self.min_budget - self.step - 1 < self.far_enough:
+            empty = ~mask.any(dim=1)
+            if bool(empty.any()):  # e.g. a grammar whose once= tokens ran out: end the text rather than break it
+                if not self._warned:
+                    log.warning("grammar of %r: no allowed token left for %d row(s); ending them", self.a.modality,
+                                int(empty.sum()))
+                    self._warned = True
+                mask[empty, self.eos_id] = True
         return mask
 
     def advance(self, ids: torch.Tensor) -> None:
+        """Feed the tokens ``ids`` ``(B,)`` drawn at this step."""
         stop = (ids[:, None] == self.stop_ids).any(dim=1)
         nxt = self.trans[self.state, self.atom_of_id[ids.clamp(0, self.a.vocab_size - 1)]]
         live = ~self.ended & ~stop
         self.state = torch.where(live, nxt.clamp(min=0), self.state)
-        self.ended |= stop | (live & (nxt < 0))
+        ended = stop | (live & (nxt < 0))
+        self.ended |= ended
+        self.any_ended = self.any_ended or bool(ended.any())
         self.written += live.long()
+        self.step += 1
         if self.used is not None:
             self.used[torch.arange(ids.shape[0], device=ids.device), ids] |= self.once[ids] & live
 
