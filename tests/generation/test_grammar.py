@@ -91,7 +91,7 @@ def test_grammars_accept_every_reference_string(ref_tok):
 BROKEN = {
     "det": ["v0=1 v1=2 v2=3 person", "v0=1 v1=2 v2=3 v3=4", "v0=1 v1=2 v2=3 v3=4 sofa", "person"],
     "color_palette": ["v1=8 " + " ".join(["v0=1"] * 24), "v1=1 v0=1 v0=2", "v1=1 v0=1 v0=2 v0=256", ""],
-    "metadata": ["v1=5 v0=2 v1=5 v0=3", "v1=19 v0=2", "v1=23 v0=0", "v1=5"],
+    "metadata": ["v1=5 v0=2 v1=5 v0=3", "v1=19 v0=2", "v1=23 v0=0", "v1=5", ""],
     "human_pose": ["human v0=1 v1=1 v2=5 v3=5 " + " ".join(["none"] * 16), "none none", ""],
     "smpl_pose": ["human v0=1 v1=1 v2=5 v3=5 pose " + " ".join(["v0=1"] * 8) + " pose " + " ".join(["v0=1"] * 8),
                   "human v0=1 v1=1 v2=5 v3=5"],
