@@ -14,7 +14,10 @@ re-decoded every step, logits for every prefix position) and ``torch.multinomial
 Cases (rgb 224² pixels in): ``ar_caption_b1`` (32 caption tokens, temperature 1, no early stop),
 ``maskgit_depth_b1`` / ``maskgit_depth_b4`` (196 depth tokens, 8 cosine steps, temperature 1),
 ``roar_depth_b1`` (196 depth tokens, 8 linear steps). Reference figures on the 2-core dev machine
-(NOTES.md): 659 ms, 557 ms, 2042 ms, 389 ms.
+(NOTES.md): 659 ms, 557 ms, 2042 ms, 389 ms. ``ar_det_grammar_b1`` (no reference figure: 4M has no
+constrained decoding): 32 det tokens as ``ar_caption_b1``, constrained by the det serializer's grammar
+(compiled against a small trained vocabulary with the fixed head and the COCO class tokens); its cost is
+its time against ``ar_caption_b1``'s.
 """
 
 from __future__ import annotations
@@ -29,7 +32,23 @@ from pathlib import Path
 #: 512³ fp32 matmul with 2 threads on the quiet machine (NOTES.md): the load indicator's reference
 QUIET_MM512_MS = 2.1
 REFERENCE_MS = {"ar_caption_b1": 659.0, "maskgit_depth_b1": 557.0, "maskgit_depth_b4": 2042.0, "roar_depth_b1": 389.0}
-CASES = tuple(REFERENCE_MS)
+#: cases without a reference figure
+EXTRA_CASES = ("ar_det_grammar_b1",)
+CASES = (*REFERENCE_MS, *EXTRA_CASES)
+
+
+def _det_grammar():
+    """The det serializer's compiled grammar over a small vocabulary with the shared fixed head and the COCO
+    class names as whole tokens (the ids the grammar masks are those of the released vocabulary)."""
+    from fourm_det.classes import COCO_CLASS_TOKENS
+    from fourm_det.components import DetectionSerializer
+
+    from fourm_core.generation.grammar import automaton_for
+    from fourm_core.tokenizers import TextTokenizer
+
+    tok = TextTokenizer.train(["a photo of a dog on a sofa"] * 4, special_tokens=COCO_CLASS_TOKENS,
+                              vocab_size=4204 + len(COCO_CLASS_TOKENS) + 100)
+    return automaton_for(DetectionSerializer(), tok, modality="det")
 
 
 def _case(name: str):
@@ -40,6 +59,9 @@ def _case(name: str):
     if name.startswith("maskgit_depth_b"):
         return int(name.rsplit("b", 1)[1]), TargetConfig(modality="depth", scheme="maskgit", steps=8,
                                                          token_schedule="cosine", temperature=1.0)
+    if name == "ar_det_grammar_b1":
+        return 1, TargetConfig(modality="det", temperature=1.0, max_new_tokens=32, stop_at_eos=False,
+                               grammar=_det_grammar())
     if name == "roar_depth_b1":
         return 1, TargetConfig(modality="depth", scheme="roar", steps=8, token_schedule="linear", temperature=1.0)
     raise SystemExit(f"unknown case {name!r}; cases: {', '.join(CASES)}")

@@ -28,6 +28,7 @@ import torch
 from fourm_registry import ModalitySet, ModalitySpec
 
 from ..kinds import adapter_for
+from . import grammar_decode
 from . import partial as partial_mod
 from .backend import ModelBackend
 from .chain import ScheduleStep, plan_target
@@ -372,24 +373,38 @@ class Sampler:
         # one generation (the context keys/values in the cache were computed from them)
         use_table = not cfg.top_k and (not cfg.top_p or cfg.top_p >= 1) and cfg.vocab_limit is None
         table = self.backend.proposal_table(name) if use_table else None
+        # grammar-constrained decoding: one automaton state per row, a mask of the allowed tokens per step
+        grammar = grammar_decode.target_grammar(
+            cfg.grammar, name, vocab=cfg.vocab_limit or self.backend.vocab_size(name), n_new=n_new, length=L,
+            closing=closing, eos_id=self.eos_id, pad_id=self.pad_id, first_sentinel_id=self.first_sentinel_id,
+            num_sentinels=self.num_sentinels, given=None if given is None else (template, template_hidden))
+        allowed = None
 
         def combine_logits(values: torch.Tensor) -> torch.Tensor:
-            return combine(values, k, weights)
+            out = combine(values, k, weights)  # the int8 proposals, their exact rows and the exact logits
+            return out if allowed is None or out.shape != allowed.shape else out.masked_fill(~allowed, -torch.inf)
 
         def combine_bound(eps: torch.Tensor) -> torch.Tensor:
             return combine(eps, k, weights, guidance_bound)
 
         for t in range(n_new):
             hidden = self.backend.next_hidden(state, current if k == 1 else current.repeat(k), t)  # (kB, D)
+            allowed = grammar.allowed() if grammar is not None else None  # (B, V) or None
             ids = None
             if table is not None:
                 ids = self.backend.sample_with_table(table, name, hidden, combine_logits, combine_bound, temperature,
                                                      generator)
                 if ids is None and not self.backend.use_proposals:  # the bound broke: float32 from now on
                     table = None
+                if ids is not None and allowed is not None and not bool(allowed.gather(1, ids[:, None]).all()):
+                    ids = None  # a draw at the very end of the proposal CDF fell outside the mask: draw exactly
             if ids is None:
                 logits = combine(self.backend.step_logits(name, hidden), k, weights)[..., : cfg.vocab_limit]  # (B, V)
+                if allowed is not None:
+                    logits = logits.masked_fill(~allowed, -torch.inf)
                 ids, _ = sample_tokens(logits, temperature, cfg.top_k, cfg.top_p, generator)  # (B,)
+            if grammar is not None:
+                grammar.advance(ids)
             if cfg.stop_at_eos:
                 stop = ((ids == self.eos_id) | (ids == closing)) & ~finished
                 lengths = torch.where(stop, torch.full_like(lengths, t), lengths)

@@ -59,6 +59,10 @@ class TargetConfig:
       row at ``[EOS]`` or at the closing sentinel; False generates exactly ``max_new_tokens``).
     * ``vocab_limit``: only ids below it are generated (a tokenizer with fewer codes than the model's table;
       :class:`~fourm_core.pipeline.AnyToAny` sets it from the target's codec).
+    * ``grammar`` (sequences): constrained decoding with the text grammar of the modality's serializer
+      (:mod:`fourm_core.generation.grammar`): a compiled ``TokenAutomaton``; ``None`` (default): the
+      serializer's grammar where the caller knows the codec (:func:`~fourm_core.generation.grammar.
+      with_codec_grammar`), else none; ``True``: required; ``False``: off (the unconstrained ids, exactly).
     """
 
     modality: str
@@ -77,6 +81,7 @@ class TargetConfig:
     max_new_tokens: int | None = None
     stop_at_eos: bool | None = None
     vocab_limit: int | None = None
+    grammar: Any = None
 
     def replace(self, **changes: Any) -> TargetConfig:
         return attrs.evolve(self, **changes)
@@ -124,6 +129,11 @@ def resolve_target(cfg: TargetConfig, spec: ModalitySpec) -> TargetConfig:
         raise GenerationError(f"target {spec.name!r}: top_k must be >= 0, got {cfg.top_k}")
     if cfg.vocab_limit is not None and (not isinstance(cfg.vocab_limit, int) or cfg.vocab_limit < 1):
         raise GenerationError(f"target {spec.name!r}: vocab_limit must be a positive int, got {cfg.vocab_limit!r}")
+    if cfg.grammar is not None and not isinstance(cfg.grammar, bool) and not hasattr(cfg.grammar, "for_vocab"):
+        raise GenerationError(f"target {spec.name!r}: grammar must be None, True, False or a compiled TokenAutomaton "
+                              f"(fourm_core.generation.grammar.automaton_for), got {type(cfg.grammar).__name__}")
+    if cfg.grammar not in (None, False) and not kind.autoregressive:
+        raise GenerationError(f"target {spec.name!r} is a {spec.kind!r} modality: a text grammar applies to sequences only")
     if cfg.max_new_tokens is not None and cfg.max_new_tokens < 1:
         raise GenerationError(f"target {spec.name!r}: max_new_tokens must be >= 1, got {cfg.max_new_tokens}")
     if kind.autoregressive:

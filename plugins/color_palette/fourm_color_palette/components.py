@@ -63,6 +63,13 @@ class PaletteSerializer:
         tokens += [value_token(0, v) for c in colors for v in c]
         return " ".join(tokens)
 
+    def grammar(self):
+        """The text's grammar for constrained decoding: ``v1=k`` (1..7), then exactly 3·k channels ``v0=0..255``."""
+        from fourm_core.generation.grammar import Grammar, alt, repeat, seq, value
+
+        return Grammar(alt(*(seq(value(1, k, k), repeat(value(0, 0, 255), 3 * k, 3 * k))
+                             for k in range(1, MAX_COLORS + 1))))
+
     def from_text(self, text: str) -> dict[str, list[list[int]]]:
         r = TokenReader(text, MODALITY)
         _, k = r.value(axis=1)

@@ -76,10 +76,24 @@ class DetectionSerializer:
     ORDERS = ("dist_to_orig", "given")
 
     def __init__(self, threshold: float = 0.6, max_boxes: int | None = 50, bins: int = 1000,
-                 order: str = "dist_to_orig"):
+                 order: str = "dist_to_orig", classes: tuple[str, ...] | None = None):
         if order not in self.ORDERS:
             raise ValueError(f"modality {MODALITY!r}: order must be one of {', '.join(self.ORDERS)}, got {order!r}")
         self.threshold, self.max_boxes, self.bins, self.order = threshold, max_boxes, bins, order
+        #: class names generated text may use (the grammar's; default the 80 COCO classes); parsing accepts any
+        self.classes = tuple(classes) if classes is not None else None
+
+    def grammar(self):
+        """The text's grammar for constrained decoding: boxes, each four coordinate tokens ``v0= v1= v2= v3=`` and
+        one class name (how many the length allows: parsing takes any number)."""
+        from fourm_core.generation.grammar import Grammar, repeat, seq, value, words
+
+        from .classes import COCO_CLASSES
+
+        names = [class_words(c) for c in (self.classes or COCO_CLASSES)]
+        top = self.bins - 1
+        box = seq(*(value(a, 0, top) for a in range(4)), words(*names))
+        return Grammar(repeat(box))
 
     def to_text(self, raw: Any) -> str:
         boxes, classes, scores = validate_det(raw)

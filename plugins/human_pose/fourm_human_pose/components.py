@@ -116,6 +116,16 @@ class HumanPoseSerializer:
                 tokens += [value_token(0, k[0]), value_token(1, k[1])] if k else ["none"]
         return " ".join(tokens)
 
+    def grammar(self):
+        """The text's grammar for constrained decoding: ``none``, or persons (as many as the length allows), each ``human``,
+        four box tokens and 17 keypoints (``v0=x v1=y`` or ``none``)."""
+        from fourm_core.generation.grammar import Grammar, alt, repeat, seq, value, words
+
+        top = self.bins - 1
+        keypoint = alt(seq(value(0, 0, top), value(1, 0, top)), words("none"))
+        person = seq(words("human"), *(value(a, 0, top) for a in range(4)), repeat(keypoint, NUM_KEYPOINTS, NUM_KEYPOINTS))
+        return Grammar(alt(words("none"), repeat(person, 1)))
+
     def from_text(self, text: str) -> dict[str, Any]:
         r = TokenReader(text, MODALITY)
         out = empty_pose()

@@ -143,6 +143,14 @@ class MetadataSerializer:
     def to_text(self, raw: Any) -> str:
         return " ".join(self.to_chunks(raw))
 
+    def grammar(self):
+        """The text's grammar for constrained decoding: one or more ``v1=<key id> v0=<bin>`` chunks (an image
+        always has statistics), each key at most once, each bin within its key's bins."""
+        from fourm_core.generation.grammar import Grammar, alt, repeat, seq, value
+
+        chunk = alt(*(seq(value(1, i, i), value(0, 0, num_bins(k) - 1)) for k, i in KEYS.items()))
+        return Grammar(repeat(chunk, 1), once=value(1, min(ID_TO_KEY), max(ID_TO_KEY)))
+
     def from_text(self, text: str) -> dict[str, float | int]:
         r = TokenReader(text, MODALITY)
         out: dict[str, float | int] = {}

@@ -216,6 +216,17 @@ class SamInstanceSerializer:
                              f"got {values!r}")
         return np.rint(v * self.image_size).astype(np.int64)
 
+    def grammar(self):
+        """The text's grammar for constrained decoding: groups (at least one) ``point v0=y v1=x`` (pixels of
+        the crop), each ``none`` or instances ``polygon``, four box pixels and 16 mask tokens ``v0=``/``v1=`` 0..511."""
+        from fourm_core.generation.grammar import Grammar, alt, repeat, seq, value, words
+
+        s = min(self.image_size, BINS - 1)
+        mask = alt(value(0, 0, 511), value(1, 0, 511))
+        instance = seq(words("polygon"), *(value(a, 0, s) for a in range(4)), repeat(mask, MASK_TOKENS, MASK_TOKENS))
+        group = seq(words("point"), value(0, 0, s), value(1, 0, s), alt(words("none"), repeat(instance, 1)))
+        return Grammar(repeat(group, 1))
+
     def from_text(self, text: str) -> dict[str, Any]:
         """Text → points form. Raises ``ValueError`` naming the bad token and its position (or, with
         ``strict=False``, drops an incomplete trailing group)."""

@@ -135,6 +135,18 @@ class SmplPoseSerializer:
                 words += group_tokens(g, h[g])
         return " ".join(words)
 
+    def grammar(self):
+        """The text's grammar for constrained decoding: ``none``, or humans, each ``human``, four box tokens and
+        the four groups in any order (each its name and values; pose ids as ``v0=``/``v1=`` 0..511)."""
+        from fourm_core.generation.grammar import Grammar, alt, permutation, repeat, seq, value, words
+
+        def group(g):
+            one = alt(value(0, 0, POSE_SPLIT - 1), value(1, 0, POSE_SPLIT - 1)) if g == "pose" else value(0)
+            return seq(words(g), repeat(one, COUNTS[g], COUNTS[g]))
+
+        human = seq(words("human"), *(value(a, 0, self.bins - 1) for a in range(4)), permutation(*map(group, GROUP_ORDER)))
+        return Grammar(alt(words("none"), repeat(human, 1)))
+
     def from_text(self, text: str) -> dict[str, list]:
         r = TokenReader(text, MODALITY)
         if r.tokens in ([], ["none"]):
