@@ -213,12 +213,15 @@ def register_commands(cli: click.Group) -> None:
                   help="scheme for image/vector targets (sequences are always autoregressive)")
     @click.option("--tokenizers", "tok_dir", default=None, help="tokenizer directory (default: MODEL/tokenizers)")
     @click.option("--device", default="cpu", show_default=True)
+    @click.option("--no-grammar", is_flag=True,
+                  help="decode structured sequences (det, palettes, metadata, ...) without their plugins' grammars "
+                       "(default: constrained, so every output parses)")
     @click.option("--strict", is_flag=True,
                   help="fail when a generated sequence cannot be parsed (default: save it as 'unparseable: ...' text "
                        "and keep the other outputs)")
     def generate_cmd(model_dir, inputs, targets, save_dir, seed, steps, temperature, guidance, guidance_schedule,
                      token_schedule, temperature_schedule, conds, givens, given_masks, batch_size, pixel_twins,
-                     top_k, top_p, scheme, tok_dir, device, strict):
+                     top_k, top_p, scheme, tok_dir, device, no_grammar, strict):
         """Generate TARGETS from the given inputs; writes raw outputs (npy/json/txt), the token ids
         (<name>.tokens.npy), a PNG per output and grid.png."""
         from fourm_registry.cli import check_device, context
@@ -259,7 +262,7 @@ def register_commands(cli: click.Group) -> None:
                 given[canonical] = {"value": _load_value(spec, name, value), "mask": _load_mask(name, masks[name])}
         overrides = {"steps": steps, "temperature": temperature, "guidance": guidance, "top_p": top_p,
                      "scheme": scheme, "guidance_schedule": guidance_schedule, "token_schedule": token_schedule,
-                     "temperature_schedule": temperature_schedule}
+                     "temperature_schedule": temperature_schedule, "grammar": False if no_grammar else None}
         if top_k is not None:
             overrides["top_k"] = int(top_k) if top_k >= 1 else float(top_k)
         with _pipeline_warnings_muted():  # this command prints one warning per output that did not decode

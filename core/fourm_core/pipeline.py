@@ -37,40 +37,18 @@ from fourm_registry import ModalitySet, ModalitySpec
 
 from .generation import GenerationError, GenerationResult, GenerationStep, Sampler, TargetConfig
 from .generation.errors import TokenizerMissingError
+from .generation.grammar import with_codec_grammar
+from .pipeline_output import AnyToAnyOutput
 from .kinds import adapter_for, to_numpy_image
 
 log = logging.getLogger(__name__)
 
 #: per-call overrides that apply to every target (TargetConfig fields)
 _OVERRIDES = ("scheme", "steps", "token_schedule", "temperature", "temperature_schedule", "top_k", "top_p",
-              "guidance", "guidance_schedule", "max_new_tokens", "stop_at_eos")
+              "guidance", "guidance_schedule", "max_new_tokens", "stop_at_eos", "grammar")
 #: call-wide options that only make sense for some kinds (skipped for the other targets)
-_SEQUENCE_ONLY = ("max_new_tokens", "stop_at_eos")
+_SEQUENCE_ONLY = ("max_new_tokens", "stop_at_eos", "grammar")
 _ITERATIVE_ONLY = ("scheme", "steps", "token_schedule", "temperature_schedule")
-
-
-class AnyToAnyOutput(Mapping[str, Any]):
-    """Decoded outputs. ``out[name]`` is the raw output (a list of raws when the inputs were batched);
-    ``out.raw[name]`` always the list; ``out.tokens[name]`` the generated token ids; ``out.inputs`` the raw
-    inputs as given (for :meth:`AnyToAny.render`)."""
-
-    def __init__(self, raw: dict[str, list[Any]], tokens: dict[str, torch.Tensor], inputs: dict[str, list[Any]],
-                 batched: bool):
-        self.raw, self.tokens, self.inputs, self.batched = raw, tokens, inputs, batched
-
-    def __getitem__(self, key: str) -> Any:
-        if key not in self.raw:
-            raise KeyError(f"{key!r} was not generated; outputs: {', '.join(self.raw)}")
-        return self.raw[key] if self.batched else self.raw[key][0]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.raw)
-
-    def __len__(self) -> int:
-        return len(self.raw)
-
-    def __repr__(self) -> str:
-        return f"AnyToAnyOutput({', '.join(self.raw)}; batch={len(next(iter(self.raw.values()), []))})"
 
 
 def _is_batch(value: Any) -> bool:
@@ -319,7 +297,9 @@ class AnyToAny:
             if (codec is not None and "vocab_limit" in unset and model_vocab is not None
                     and getattr(codec, "vocab_size", model_vocab) < model_vocab):
                 merged["vocab_limit"] = int(codec.vocab_size)  # never generate ids its tokenizer cannot decode
-            out.append(cfg.replace(modality=name, **{k: v for k, v in merged.items() if k in unset}))
+            resolved = cfg.replace(modality=name, **{k: v for k, v in merged.items() if k in unset})
+            # a sequence whose serializer declares a grammar decodes under it unless grammar=False
+            out.append(with_codec_grammar(resolved, codec) if is_seq and codec is not None else resolved)
         return out
 
     def __call__(self, inputs: Mapping[str, Any] | None, targets: Sequence[str | TargetConfig] | str, *,
