@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from fourm_core.plugin_kit.seqtext import content_seed
+
 from .masks import MODALITY, box_crops, check_raw, decode_instances
 
 log = logging.getLogger(__name__)
@@ -69,12 +71,13 @@ class SamInstanceSerializer:
         (``save_pretrained``); default: ``$FOURM_SAM_MASK_TOKENIZER``, else ``tokenizer_dir/sam_instance_mask``.
         Only needed for stored samples whose instances carry no ``tokens`` yet.
     :param num_points: query points per sample (the reference: 7, drawn at random).
-    :param point_mode: ``"random"`` (uniform pixels, a fresh draw per call from ``seed``) or ``"grid"``
+    :param point_mode: ``"random"`` (uniform pixels drawn from ``seed`` and the sample's content: the same
+        sample always gets the same points, whatever the call order) or ``"grid"``
         (``num_points`` must then be a square n²: 4M-21's grid, the n interior points of
         ``linspace(0, image_size, n + 2)`` per axis, x-major).
     :param image_size: the pixel size of the crop the coordinates count.
-    :param shuffle: shuffle the query points, then each point's instances, with ``random.Random(seed)``
-        (4M-21 does so with Python's ``random``; see :func:`shuffle_groups`).
+    :param shuffle: shuffle the query points, then each point's instances, with a ``random.Random`` seeded
+        from ``seed`` and the sample (4M-21 does so with Python's ``random``; see :func:`shuffle_groups`).
     :param max_tokens: optional token budget; query-point groups that do not fit are left out whole
         (default ``None``: every group is written, as 4M-21).
     :param strict: if True, :meth:`from_text` raises on an incomplete trailing group instead of dropping
@@ -90,8 +93,8 @@ class SamInstanceSerializer:
             raise ValueError(f"{MODALITY}: point_mode 'grid' needs a square num_points, got {num_points}")
         self.num_points = int(num_points)
         self.point_mode = point_mode
-        self.rng = np.random.default_rng(seed)
-        self.shuffle_rng = random.Random(seed) if shuffle else None
+        self.seed = seed
+        self.shuffle = bool(shuffle)
         self.image_size = int(image_size)
         self.max_tokens = None if max_tokens is None else int(max_tokens)
         self.strict = bool(strict)
@@ -135,14 +138,20 @@ class SamInstanceSerializer:
         return ids.cpu().numpy().astype(np.int64)
 
     # -- raw → points form ------------------------------------------------------------------------
-    def query_points(self) -> np.ndarray:
-        """(P, 2) integer pixels (x, y) of the ``image_size`` crop."""
+    def _sample_seed(self, raw: Any) -> int:
+        """The draws of one sample come from ``seed`` and the sample's content, never from call order: the same
+        sample always gives the same text (a resumed tokenize job writes what an uninterrupted one would)."""
+        return (content_seed(raw) ^ (int(self.seed or 0) * 0x9E3779B97F4A7C15)) % (2**63)
+
+    def query_points(self, raw: Any = None) -> np.ndarray:
+        """(P, 2) integer pixels (x, y) of the ``image_size`` crop; random points are drawn from ``seed`` and
+        the sample ``raw``."""
         size = self.image_size
         if self.point_mode == "grid":
             n = int(round(self.num_points ** 0.5))
             axis = np.linspace(0, size, n + 2)[1:-1].astype(np.int64)
             return np.stack(np.meshgrid(axis, axis, indexing="ij"), axis=-1).reshape(-1, 2)
-        return self.rng.integers(0, size, (self.num_points, 2))
+        return np.random.default_rng(self._sample_seed(raw)).integers(0, size, (self.num_points, 2))
 
     def to_points(self, raw: dict[str, Any]) -> dict[str, Any]:
         """A stored sample → the points form (query points drawn now; membership read from the masks)."""
@@ -160,7 +169,7 @@ class SamInstanceSerializer:
         if tokens.shape[1] != MASK_TOKENS:
             raise ValueError(f"{MODALITY}: instances must carry {MASK_TOKENS} mask tokens, got {tokens.shape[1]}")
         size = self.image_size
-        px = self.query_points()
+        px = self.query_points(raw)
         rows = np.clip(px[:, 1] * h // size, 0, h - 1)
         cols = np.clip(px[:, 0] * w // size, 0, w - 1)
         inside = masks[:, rows, cols] if len(inst) else np.zeros((0, len(px)), bool)  # (N, P)
@@ -173,7 +182,7 @@ class SamInstanceSerializer:
                 "instances": [{"box": [float(v) for v in qbox[i]], "tokens": [int(t) for t in tokens[i]]} for i in members],
             })
         points = {"points": groups}
-        return shuffle_groups(points, self.shuffle_rng) if self.shuffle_rng is not None else points
+        return shuffle_groups(points, random.Random(self._sample_seed(raw))) if self.shuffle else points
 
     # -- text ---------------------------------------------------------------------------------------
     def to_text(self, raw: dict[str, Any]) -> str:
@@ -200,7 +209,10 @@ class SamInstanceSerializer:
         words = ["point", _coord("v0", y), _coord("v1", x)]
         if not instances:
             words.append("none")
-        for inst in instances:
+        for k, inst in enumerate(instances):
+            if not isinstance(inst, dict) or "box" not in inst or "tokens" not in inst:
+                raise ValueError(f"{MODALITY}: query point {g}: instance {k} must be {{'box': [x0, y0, x1, y1], "
+                                 f"'tokens': [{MASK_TOKENS} mask ids]}}, got {inst!r:.80}")
             box = self._pixels(inst["box"], 4, f"query point {g}: box")
             toks = list(inst["tokens"])
             if len(toks) != MASK_TOKENS:

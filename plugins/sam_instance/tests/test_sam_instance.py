@@ -309,3 +309,30 @@ def test_fourm_label_job_on_a_store_of_real_photos(tmp_path, tiny_sam):
     assert len(raws) == 3 and all(r["size"] == [256, 256] for r in raws)
     photos = Store.open(str(tmp_path / "store.zarr"), "r").read_raw("rgb", range(3))
     assert raws == SamInstanceLabeler(weights=tiny_sam)({"rgb": photos})
+
+
+def test_random_points_depend_on_seed_and_sample_not_on_call_order():
+    """Catches an RNG shared across calls: a resumed job (or another process) must write the same text for the
+    same sample."""
+    from fourm_registry import get_modalities
+
+    spec = get_modalities()["sam_instance"]
+    a, b = spec.serializer.build(point_mode="random"), spec.serializer.build(point_mode="random")
+    one = {"size": [32, 32], "instances": []}
+    two = {"size": [48, 48], "instances": []}
+    assert a.to_text(one) == b.to_text(one)
+    a.to_text(two)  # another sample in between changes nothing
+    assert a.to_text(one) == b.to_text(one)
+    assert a.query_points(one).tolist() != a.query_points(two).tolist()
+    c = spec.serializer.build(point_mode="random", seed=5)
+    assert c.query_points(one).tolist() != a.query_points(one).tolist()
+
+
+def test_malformed_points_form_is_a_value_error():
+    import pytest
+
+    from fourm_registry import get_modalities
+
+    ser = get_modalities()["sam_instance"].serializer.build()
+    with pytest.raises(ValueError, match=r"query point 0: instance 0 must be \{'box'"):
+        ser.to_text({"points": [{"xy": [0.5, 0.5], "instances": [{"box": [0, 0, 1, 1]}]}]})
