@@ -109,3 +109,14 @@ def test_two_processes_on_uneven_shards_finish_and_match_one(photos, tmp_path, r
     assert res.returncode == 0, res.stderr
     assert inspect_json(one) == inspect_json(two)
     assert len(Store.open(two).done("rgbtok", "tokens")) == 3
+
+
+def test_a_labeler_that_cannot_load_leaves_no_empty_record(ingested, tmp_path):
+    """A labeler that fails to build (bad weights path) exits with one error line and writes nothing: no empty
+    0/N modality in the store, the next correct run starts clean."""
+    url = copy_store(ingested, tmp_path / "s.zarr")
+    res = fourm("label", url, "-m", "edges")
+    assert res.returncode == 0, res.stderr
+    res = fourm("label", url, "-m", "feat", "--weights", f"feat={tmp_path / 'missing-weights'}")
+    assert res.returncode != 0
+    assert "feat" not in inspect_json(url)["modalities"]

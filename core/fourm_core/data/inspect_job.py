@@ -101,7 +101,8 @@ def inspect_store(url: str) -> dict[str, Any]:
         entry["plugin"], entry["version"] = info.get("plugin"), info.get("version")
         tok = (_array_info(store, name, "tokens", store.array(name, "tokens"), problems, counts)
                if store.has(name, "tokens") else None)
-        if store.has(name, "raw"):
+        entry["has_raw"] = store.has(name, "raw")
+        if entry["has_raw"]:
             entry.update(_array_info(store, name, "raw", store.array(name, "raw"), problems, counts))
         elif tok is not None:
             entry.update(tok)
@@ -170,7 +171,7 @@ def format_inspect(info: Mapping[str, Any]) -> str:
     for name, e in info["modalities"].items():
         lines.append(f"{name:<18} {e.get('complete', 0):>7}/{info['num_samples']} {e.get('dtype')!s:<8} "
                      f"{str(tuple(e.get('shape') or ())):<16} {e.get('bytes', 0) / 1e6:9.2f} MB  {e.get('sha256', '')[:16]}")
-        if "tokens" in e and e["tokens"] is not e:
+        if "tokens" in e and e.get("has_raw", True):  # a tokens-only modality's line already is its tokens
             t = e["tokens"]
             lines.append(f"{'  tokens':<18} {t['complete']:>7}/{info['num_samples']} {t['dtype']:<8} "
                          f"{str(tuple(t['shape'])):<16} {t['bytes'] / 1e6:9.2f} MB  {t['sha256'][:16]}")

@@ -90,19 +90,32 @@ def label(url: str, modalities: Sequence[str], *, overwrite: bool = False, batch
         for spec in specs:
             w = weights.get(spec.name, spec.default_weights)
             extra = dict((labeler_kwargs or {}).get(spec.name, {}))
+            # the labeler is built before anything is written: one that cannot load (weights offline, a bad
+            # argument) leaves no empty array or record behind
+            finished = not overwrite and store.has(spec.name, "raw") and store.is_complete(spec.name, "raw")
+            labeler = None if finished else _build_labeler(spec, weights=w, device=device, batch_size=batch_size,
+                                                           extra=extra)
             if dist.is_main:
                 store.ensure_raw(spec, overwrite=overwrite, identity=labeler_identity(spec.labeler.target, w, extra))
                 store._set_modality_meta(spec.name, weights=w)  # noqa: SLF001
             dist.barrier()
             store = Store.open(url, "r+")  # see the arrays process 0 created
-            reports[spec.name] = _label_one(store, spec, dist, batch_size=batch_size, device=device, weights=w,
-                                            progress=progress, extra=extra, lock=lock)
+            reports[spec.name] = _label_one(store, spec, dist, labeler=labeler, batch_size=batch_size,
+                                            progress=progress, lock=lock)
             dist.barrier()
     return reports
 
 
-def _label_one(store: Store, spec: ModalitySpec, dist: Dist, *, batch_size: int | None, device: str,
-               weights: str | None, progress: bool, extra: dict[str, Any], lock: Any) -> JobReport:
+def _build_labeler(spec: ModalitySpec, *, weights: str | None, device: str, batch_size: int | None,
+                   extra: dict[str, Any]) -> Any:
+    kwargs: dict[str, Any] = {"weights": weights, "device": device, **extra}
+    if batch_size is not None:
+        kwargs["batch_size"] = batch_size
+    return spec.labeler.build(**kwargs)
+
+
+def _label_one(store: Store, spec: ModalitySpec, dist: Dist, *, labeler: Any, batch_size: int | None,
+               progress: bool, lock: Any) -> JobReport:
     t0 = time.perf_counter()
     shards = store.shards()
     done = store.done(spec.name, "raw")
@@ -113,10 +126,8 @@ def _label_one(store: Store, spec: ModalitySpec, dist: Dist, *, batch_size: int 
         log.info("label %s: %d shard(s) already complete, skipped", spec.name, skipped)
     samples = 0
     if todo:
-        kwargs: dict[str, Any] = {"weights": weights, "device": device, **extra}
-        if batch_size is not None:
-            kwargs["batch_size"] = batch_size
-        labeler = spec.labeler.build(**kwargs)
+        if labeler is None:
+            raise StoreError(f"internal: modality {spec.name!r} has shards to label but no labeler was built")
         bs = int(batch_size or getattr(labeler, "batch_size", 8) or 8)
         # optional inputs (e.g. metadata counts instances when sam_instance is there) are fed when complete
         optional = [m for m in getattr(labeler, "optional_inputs", ())
