@@ -15,19 +15,6 @@ from .raw import is_text_array
 from .store import Store
 
 
-def _update_hash(h: Any, data: np.ndarray, text: bool) -> None:
-    if text:
-        for value in data.tolist():
-            b = str(value).encode("utf-8")
-            h.update(len(b).to_bytes(8, "little"))
-            h.update(b)
-    else:
-        data = np.ascontiguousarray(data)
-        if data.dtype.byteorder == ">":
-            data = data.astype(data.dtype.newbyteorder("<"))
-        h.update(data.tobytes())
-
-
 def _scan(store: Store, arr: Any, done: np.ndarray, problems: list[dict[str, Any]], counts: dict[str, int]) -> str:
     """sha256 of the done shards' values in sample order; each done shard is checked against its record (a
     damaged one is added to ``problems`` and left out of the hash)."""
@@ -50,7 +37,7 @@ def _scan(store: Store, arr: Any, done: np.ndarray, problems: list[dict[str, Any
             problems.append({"array": arr.path, "shard": s, "samples": [rng.start, rng.stop], "reason": reason})
             continue
         counts["verified" if int(row[0]) else "unverified"] += 1
-        _update_hash(h, data, text)
+        records.update_hash(h, data, text)
     return h.hexdigest()
 
 

@@ -35,9 +35,9 @@ def record_path(data_path: str) -> str:
     return data_path + RECORD_SUFFIX
 
 
-def digest_values(data: np.ndarray, text: bool) -> int:
-    """64-bit digest of a block of values (never 0, which marks 'no record')."""
-    h = hashlib.blake2b(digest_size=8)
+def update_hash(h: Any, data: np.ndarray, text: bool) -> None:
+    """Feed a block of values to hash ``h``: text values length-prefixed in order, numbers as little-endian
+    bytes (the record digests and ``fourm inspect``'s sha256 hash values the same way)."""
     if text:
         for value in data.reshape(-1).tolist():
             b = str(value).encode("utf-8")
@@ -48,6 +48,12 @@ def digest_values(data: np.ndarray, text: bool) -> int:
         if data.dtype.byteorder == ">":
             data = data.astype(data.dtype.newbyteorder("<"))
         h.update(data.tobytes())
+
+
+def digest_values(data: np.ndarray, text: bool) -> int:
+    """64-bit digest of a block of values (never 0, which marks 'no record')."""
+    h = hashlib.blake2b(digest_size=8)
+    update_hash(h, data, text)
     return int.from_bytes(h.digest(), "little") or 1
 
 
