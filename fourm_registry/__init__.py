@@ -8,6 +8,8 @@ from .contracts import (
     FACTORY_CONTEXT,
     CropTransform,
     Labeler,
+    Metric,
+    Reader,
     Serializer,
     Transform,
     Visualizer,
@@ -41,8 +43,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ComponentError", "ComponentRef", "CropTransform", "DECODABLE_KINDS", "DuplicateModalityError", "ENTRY_POINT_GROUP",
-    "FACTORY_CONTEXT", "FourmError", "KINDS", "Labeler", "MaskingDefaults", "ModalitySet", "ModalitySpec",
-    "PluginLoadError", "PluginManager", "PluginValidationError", "Serializer", "SpecError", "StorageSpec", "Transform",
+    "FACTORY_CONTEXT", "FourmError", "KINDS", "Labeler", "MaskingDefaults", "Metric", "ModalitySet", "ModalitySpec",
+    "PluginLoadError", "PluginManager", "PluginValidationError", "Reader", "Serializer", "SpecError", "StorageSpec", "Transform",
     "UnknownModalityError", "Visualizer", "check_keys", "check_mapping", "get_manager", "get_modalities", "hookimpl",
     "missing_members", "modality_id", "protocol_for", "reset_manager",
 ]

@@ -15,6 +15,9 @@ component                 the object the factory returns                        
 ``serializer``            :class:`Serializer`                                     ``kwargs``; ``tokenizer_dir=`` when
                                                                                   the ref declares it in ``context``
 ``visualizer``            the visualizer itself (:class:`Visualizer`), not built  (not called by ``build``)
+``metrics``               :class:`Metric` (a fresh accumulator per call)          ``spec=`` (always), ``kwargs``
+``reader``                :class:`Reader`                                         ``spec=`` (always), ``raw_size=``
+                                                                                  when declared, ``kwargs``
 ========================  ======================================================  ==================================
 
 Factory context (:data:`FACTORY_CONTEXT`): a tokenizer factory always receives the :class:`ModalitySpec` it
@@ -46,9 +49,11 @@ FACTORY_CONTEXT: Mapping[str, tuple[str, ...]] = {
     "transform": ("raw_size",),
     "serializer": ("tokenizer_dir",),
     "visualizer": (),
+    "metrics": ("spec",),
+    "reader": ("spec", "raw_size"),
 }
 #: context passed whether or not the ref declares it
-ALWAYS_PASSED: Mapping[str, tuple[str, ...]] = {"tokenizer": ("spec",)}
+ALWAYS_PASSED: Mapping[str, tuple[str, ...]] = {"tokenizer": ("spec",), "metrics": ("spec",), "reader": ("spec",)}
 
 
 @runtime_checkable
@@ -101,6 +106,40 @@ class Visualizer(Protocol):
 
 
 @runtime_checkable
+class Metric(Protocol):
+    """Scores predicted raws of one modality against reference raws, accumulated over a dataset.
+
+    ``update(predictions, references)`` takes two equally long lists of raws (the modality's storage form, as
+    a store holds them, or as the any-to-any API decodes them), adds them to the running totals and returns
+    one score per sample: the ``primary`` figure of that sample alone (what ranks best / median / worst
+    samples). ``compute()`` gives every figure over all samples seen so far, ``{name: float}``, ``primary``
+    among them; ``higher_is_better`` says which way ``primary`` improves. ``reset()`` empties the totals."""
+
+    primary: str
+    higher_is_better: bool
+
+    def update(self, predictions: Sequence[Any], references: Sequence[Any]) -> list[float]: ...
+
+    def compute(self) -> dict[str, float]: ...
+
+    def reset(self) -> None: ...
+
+
+@runtime_checkable
+class Reader(Protocol):
+    """Real labels in: ``read(source, image_size=(H, W))`` gives one raw of the modality, valid for its
+    storage spec, from what a manifest row names for it: a file path (``str``), or a JSON value (a COCO-style
+    reference, a caption string). ``image_size`` is the original size of the sample's rgb image, which the
+    label must match (pixel-aligned labels, boxes in pixels); the ingest job applies the same crop and resize
+    to the label as to the image. ``suffixes`` lists the file suffixes it reads (``(".png", ".npy")``),
+    empty when it reads only JSON values."""
+
+    suffixes: tuple[str, ...]
+
+    def read(self, source: Any, *, image_size: tuple[int, int]) -> Any: ...
+
+
+@runtime_checkable
 class TokenizerFactory(Protocol):
     """``factory(spec=spec, **overrides)``: an untrained tokenizer laid out as ``spec`` says."""
 
@@ -133,7 +172,8 @@ def protocol_for(component: str, kind: str) -> type | None:
     tokenizer, whose interface the core's tokenizer families define)."""
     if component == "transform":
         return CropTransform if kind == "sequence" else Transform
-    return {"labeler": Labeler, "serializer": Serializer, "visualizer": Visualizer}.get(component)
+    return {"labeler": Labeler, "serializer": Serializer, "visualizer": Visualizer, "metrics": Metric,
+            "reader": Reader}.get(component)
 
 
 def protocol_members(protocol: type) -> tuple[str, ...]:

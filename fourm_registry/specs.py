@@ -26,7 +26,7 @@ DECODABLE_KINDS = ("image", "sequence", "vector")
 #: Storage dtypes: numpy dtype names, plus ``json`` (one JSON document per sample, variable length).
 STORAGE_DTYPES = ("uint8", "int8", "uint16", "int16", "int32", "int64", "float16", "float32", "bool", "json")
 #: The components a spec may reference, in listing order.
-COMPONENTS = ("tokenizer", "labeler", "visualizer", "serializer", "transform")
+COMPONENTS = ("tokenizer", "labeler", "visualizer", "serializer", "transform", "metrics", "reader")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _REF_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
@@ -245,6 +245,11 @@ class ModalitySpec:
     visualizer: ComponentRef | None = _optional_ref()
     serializer: ComponentRef | None = _optional_ref()
     transform: ComponentRef | None = _optional_ref()
+    #: scores predicted raws against reference raws over a dataset (:class:`~fourm_registry.contracts.Metric`)
+    metrics: ComponentRef | None = _optional_ref()
+    #: real labels in: a label file (or a JSON reference) -> a raw of this modality
+    #: (:class:`~fourm_registry.contracts.Reader`)
+    reader: ComponentRef | None = _optional_ref()
 
     storage: StorageSpec | None = None
     requires: tuple[str, ...] = attrs.field(default=(), converter=_tuple_of_str)

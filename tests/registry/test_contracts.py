@@ -190,7 +190,8 @@ def test_context_names_are_checked_per_component():
         _spec(transform=ComponentRef(target=f"{_HERE}:echo", context=("tokenizer_dir",)))
     with pytest.raises(SpecError, match=r"field 'labeler'.*allowed: none"):
         _spec(labeler=ComponentRef(target=f"{_HERE}:echo", context=("raw_size",)))
-    assert set(FACTORY_CONTEXT) == {"tokenizer", "labeler", "transform", "serializer", "visualizer"}
+    assert set(FACTORY_CONTEXT) == {"tokenizer", "labeler", "transform", "serializer", "visualizer", "metrics",
+                                    "reader"}
 
 
 def test_mapping_refs_take_context_and_reject_unknown_keys():
