@@ -75,6 +75,7 @@ REQUIREMENTS: dict[str, str | None] = {
     "int8_kernel": None,  # torch's x86 (fbgemm) quantized linear: every x86 build of stock torch has it
     "onednn": None,  # torch's oneDNN (mkldnn) linear on CPU: every x86 build of stock torch has it
     "conformance": None,  # ../shared/conformance beside the checkout (the reference's parity vectors)
+    "chromium": None,  # Debian's chromium + chromium-driver and selenium: the `fourm demo` browser test
     "cuda": "the CI machine has no GPU",
 }
 
