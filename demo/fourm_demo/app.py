@@ -88,18 +88,22 @@ class DemoApp:
     def info(self) -> dict[str, Any]:
         """What the page offers: the inputs, the targets (with kind and description) and the defaults."""
         specs = self.pipe.modalities
-        images = self.image_inputs()
-        rgb = [n for n in images if self._kind(specs[n]).rgb_input]
         return {
             "model": self.model,
-            "image_inputs": images,
-            "default_image_input": (rgb or images or [None])[0],
+            "image_inputs": self.image_inputs(),
+            "default_image_input": self._default_image_input(),
             "text_inputs": self.text_inputs(),
             "targets": [{"name": n, "kind": specs[n].kind, "description": specs[n].description or ""}
                         for n in self.targets()],
             "default_targets": self._default_targets(),
             "defaults": {"steps": None, "temperature": None, "seed": 0, "grammar": True},
         }
+
+    def _default_image_input(self) -> str | None:
+        """What a dropped image feeds unless the request names it: the photo modality (rgb), else the first."""
+        images = self.image_inputs()
+        rgb = [n for n in images if self._kind(self.pipe.modalities[n]).rgb_input]
+        return (rgb or images or [None])[0]
 
     def _default_targets(self) -> list[str]:
         """What the page ticks at first: an image target that is not a twin of an image input (depth rather
@@ -185,7 +189,7 @@ class DemoApp:
         image = request.get("image")
         if image not in (None, ""):
             images = self.image_inputs()
-            name = request.get("input") or (self.info()["default_image_input"])
+            name = request.get("input") or self._default_image_input()
             if name is None:
                 raise DemoError("this model reads no image modality; leave the image out")
             if name not in images:
@@ -197,13 +201,14 @@ class DemoApp:
         texts = request.get("texts") or {}
         if not isinstance(texts, Mapping):
             raise DemoError(f"texts must be an object {{modality: text}}, got {type(texts).__name__}")
+        readable = self.text_inputs()
         for key, text in texts.items():
             if text in (None, ""):
                 continue
             name = self.pipe.resolve(key)
-            if name not in self.text_inputs():
+            if name not in readable:
                 raise DemoError(f"texts: {key!r} is not a text input of this model; text inputs: "
-                                f"{', '.join(self.text_inputs()) or 'none'}")
+                                f"{', '.join(readable) or 'none'}")
             if name in inputs:
                 raise DemoError(f"input {name!r} is given twice")
             inputs[name] = _text_value(text)

@@ -92,6 +92,8 @@ def test_settings_reach_the_pipeline(demo_server, demo_app, photo_png):
     base = {"image": image, "targets": ["color_palette"], "temperature": 1.0, "seed": 5}
     first, again = _post(demo_server, base)[1], _post(demo_server, base)[1]
     assert first["outputs"][0]["value"] == again["outputs"][0]["value"]  # the seed makes it reproducible
+    others = [_post(demo_server, {**base, "seed": seed})[1]["outputs"][0]["value"] for seed in (6, 7)]
+    assert any(v != first["outputs"][0]["value"] for v in others)  # ... and the seed is used
     status, free = _post(demo_server, {**base, "grammar": False})
     assert status == 200 and free["settings"]["grammar"] is False
     photo = Image.open(io.BytesIO(photo_png)).convert("RGB")
