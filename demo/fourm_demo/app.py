@@ -261,6 +261,8 @@ def json_value(raw: Any) -> Any:
     ``{"shape", "dtype", "min", "max", "mean"}``, non-finite floats as strings (JSON has no NaN)."""
     if hasattr(raw, "detach") and hasattr(raw, "numpy"):
         raw = raw.detach().cpu().numpy()
+    elif hasattr(raw, "getbands"):  # a PIL image
+        raw = np.asarray(raw)
     if isinstance(raw, np.ndarray):
         a = raw.astype(np.float64) if raw.size else raw
         stats = {"min": float(a.min()), "max": float(a.max()), "mean": float(a.mean())} if raw.size else {}

@@ -2,8 +2,9 @@
 
 ``GET /``             the page (one static HTML file with its script: no web framework, no JS build)
 ``GET /api/info``     the model's image / text inputs, decodable targets and defaults (:meth:`DemoApp.info`)
-``POST /api/generate``  a JSON request in, the outputs out (:meth:`DemoApp.respond`); errors are
-                      ``{"error": "one line"}`` with status 400 (the request's to fix) or 500 (a bug)
+``POST /api/generate``  a JSON request in (``Content-Type: application/json``), the outputs out
+                      (:meth:`DemoApp.respond`); errors are ``{"error": "one line"}`` with status 400 (the
+                      request's to fix), 413 / 415 (too large, not JSON) or 500 (a bug)
 """
 
 from __future__ import annotations
@@ -74,6 +75,12 @@ class _Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         if path != "/api/generate":
             self._json(HTTPStatus.NOT_FOUND, {"error": f"no endpoint POST {path!r}; use POST /api/generate"})
+            return
+        ctype = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if ctype != "application/json":  # also keeps other sites' pages from posting here (a CORS preflight)
+            self.close_connection = True
+            self._json(HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                       {"error": f"POST /api/generate takes Content-Type: application/json, got {ctype or 'none'!r}"})
             return
         try:
             length = int(self.headers.get("Content-Length", ""))

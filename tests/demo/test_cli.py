@@ -28,13 +28,17 @@ def _env() -> dict[str, str]:
 
 
 def _group() -> click.Group:
-    from fourm_demo.plugin import fourm_register_commands
+    """A ``fourm`` group whose commands come from the plugin manager, with the demo as its only plugin (the
+    manager validates its hooks as it does an installed distribution's)."""
+    from fourm_demo import plugin
+
+    from fourm_registry.manager import PluginManager
 
     @click.group(cls=FourmGroup)
     def group():
         """test group"""
 
-    fourm_register_commands(cli=group)
+    PluginManager(entry_points=[], env={}, modules=[("demo", plugin)]).register_commands(group)
     return group
 
 

@@ -146,9 +146,14 @@ def test_bad_requests_get_one_line(demo_server, payload, words):
     assert words in res["error"] and "\n" not in res["error"] and "Traceback" not in res["error"]
 
 
-def test_unknown_endpoint_and_a_bug(demo_server, demo_app):
+def test_unknown_endpoint_form_posts_and_a_bug(demo_server, demo_app):
     status, res = _post(demo_server, {}, path="api/other")
     assert status == 404 and "POST /api/generate" in res["error"]
+    form = urllib.request.Request(demo_server.url + "api/generate", data=b'{"targets": ["depth"]}',
+                                  headers={"Content-Type": "text/plain"})  # what another site's form may send
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(form, timeout=30)
+    assert err.value.code == 415 and "application/json" in json.loads(err.value.read())["error"]
 
     class Broken:  # the real pipeline, except that generation hits a bug
         def __getattr__(self, name):
