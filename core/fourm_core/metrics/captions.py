@@ -107,7 +107,8 @@ def cider_d(hyps: list[list[str]], refs: list[list[list[str]]], sigma: float = S
 class CaptionMetric(Accumulator):
     """Captions (raw: a ``str``; a reference may also be a list of ``str``, several references of one image)
     scored by BLEU-1..4 and CIDEr-D over the corpus (the module docstring). Primary: ``BLEU-4`` (higher is
-    better); per sample, its own BLEU-4. An empty reference is an error; an empty prediction scores 0."""
+    better); per sample, its own BLEU-4. A reference without words is invalid: the sample is left out (its
+    score is NaN); an empty prediction scores 0."""
 
     primary = "BLEU-4"
     higher_is_better = True
@@ -134,8 +135,10 @@ class CaptionMetric(Accumulator):
         for i, (p, r) in enumerate(zip(preds, refs)):
             hyp = self._text(i, p, "prediction")[0]
             rs = self._text(i, r, "reference")
-            if not any(rs):
-                raise self.error(i, "the reference caption has no words")
+            rs = [r for r in rs if r]
+            if not rs:
+                scores.append(float("nan"))
+                continue
             hyp_len, ref_len, guess, correct = bleu_stats(hyp, rs)
             self.totals += np.concatenate([[hyp_len, ref_len], guess, correct])
             self.hyps.append(hyp)
@@ -144,6 +147,8 @@ class CaptionMetric(Accumulator):
         return scores
 
     def _compute(self) -> dict[str, float]:
+        if not self.hyps:
+            return {**{f"BLEU-{k + 1}": float("nan") for k in range(MAX_N)}, "CIDEr": float("nan")}
         t = self.totals
         bleu = bleu_from_stats(t[0], t[1], t[2:2 + MAX_N], t[2 + MAX_N:])
         out = {f"BLEU-{k + 1}": b for k, b in enumerate(bleu)}
