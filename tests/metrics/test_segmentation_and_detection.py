@@ -117,8 +117,10 @@ def _random_dets(rng, n_img, classes, w=64, h=48):
         gb = boxes(int(rng.integers(0, 5)))
         jitter = gb + rng.normal(0, 0.012, gb.shape)
         pb = np.concatenate([jitter, boxes(int(rng.integers(0, 4)))]).clip(0, 1)
-        refs.append(_det(gb, rng.choice(classes, len(gb))))
-        preds.append(_det(pb, rng.choice(classes, len(pb)), np.round(rng.random(len(pb)), 3)))
+        gc = list(rng.choice(classes, len(gb)))
+        pc = [c if rng.random() < 0.8 else rng.choice(classes) for c in gc] + list(rng.choice(classes, len(pb) - len(gb)))
+        refs.append(_det(gb, gc))
+        preds.append(_det(pb, pc, np.round(rng.random(len(pb)), 3)))
     return preds, refs
 
 
@@ -167,7 +169,7 @@ def test_box_map_matches_pycocotools():
     f = m.compute()
     ours = [f["mAP"], f["mAP50"], f["mAP75"]]
     assert ours == pytest.approx(list(_coco_eval(preds, refs, "bbox", (48, 64))), abs=1e-9)
-    assert 0.05 < ours[0] < 0.95  # a case that discriminates
+    assert 0.2 < ours[0] < 0.9  # a case that discriminates
 
 
 def test_mask_map_of_sam_instances_matches_pycocotools():
