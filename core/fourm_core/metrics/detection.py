@@ -16,7 +16,6 @@ mask IoU on boolean masks of the reference's size (a predicted mask of another s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -33,12 +32,16 @@ RECALL_POINTS = np.linspace(0.0, 1.0, 101)
 @attrs.frozen
 class Instances:
     """The objects of one raw: ``labels`` (one class name each; one shared name for class-agnostic
-    modalities), ``scores`` (N,), and ``boxes`` (N, 4) xyxy or ``masks`` (N, H, W) boolean."""
+    modalities), ``scores`` (N,), and ``boxes`` (N, 4) xyxy, ``masks`` (N, H, W) boolean or ``keypoints``
+    (N, K, 3) ``[x, y, visibility]``; ``image_size`` (H, W) when the raw knows the pixel size its
+    normalised coordinates refer to."""
 
     labels: list[str]
     scores: np.ndarray
     boxes: np.ndarray | None = None
     masks: np.ndarray | None = None
+    keypoints: np.ndarray | None = None
+    image_size: tuple[int, int] | None = None
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -118,15 +121,17 @@ class DetectionAP(Accumulator):
     alone (NaN for an image without reference instances). A subclass implements :meth:`instances` (a raw →
     :class:`Instances`) for its modality's raw form.
 
-    :param iou_type: ``"bbox"`` or ``"segm"`` (masks).
+    :param iou_type: ``"bbox"`` or ``"segm"`` (masks), or another name a subclass's :meth:`similarity` knows.
     :param max_dets: detections kept per image and class, highest scores first (COCO: 100).
     """
 
     primary = "mAP"
     higher_is_better = True
+    #: overlap measures a subclass adds (its :meth:`similarity` scores them)
+    extra_iou_types: tuple[str, ...] = ()
 
     def __init__(self, modality: str, *, iou_type: str = "bbox", max_dets: int = 100):
-        if iou_type not in ("bbox", "segm"):
+        if iou_type not in ("bbox", "segm", *self.extra_iou_types):
             raise ValueError(f"modality {modality!r} metrics: iou_type must be 'bbox' or 'segm', got {iou_type!r}")
         self.iou_type = iou_type
         self.max_dets = int(max_dets)
@@ -138,29 +143,28 @@ class DetectionAP(Accumulator):
     def _reset(self) -> None:
         self.per_class: dict[str, tuple[list[np.ndarray], list[np.ndarray], int]] = {}
 
-    def _geometry(self, index: int, inst: Instances, what: str, size: tuple[int, int] | None) -> np.ndarray:
+    def similarity(self, index: int, pred: Instances, ref: Instances) -> np.ndarray:
+        """``(len(pred), len(ref))`` IoU of every predicted against every reference instance (box or mask IoU
+        by ``iou_type``; a subclass may score another overlap, e.g. keypoint similarity)."""
         if self.iou_type == "bbox":
-            if inst.boxes is None:
-                raise self.error(index, f"the {what} has no boxes")
-            return np.asarray(inst.boxes, np.float64).reshape(-1, 4)
-        if inst.masks is None:
-            raise self.error(index, f"the {what} has no masks; score it with iou_type='bbox'")
-        masks = np.asarray(inst.masks, bool)
-        if size is not None and masks.shape[1:] != size and len(masks):
+            if pred.boxes is None or ref.boxes is None:
+                raise self.error(index, "the prediction and the reference need boxes")
+            return box_iou(pred.boxes, ref.boxes)
+        if pred.masks is None or ref.masks is None:
+            raise self.error(index, "the prediction and the reference need masks; score them with iou_type='bbox'")
+        d, g = np.asarray(pred.masks, bool), np.asarray(ref.masks, bool)
+        if not len(d) or not len(g):
+            return np.zeros((len(d), len(g)))
+        if d.shape[1:] != g.shape[1:]:
             from .base import resize_map
 
-            masks = resize_map(masks.transpose(1, 2, 0).astype(np.uint8), size, nearest=True)
-            masks = masks.transpose(2, 0, 1).astype(bool)
-        return masks
+            d = resize_map(d.transpose(1, 2, 0).astype(np.uint8), g.shape[1:], nearest=True)
+            d = d.reshape(*g.shape[1:], -1).transpose(2, 0, 1).astype(bool)
+        return mask_iou(d, g)
 
     def _image(self, index: int, pred: Instances, ref: Instances) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
         """Per class of one image: (kept scores, matched (T, D), reference count)."""
-        g_all = self._geometry(index, ref, "reference", None)
-        size = tuple(g_all.shape[1:]) if self.iou_type == "segm" else None
-        d_all = self._geometry(index, pred, "prediction", size)
-        if size is not None and not len(g_all) and len(d_all):
-            size = tuple(d_all.shape[1:])
-        iou = box_iou if self.iou_type == "bbox" else mask_iou
+        sim = self.similarity(index, pred, ref)
         p_labels, r_labels = np.asarray(pred.labels, object), np.asarray(ref.labels, object)
         scores = np.asarray(pred.scores, np.float64).reshape(-1)
         out = {}
@@ -168,8 +172,7 @@ class DetectionAP(Accumulator):
             di = np.flatnonzero(p_labels == name) if len(p_labels) else np.zeros(0, int)
             gi = np.flatnonzero(r_labels == name) if len(r_labels) else np.zeros(0, int)
             di = di[np.argsort(-scores[di], kind="mergesort")][: self.max_dets]
-            ious = iou(d_all[di], g_all[gi]) if len(di) and len(gi) else np.zeros((len(di), len(gi)))
-            out[name] = (scores[di], greedy_match(ious), len(gi))
+            out[name] = (scores[di], greedy_match(sim[np.ix_(di, gi)]), len(gi))
         return out
 
     def _update(self, preds: list[Any], refs: list[Any]) -> list[float]:
@@ -187,12 +190,3 @@ class DetectionAP(Accumulator):
     def _compute(self) -> dict[str, float]:
         return ap_figures(self.per_class)
 
-
-def check_lengths(modality: str, index: int, what: str, labels: Sequence[Any], *arrays: Any) -> None:
-    """Raise when the per-instance fields of a raw differ in length."""
-    lengths = {len(labels), *(len(a) for a in arrays if a is not None)}
-    if len(lengths) > 1:
-        from .base import MetricError
-
-        raise MetricError(f"modality {modality!r} metrics, sample {index}: the {what}'s instance fields differ "
-                          f"in length ({sorted(lengths)})")
