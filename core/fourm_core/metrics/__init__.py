@@ -10,7 +10,8 @@ The families live in their own modules (imported lazily, so that ``import fourm_
   thresholds, AbsRel, RMSE; resizing a prediction to the reference's size.
 * :mod:`~fourm_core.metrics.angles` — surface normals: angular error statistics.
 * :mod:`~fourm_core.metrics.segmentation` — confusion-matrix mIoU and pixel accuracy.
-* :mod:`~fourm_core.metrics.detection` — COCO-style mean average precision (boxes and masks).
+* :mod:`~fourm_core.metrics.detection` — COCO-style mean average precision (boxes, masks, or a subclass's
+  overlap such as keypoint similarity).
 * :mod:`~fourm_core.metrics.captions` — BLEU-4 and CIDEr-D.
 * :mod:`~fourm_core.metrics.retrieval` — recall@k of global embeddings.
 * :mod:`~fourm_core.metrics.edges` — edge-map F1 with a pixel tolerance.

@@ -14,7 +14,9 @@ range), per image:
 * ``RMSE = sqrt(mean (a - r)^2)``
 * ``δk = share of pixels with max(a / r, r / a) < 1.25^k`` for k = 1, 2, 3
 
-Valid pixels are those with a finite reference above ``min_depth`` (a reader writes NaN where a label has no
+The figures are in the units of the stored maps (for the bundled ``depth`` modality a per-image normalised
+map, affine in the model's disparity), not in metres: they compare predictions of one dataset with each
+other, not with published metric-depth tables. Valid pixels are those with a finite reference above ``min_depth`` (a reader writes NaN where a label has no
 depth; ``min_depth`` keeps the ratios finite). Figures are averaged over images (each image weighs the same).
 """
 

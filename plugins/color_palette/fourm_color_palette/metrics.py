@@ -10,7 +10,8 @@ repetitions), symmetric, and does not need both palettes to have the same number
 
 :func:`make_metric` is the modality's ``metrics`` component: per sample ``distance`` (primary, lower is
 better) and ``count_error`` (``|k_pred - k_ref|``, the difference in the number of colours), averaged over
-samples. Palettes have no invalid value; a reference without colours is an error.
+samples; an empty predicted palette scores the largest distance, 441 (the RGB cube's diagonal). Palettes
+have no invalid value; a reference without colours is an error.
 """
 
 from __future__ import annotations
@@ -36,7 +37,10 @@ def _colors(palette: Any, where: str) -> np.ndarray:
 def palette_distance(a: dict[str, Any], b: dict[str, Any]) -> float:
     """Symmetric mean nearest-colour distance between palettes ``a`` and ``b`` (RGB units, 0..441; the module
     docstring defines it)."""
-    pa, pb = _colors(a, "first palette"), _colors(b, "second palette")
+    return _distance(_colors(a, "first palette"), _colors(b, "second palette"))
+
+
+def _distance(pa: np.ndarray, pb: np.ndarray) -> float:
     d = np.sqrt(((pa[:, None] - pb[None]) ** 2).sum(-1))
     return float(0.5 * (d.min(1).mean() + d.min(0).mean()))
 
@@ -67,9 +71,7 @@ class PaletteMetric(MeanOverSamples):
             raise self.error(index, "the reference palette has no colours")
         if not len(pa):
             return {"distance": float(np.sqrt(3) * 255), "count_error": float(len(pb))}
-        d = np.sqrt(((pa[:, None] - pb[None]) ** 2).sum(-1))
-        return {"distance": float(0.5 * (d.min(1).mean() + d.min(0).mean())),
-                "count_error": float(abs(len(pa) - len(pb)))}
+        return {"distance": _distance(pa, pb), "count_error": float(abs(len(pa) - len(pb)))}
 
 
 def make_metric(*, spec: Any = None, **kwargs: Any) -> PaletteMetric:
