@@ -21,7 +21,8 @@ BINS_PER_DEGREE = 100
 def angles_deg(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """Angles in degrees between the vectors of ``pred`` and ``ref`` (``(..., 3)``, any length), as
     ``atan2(|p x r|, p . r)`` (exact near 0° and 180°, where ``arccos`` of the cosine is not)."""
-    p, r = np.asarray(pred, np.float64), np.asarray(ref, np.float64)
+    dtype = np.result_type(np.asarray(pred).dtype, np.asarray(ref).dtype, np.float32)
+    p, r = np.asarray(pred, dtype), np.asarray(ref, dtype)
     return np.degrees(np.arctan2(np.linalg.norm(np.cross(p, r), axis=-1), (p * r).sum(-1)))
 
 
@@ -71,9 +72,11 @@ class AngleStats:
 
 
 def decode_normals(a: np.ndarray) -> np.ndarray:
-    """Stored normals → vectors: uint8 ``(n + 1) · 127.5`` decoded to ``v / 127.5 - 1``; float maps are taken
-    as vectors already."""
-    return a.astype(np.float64) / 127.5 - 1.0 if a.dtype == np.uint8 else a.astype(np.float64)
+    """Stored normals → vectors: uint8 ``(n + 1) · 127.5`` decoded to float32 ``v / 127.5 - 1``; float maps are
+    taken as vectors already (in their precision)."""
+    if a.dtype == np.uint8:
+        return a.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+    return a if a.dtype.kind == "f" else a.astype(np.float32)
 
 
 class NormalMetric(Accumulator):
@@ -99,7 +102,7 @@ class NormalMetric(Accumulator):
         for i, (p, r) in enumerate(zip(preds, refs)):
             rv = decode_normals(as_map(self.modality, i, r, "reference", channels=3))
             pv = decode_normals(as_map(self.modality, i, p, "prediction", channels=3))
-            pv = resize_map(pv.astype(np.float32), rv.shape[:2]).astype(np.float64)
+            pv = resize_map(pv, rv.shape[:2])
             length = np.linalg.norm(rv, axis=-1)
             valid = (length >= 0.5) & (length <= 1.5)
             a = angles_deg(pv[valid], rv[valid])
