@@ -25,6 +25,8 @@ What the contract checks beyond shapes, and the hooks a subclass may need for it
   coordinates, or set ``crop_invariant = True`` (captions, palettes); vectors must be left unchanged;
 * the serializer: text -> raw -> text is the identity, and raw -> text -> raw keeps the raw up to
   :meth:`~ModalityPluginTests.assert_serialized_close` (the modality's documented loss);
+* the metrics: a declared ``metrics`` factory takes ``spec=``, gives a :class:`~fourm_registry.Metric`, and
+  scores each example raw against itself as perfect (``metric_best``: 1.0 or 0.0 by ``higher_is_better``);
 * the tokenizer: sequences decode exactly to the serializer's round trip; image / vector tokenizers trained for
   a few steps reconstruct their samples clearly better than a constant prediction
   (:meth:`~ModalityPluginTests.reconstruction_error`, ``reconstruction_bound``).
@@ -112,6 +114,10 @@ class ModalityPluginTests:
     #: reconstruction bound: decode(encode(x)) must have an error below this fraction of the error of the
     #: best constant prediction (0.5: the tokens carry at least half of the samples' variation)
     reconstruction_bound: float = 0.5
+
+    #: the primary figure of a perfect prediction, which the metrics test expects for a raw scored against
+    #: itself (None: 1.0 when higher is better, else 0.0)
+    metric_best: float | None = None
 
     # -- what a subclass provides ------------------------------------------------------------------
     def example_raw(self) -> list[Any]:
@@ -465,3 +471,21 @@ class ModalityPluginTests:
         assert err < self.reconstruction_bound * base, (
             f"{self.modality}: decode(encode(x)) error {err:.4g} is not below {self.reconstruction_bound} x the "
             f"constant prediction's {base:.4g} after {self.tokenizer_train_steps} training steps")
+
+    def test_metrics_score_a_raw_against_itself_as_perfect(self):
+        import math
+
+        self._skip_unless("metrics")
+        metric = build_component(self.spec, "metrics")
+        raws = self._examples()
+        scores = metric.update(raws, raws)
+        assert len(scores) == len(raws), f"{self.modality}: metrics.update gave {len(scores)} scores for {len(raws)}"
+        best = self.metric_best if self.metric_best is not None else (1.0 if metric.higher_is_better else 0.0)
+        figures = metric.compute()
+        assert metric.primary in figures, f"{self.modality}: compute() lacks the primary figure {metric.primary!r}"
+        for got in [*(s for s in scores if not math.isnan(s)), figures[metric.primary]]:
+            assert math.isclose(got, best, abs_tol=1e-6), (
+                f"{self.modality}: its {metric.primary} of a raw against itself is {got}, not the perfect {best}")
+        metric.reset()  # empties the totals: the same samples again give the same figures
+        metric.update(raws, raws)
+        assert metric.compute() == figures, f"{self.modality}: metrics.reset() did not empty the totals"

@@ -10,54 +10,38 @@ has an edge within ``tolerance`` pixels (a square neighbourhood: a dilation by a
 
 The trivial baseline "every pixel is an edge" has precision = edge density ``d`` (share of labeled edge
 pixels) and recall 1, so F1 ``2 d / (d + 1)`` (:func:`all_edges_f1`).
+
+:func:`make_metric` is the modality's ``metrics`` component (:class:`fourm_core.metrics.edges.EdgeMetric`:
+these figures averaged over images, primary ``F1``); :func:`edge_f1` and :func:`all_edges_f1` score single
+maps with the same definitions. Edge maps have no invalid pixels.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
+from fourm_core.metrics.edges import EdgeMetric, edge_prf
+from fourm_core.metrics.edges import all_edges_f1 as _all_edges_f1
 
-__all__ = ["edge_f1", "all_edges_f1", "edge_strength"]
-
-
-def _edge_mask(edges: np.ndarray, where: str) -> np.ndarray:
-    a = np.asarray(edges)
-    if a.ndim != 3:
-        raise ValueError(f"modality 'canny_edge' metrics ({where}): expected an (H, W, C) edge map, got shape "
-                         f"{a.shape}")
-    return a
+__all__ = ["edge_f1", "all_edges_f1", "edge_strength", "make_metric"]
+MODALITY = "canny_edge"
 
 
-def _resized(edges: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of a uint8 (H, W, C) map to ``hw`` (one channel is replicated to three for Pillow)."""
-    from PIL import Image
-
-    if edges.shape[-1] == 1:
-        edges = np.repeat(edges, 3, -1)
-    return np.asarray(Image.fromarray(edges).resize((hw[1], hw[0]), Image.BILINEAR))
+def make_metric(*, spec: Any = None, **kwargs: Any) -> EdgeMetric:
+    """The ``metrics`` factory: a fresh :class:`~fourm_core.metrics.edges.EdgeMetric` (``tolerance=`` pixels)."""
+    return EdgeMetric(spec=spec, **kwargs)
 
 
-def edge_f1(pred: np.ndarray, truth: np.ndarray, tolerance: int = 2) -> float:
+def edge_f1(pred: Any, truth: Any, tolerance: int = 2) -> float:
     """F1 of the edge pixels of ``pred`` against those of ``truth`` with a ``tolerance``-pixel match (the
     module docstring defines it). ``pred`` is resized (bilinear) to ``truth``'s size first; a resampled pixel is
     an edge when it is non-zero."""
-    import cv2
-
-    if tolerance < 0:
-        raise ValueError(f"modality 'canny_edge' metrics: tolerance must be >= 0 pixels, got {tolerance}")
-    t = _edge_mask(truth, "truth")[..., 0] > 0
-    p = _resized(_edge_mask(pred, "prediction"), t.shape)[..., 0] > 0
-    k = np.ones((2 * tolerance + 1, 2 * tolerance + 1), np.uint8)
-    precision = (p & (cv2.dilate(t.astype(np.uint8), k) > 0)).sum() / max(p.sum(), 1)
-    recall = (t & (cv2.dilate(p.astype(np.uint8), k) > 0)).sum() / max(t.sum(), 1)
-    return float(2 * precision * recall / max(precision + recall, 1e-9))
+    return edge_prf(pred, truth, tolerance, MODALITY)[2]
 
 
-def all_edges_f1(truth: np.ndarray) -> float:
+def all_edges_f1(truth: Any) -> float:
     """F1 of the guess "every pixel is an edge" against ``truth``: ``2 d / (d + 1)`` for edge density ``d``."""
-    density = (_edge_mask(truth, "truth")[..., 0] > 0).mean()
-    return float(2 * density / (density + 1))
+    return _all_edges_f1(truth, MODALITY)
 
 
 def edge_strength(decoded: Any) -> Any:

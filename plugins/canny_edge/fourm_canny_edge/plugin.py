@@ -27,6 +27,7 @@ def fourm_register_modalities(register):
         labeler=f"{_C}:CannyLabeler",
         visualizer=f"{_C}:visualize",
         transform=f"{_C}:EdgeTransform",
+        metrics="fourm_canny_edge.metrics:make_metric",
         storage=StorageSpec(dtype="uint8", shape=(RAW_SIZE, RAW_SIZE, 1)),
         requires=("rgb",),
         license="Apache-2.0",

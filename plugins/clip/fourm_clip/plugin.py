@@ -32,6 +32,7 @@ def fourm_register_modalities(register):
         transform=ComponentRef(target=f"{_C}:make_feature_transform", context=("raw_size",)),
         storage=StorageSpec(dtype="float16", shape=(*GRID, FEATURE_DIM)),
         requires=("rgb",),
+        metrics="fourm_core.metrics.retrieval:EmbeddingMetric",
         license="MIT (OpenAI CLIP weights)",
         default_weights=DEFAULT_WEIGHTS,
     ))

@@ -7,6 +7,11 @@ and ``B`` is the *symmetric mean nearest-colour distance*, in RGB units (0..441,
 
 with ``|.|`` the Euclidean norm. It is 0 for palettes with the same colours (whatever their order and
 repetitions), symmetric, and does not need both palettes to have the same number of colours.
+
+:func:`make_metric` is the modality's ``metrics`` component: per sample ``distance`` (primary, lower is
+better) and ``count_error`` (``|k_pred - k_ref|``, the difference in the number of colours), averaged over
+samples; an empty predicted palette scores the largest distance, 441 (the RGB cube's diagonal). Palettes
+have no invalid value; a reference without colours is an error.
 """
 
 from __future__ import annotations
@@ -16,7 +21,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["palette_distance", "medoid_palette"]
+from fourm_core.metrics.base import MeanOverSamples, MetricError
+
+__all__ = ["palette_distance", "medoid_palette", "PaletteMetric", "make_metric"]
+MODALITY = "color_palette"
 
 
 def _colors(palette: Any, where: str) -> np.ndarray:
@@ -29,7 +37,10 @@ def _colors(palette: Any, where: str) -> np.ndarray:
 def palette_distance(a: dict[str, Any], b: dict[str, Any]) -> float:
     """Symmetric mean nearest-colour distance between palettes ``a`` and ``b`` (RGB units, 0..441; the module
     docstring defines it)."""
-    pa, pb = _colors(a, "first palette"), _colors(b, "second palette")
+    return _distance(_colors(a, "first palette"), _colors(b, "second palette"))
+
+
+def _distance(pa: np.ndarray, pb: np.ndarray) -> float:
     d = np.sqrt(((pa[:, None] - pb[None]) ** 2).sum(-1))
     return float(0.5 * (d.min(1).mean() + d.min(0).mean()))
 
@@ -40,3 +51,29 @@ def medoid_palette(palettes: Sequence[dict[str, Any]]) -> dict[str, Any]:
     if not palettes:
         raise ValueError("modality 'color_palette' metrics: medoid_palette needs at least one palette")
     return min(palettes, key=lambda p: sum(palette_distance(p, q) for q in palettes))
+
+
+class PaletteMetric(MeanOverSamples):
+    """Palettes scored by :func:`palette_distance` and the colour-count error (the module docstring)."""
+
+    primary = "distance"
+    higher_is_better = False
+
+    def __init__(self, *, spec: Any = None):
+        super().__init__(spec.name if spec is not None else MODALITY)
+
+    def _figures(self, index: int, pred: Any, ref: Any) -> dict[str, float]:
+        try:
+            pa, pb = _colors(pred, "prediction"), _colors(ref, "reference")
+        except ValueError as exc:
+            raise MetricError(f"sample {index}: {exc}") from exc
+        if not len(pb):
+            raise self.error(index, "the reference palette has no colours")
+        if not len(pa):
+            return {"distance": float(np.sqrt(3) * 255), "count_error": float(len(pb))}
+        return {"distance": _distance(pa, pb), "count_error": float(abs(len(pa) - len(pb)))}
+
+
+def make_metric(*, spec: Any = None, **kwargs: Any) -> PaletteMetric:
+    """The ``metrics`` factory: a fresh :class:`PaletteMetric`."""
+    return PaletteMetric(spec=spec, **kwargs)

@@ -22,6 +22,7 @@ def fourm_register_modalities(register):
             labeler="fourm_color_palette.components:PaletteLabeler",
             transform="fourm_color_palette.components:PaletteTransform",
             serializer="fourm_color_palette.components:PaletteSerializer",
+            metrics="fourm_color_palette.metrics:make_metric",
             visualizer="fourm_color_palette.components:visualize",
             tokenizer="fourm_core.plugin_kit.seqtext:sequence_tokenizer",
             license="Apache-2.0",

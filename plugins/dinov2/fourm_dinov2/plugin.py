@@ -31,6 +31,7 @@ def fourm_register_modalities(register):
         transform=ComponentRef(target=f"{_C}:make_feature_transform", context=("raw_size",)),
         storage=StorageSpec(dtype="float16", shape=(*GRID, FEATURE_DIM)),
         requires=("rgb",),
+        metrics="fourm_core.metrics.retrieval:EmbeddingMetric",
         license="Apache-2.0 (DINOv2 weights)",
         default_weights=DEFAULT_WEIGHTS,
     ))
@@ -48,6 +49,7 @@ def fourm_register_modalities(register):
         transform=f"{_C}:make_global_transform",
         storage=StorageSpec(dtype="float16", shape=(FEATURE_DIM,)),
         requires=("rgb",),
+        metrics="fourm_core.metrics.retrieval:EmbeddingMetric",
         license="Apache-2.0 (DINOv2 weights)",
         default_weights=DEFAULT_WEIGHTS,
     ))

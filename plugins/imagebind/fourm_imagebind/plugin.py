@@ -32,6 +32,7 @@ def fourm_register_modalities(register):
         transform=ComponentRef(target=f"{_C}:make_feature_transform", context=("raw_size",)),
         storage=StorageSpec(dtype="float16", shape=(*GRID, FEATURE_DIM)),
         requires=("rgb",),
+        metrics="fourm_core.metrics.retrieval:EmbeddingMetric",
         license="MIT (OpenCLIP ViT-H/14 LAION-2B weights)",
         default_weights=DEFAULT_WEIGHTS,
     ))
@@ -49,6 +50,7 @@ def fourm_register_modalities(register):
         transform=f"{_C}:make_global_transform",
         storage=StorageSpec(dtype="float16", shape=(FEATURE_DIM,)),
         requires=("rgb",),
+        metrics="fourm_core.metrics.retrieval:EmbeddingMetric",
         license="MIT (OpenCLIP ViT-H/14 LAION-2B weights)",
         default_weights=DEFAULT_WEIGHTS,
     ))

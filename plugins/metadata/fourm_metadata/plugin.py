@@ -21,6 +21,7 @@ def fourm_register_modalities(register):
             labeler="fourm_metadata.components:MetadataLabeler",
             transform="fourm_metadata.components:MetadataTransform",
             serializer="fourm_metadata.components:MetadataSerializer",
+            metrics="fourm_metadata.metrics:make_metric",
             visualizer="fourm_metadata.components:visualize",
             tokenizer="fourm_core.plugin_kit.seqtext:sequence_tokenizer",
             license="Apache-2.0",

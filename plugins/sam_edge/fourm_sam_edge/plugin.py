@@ -22,6 +22,7 @@ def fourm_register_modalities(register):
         labeler=f"{_C}:SamEdgeLabeler",
         visualizer=f"{_C}:visualize",
         transform=f"{_C}:SamEdgeTransform",
+        metrics="fourm_sam_edge.metrics:make_metric",
         storage=StorageSpec(dtype="uint8", shape=(256, 256, 1)),
         requires=("sam_instance",),
         license="Apache-2.0",

@@ -25,6 +25,7 @@ def fourm_register_modalities(register):
         storage=StorageSpec(dtype="json"),
         labeler=f"{_C}:SamInstanceLabeler",
         transform=f"{_C}:SamInstanceTransform",
+        metrics="fourm_sam_instance.metrics:make_metric",
         serializer=ComponentRef(target=f"{_C}:make_serializer", context=("tokenizer_dir",)),
         visualizer=f"{_C}:visualize",
         tokenizer="fourm_core.plugin_kit.seqtext:sequence_tokenizer",
