@@ -79,8 +79,13 @@ def evaluate(model: Any, data: str, *, inputs: Sequence[str] | str, targets: Seq
     dist = Dist(device)
     if dist.world > 1 and device == "cuda":
         device = str(dist.state.device)  # one GPU per process
-    pipe = model if isinstance(model, AnyToAny) else AnyToAny.from_pretrained(
-        model, device=device, tokenizers=tokenizers, modalities=modalities)
+    if isinstance(model, AnyToAny):
+        pipe = model
+    else:
+        from fourm_registry.cli import context
+
+        with context(f"--model {model}"):
+            pipe = AnyToAny.from_pretrained(model, device=device, tokenizers=tokenizers, modalities=modalities)
     store = Store.open(data, "r")
     n = store.num_samples if samples is None else int(samples)
     if not 1 <= n <= store.num_samples:

@@ -1,0 +1,127 @@
+"""``fourm evaluate`` and the run mechanics: resuming an interrupted run, processes splitting the chunks,
+refusing the parts of another run, and the errors a user can fix."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from conftest import eval_modalities, make_store
+
+FAST = dict(steps=2, batch_size=2, progress=False, grids=False)
+
+
+@pytest.fixture(scope="module")
+def cli():
+    import click
+
+    from fourm_registry.cli import FourmGroup
+
+    from fourm_core.cli_evaluate import register_commands
+
+    @click.group(cls=FourmGroup)
+    def group():
+        """test group"""
+
+    register_commands(group)
+    return group
+
+
+def test_cli_evaluate_reports_resumes_and_refuses_another_run(cli, checkpoint, store_url, specs, tmp_path,
+                                                              monkeypatch):
+    from fourm_registry.manager import get_manager
+
+    # the command loads the model over the installed plugins: give their specs the test metrics
+    monkeypatch.setattr(get_manager(), "modalities", lambda: specs)
+    out = tmp_path / "eval"
+    args = ["evaluate", "--model", str(checkpoint), "--data", store_url, "--inputs", "rgb", "--targets", "depth",
+            "--samples", "5", "--out", str(out), "--oracle", "--batch-size", "4", "--no-progress", "--steps"]
+    args, other_args = [*args, "2"], [*args, "3"]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    assert "| depth | **mae** ↓ |" in res.output and "chunks computed: {'model': 2, 'oracle': 2}" in res.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    entry = metrics["targets"]["depth"]
+    assert entry["n"] == 5 and set(entry) >= {"model", "oracle", "baseline", "grid"}
+    assert (out / "grid_depth.png").is_file() and metrics["generation"]["steps"] == 2
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 0 and "none (all resumed)" in again.output, again.output
+    assert json.loads((out / "metrics.json").read_text())["targets"]["depth"]["model"] == entry["model"]
+    other = CliRunner().invoke(cli, other_args)
+    assert other.exit_code != 0 and "holds model predictions of another run" in other.output
+    assert "--overwrite" in other.output
+    redo = CliRunner().invoke(cli, [*other_args, "--overwrite"])
+    assert redo.exit_code == 0 and "{'model': 2, 'oracle': 2}" in redo.output, redo.output
+
+
+def test_interrupted_run_resumes_without_recomputing(pipe, store_url, tmp_path, monkeypatch):
+    from fourm_core import evaluate
+    from fourm_core.evaluation import runner
+
+    fresh = evaluate(pipe, store_url, inputs="rgb", targets="depth", out=tmp_path / "fresh", **FAST)
+    real, calls = runner.write_part, []
+
+    def dies_after_one(path, raws):
+        if calls:
+            raise KeyboardInterrupt("killed")
+        calls.append(path)
+        real(path, raws)
+
+    monkeypatch.setattr(runner, "write_part", dies_after_one)
+    out = tmp_path / "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(pipe, store_url, inputs="rgb", targets="depth", out=out, **FAST)
+    monkeypatch.setattr(runner, "write_part", real)
+    res = evaluate(pipe, store_url, inputs="rgb", targets="depth", out=out, **FAST)
+    assert res.computed["model"] == 1  # only the chunk that was not written
+    assert res.metrics["targets"]["depth"]["model"] == fresh.metrics["targets"]["depth"]["model"]
+    np.testing.assert_array_equal(res.scores["depth"]["model"], fresh.scores["depth"]["model"])
+    assert len(res.samples) == 6 and sorted(res.samples.tolist()) == list(range(6))
+
+
+class _FakeDist:
+    """Process ``rank`` of ``world`` (the barrier is a no-op: the test runs the processes one after another)."""
+
+    def __init__(self, rank, world):
+        self.rank, self.world, self.is_main = rank, world, rank == 0
+
+    def barrier(self):
+        pass
+
+
+def test_processes_split_the_chunks(pipe, specs, tmp_path, monkeypatch):
+    from fourm_core import evaluate
+    from fourm_core.evaluation import runner
+
+    url = make_store(str(tmp_path / "s.zarr"), specs, n=6, samples_per_shard=2, with_caption=False)
+    single = evaluate(pipe, url, inputs="rgb", targets="depth", out=tmp_path / "one", **FAST)
+    out = tmp_path / "two"
+    monkeypatch.setattr(runner, "Dist", lambda device: _FakeDist(1, 2))
+    assert evaluate(pipe, url, inputs="rgb", targets="depth", out=out, **FAST) is None  # rank 1 reports nothing
+    assert sorted(p.name for p in (out / "parts" / "model").iterdir()) == ["000000002-000000004.npz"]
+    monkeypatch.setattr(runner, "Dist", lambda device: _FakeDist(0, 2))
+    res = evaluate(pipe, url, inputs="rgb", targets="depth", out=out, **FAST)
+    assert res.computed["model"] == 2  # chunks 0 and 2; chunk 1 came from rank 1
+    np.testing.assert_array_equal(res.scores["depth"]["model"], single.scores["depth"]["model"])
+
+
+def test_errors_name_the_modality_and_the_fix(checkpoint, store_url, specs, tmp_path):
+    from fourm_core import AnyToAny, evaluate
+    from fourm_core.evaluation import EvaluationError
+
+    bare = AnyToAny.from_pretrained(checkpoint, modalities=eval_modalities(metrics={}))
+    with pytest.raises(EvaluationError, match=r"'depth' has no metrics: plugin fourm-depth declares no `metrics`"):
+        evaluate(bare, store_url, inputs="rgb", targets="depth", **FAST)
+    pipe = AnyToAny.from_pretrained(checkpoint, modalities=specs)
+    no_caption = make_store(str(tmp_path / "nocap.zarr"), specs, with_caption=False)
+    with pytest.raises(EvaluationError, match=r"no 'caption' values \(target caption\).*fourm label"):
+        evaluate(pipe, no_caption, inputs="rgb", targets="caption", **FAST)
+    with pytest.raises(EvaluationError, match="has 6 samples"):
+        evaluate(pipe, store_url, inputs="rgb", targets="depth", samples=7, **FAST)
+    with pytest.raises(EvaluationError, match="both inputs and targets"):
+        evaluate(pipe, store_url, inputs="rgb,depth", targets="depth", **FAST)
+    with pytest.raises(EvaluationError, match="no targets given"):
+        evaluate(pipe, store_url, inputs="rgb", targets=" , ", **FAST)
