@@ -166,7 +166,6 @@ def ranked(scores: np.ndarray, higher_is_better: bool) -> dict[str, int]:
     finite = np.flatnonzero(np.isfinite(scores))
     if finite.size == 0:
         return {}
-    order = finite[np.argsort(scores[finite], kind="stable")]
-    if higher_is_better:
-        order = order[::-1]
+    key = -scores[finite] if higher_is_better else scores[finite]
+    order = finite[np.argsort(key, kind="stable")]  # ties: the lower index first
     return {"best": int(order[0]), "median": int(order[len(order) // 2]), "worst": int(order[-1])}
