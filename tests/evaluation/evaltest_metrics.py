@@ -58,3 +58,4 @@ class ExactMatch:
 
     def compute(self) -> dict[str, float]:
         return {"accuracy": float(np.mean(self._hits)) if self._hits else float("nan")}
+
