@@ -80,31 +80,51 @@ def test_interrupted_run_resumes_without_recomputing(pipe, store_url, tmp_path, 
     assert res.metrics["targets"]["depth"]["model"] == fresh.metrics["targets"]["depth"]["model"]
     np.testing.assert_array_equal(res.scores["depth"]["model"], fresh.scores["depth"]["model"])
     assert len(res.samples) == 6 and sorted(res.samples.tolist()) == list(range(6))
+    (out / "run.json").unlink()  # parts nobody can vouch for are not reused
+    from fourm_core.evaluation import EvaluationError
+
+    with pytest.raises(EvaluationError, match="holds predictions but no run.json"):
+        evaluate(pipe, store_url, inputs="rgb", targets="depth", out=out, **FAST)
 
 
-class _FakeDist:
-    """Process ``rank`` of ``world`` (the barrier is a no-op: the test runs the processes one after another)."""
+class _ThreadDist:
+    """Process ``rank`` of two, as a thread: the barrier is a real one between the two threads."""
 
-    def __init__(self, rank, world):
-        self.rank, self.world, self.is_main = rank, world, rank == 0
+    def __init__(self, rank, world, barrier):
+        self.rank, self.world, self.is_main, self._barrier = rank, world, rank == 0, barrier
 
     def barrier(self):
-        pass
+        self._barrier.wait(timeout=120)
 
 
 def test_processes_split_the_chunks(pipe, specs, tmp_path, monkeypatch):
+    import threading
+
     from fourm_core import evaluate
     from fourm_core.evaluation import runner
 
     url = make_store(str(tmp_path / "s.zarr"), specs, n=6, samples_per_shard=2, with_caption=False)
     single = evaluate(pipe, url, inputs="rgb", targets="depth", out=tmp_path / "one", **FAST)
-    out = tmp_path / "two"
-    monkeypatch.setattr(runner, "Dist", lambda device: _FakeDist(1, 2))
-    assert evaluate(pipe, url, inputs="rgb", targets="depth", out=out, **FAST) is None  # rank 1 reports nothing
-    assert sorted(p.name for p in (out / "parts" / "model").iterdir()) == ["000000002-000000004.npz"]
-    monkeypatch.setattr(runner, "Dist", lambda device: _FakeDist(0, 2))
-    res = evaluate(pipe, url, inputs="rgb", targets="depth", out=out, **FAST)
-    assert res.computed["model"] == 2  # chunks 0 and 2; chunk 1 came from rank 1
+    out, barrier, results = tmp_path / "two", threading.Barrier(2), {}
+    monkeypatch.setattr(runner, "Dist", lambda device: _ThreadDist(int(threading.current_thread().name), 2, barrier))
+
+    def rank(r):
+        try:
+            results[r] = evaluate(pipe, url, inputs="rgb", targets="depth", out=out, **FAST)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            results[r] = exc
+            barrier.abort()
+
+    threads = [threading.Thread(target=rank, args=(r,), name=str(r)) for r in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert results[1] is None, results[1]  # only process 0 reports
+    res = results[0]
+    assert not isinstance(res, BaseException), res
+    assert res.computed["model"] == 2  # chunks 0 and 2; chunk 1 is process 1's
+    assert len(list((out / "parts" / "model").iterdir())) == 3
     np.testing.assert_array_equal(res.scores["depth"]["model"], single.scores["depth"]["model"])
 
 

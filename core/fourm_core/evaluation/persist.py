@@ -93,12 +93,12 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def fingerprint(module: Any) -> str:
-    """A short hash of a torch module's parameters and buffers (names, shapes and per-tensor sums): what
-    tells a resume that the model or tokenizer is still the one that wrote the parts."""
+def fingerprint(module: Any, extra: str = "") -> str:
+    """A short hash of a torch module's parameters and buffers (names, shapes and per-tensor sums) and of
+    ``extra``: what tells a resume that the model or tokenizer is still the one that wrote the parts."""
     import torch
 
-    h = hashlib.sha256()
+    h = hashlib.sha256(extra.encode())
     with torch.no_grad():
         items = list(module.state_dict().items()) if hasattr(module, "state_dict") else []
         sums = [t.detach().double().sum() for _, t in items if isinstance(t, torch.Tensor)]
@@ -117,6 +117,9 @@ def check_run(out: Path, run: Mapping[str, Any], modes: Sequence[str], *, overwr
     path = out / RUN_FILE
     if overwrite and (out / PARTS).exists():
         shutil.rmtree(out / PARTS)
+    if not path.is_file() and any((out / PARTS).glob("*/*.npz")):
+        raise EvaluationError(f"{out} holds predictions but no {RUN_FILE} saying what made them; pass --overwrite "
+                              f"to recompute them, or choose another --out")
     if path.is_file() and not overwrite:
         try:
             have = json.loads(path.read_text(encoding="utf-8"))

@@ -108,7 +108,8 @@ def evaluate(model: Any, data: str, *, inputs: Sequence[str] | str, targets: Seq
                   **dict(options or {})}
     run = {"store": str(data), "samples": n, "inputs": sorted(pipe.resolve(i) for i in inputs),
            "targets": [t.name for t in tgts], "model": fingerprint(pipe.model),
-           "tokenizers": {t.name: fingerprint(getattr(pipe.codec(t.name), "tokenizer", None)) for t in tgts},
+           "tokenizers": {t.name: fingerprint(getattr(pipe.codec(t.name), "tokenizer", None), repr(pipe.codec(t.name)))
+                          for t in tgts},
            "generation": generation}
     try:
         if dist.is_main:
@@ -201,8 +202,7 @@ def _predict(pipe: Any, store: Store, idx: range, in_keys: Mapping[str, str], tg
              seed: int, **opts: Any) -> dict[str, list[Any]]:
     """Model predictions (decoded raws) of the targets for samples ``idx``."""
     inputs = {name: store.read_raw(key, idx) for name, key in in_keys.items()}
-    out = pipe(inputs if len(idx) > 1 else {k: v[0] for k, v in inputs.items()}, [t.name for t in tgts],
-               seed=seed, decode_errors="text", **opts)
+    out = pipe(inputs, [t.name for t in tgts], seed=seed, decode_errors="text", **opts)
     return {t.name: list(out.raw[t.name]) for t in tgts}
 
 
@@ -213,7 +213,7 @@ def _round_trip(pipe: Any, store: Store, idx: range, tgts: Sequence[Target]) -> 
     out = {}
     for t in tgts:
         refs = store.read_raw(t.reference, idx)
-        tokens = pipe.encode_inputs({t.name: refs if len(refs) > 1 else refs[0]})[0][t.name]["tensor"]
+        tokens = pipe.encode_inputs({t.name: refs})[0][t.name]["tensor"]
         with torch.no_grad():
             out[t.name] = list(pipe.codec(t.name).decode(tokens.cpu()))
     return out
