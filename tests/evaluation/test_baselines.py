@@ -55,3 +55,15 @@ def test_ranking_follows_the_direction_and_skips_nan():
     assert ranked(s, higher_is_better=False) == {"best": 2, "median": 4, "worst": 3}
     assert ranked(s, higher_is_better=True) == {"best": 3, "median": 0, "worst": 2}
     assert ranked(np.array([np.nan]), True) == {}
+
+
+def test_json_values_pick_the_best_constant_under_the_metric():
+    from evaltest_metrics import MeanAbsoluteError
+
+    from fourm_core.evaluation.scoring import Baseline
+
+    spec = ModalitySpec(name="count", kind="sequence", max_length=8, vocab_size=10, storage=StorageSpec(dtype="json"),
+                        serializer="fourm_core.compat.serializer:PlainTextSerializer")
+    base = Baseline(spec, metric=MeanAbsoluteError)
+    base.add([0, 10, 12, 11, 30])  # all distinct: total absolute error 63, 33, 33, 32, 87
+    assert base.value == 11 and "scores best as a constant prediction, of the 5 most frequent" in base.description

@@ -227,7 +227,7 @@ def _score(pipe: Any, store: Store, root: Path, chunks: Sequence[range], tgts: S
     descriptions: dict[str, str] = {}
     if baseline:
         for t in tgts:
-            base = Baseline(t.reference_spec)
+            base = Baseline(t.reference_spec, metric=t.metric)
             for c in chunks:
                 base.add(t.prepare(pipe, store.read_raw(t.reference, c)))
             constants[t.name] = base.value

@@ -11,14 +11,16 @@ is the best a constant predictor of that kind can do on this set):
 * integer arrays of one channel (class maps, edges, instance ids): the most frequent value over all pixels
   (the storage's fill value, an "ignore" label, excluded), everywhere;
 * integer arrays of several channels (photos): the per-element mean, rounded;
-* anything else (captions, boxes, JSON records): the most frequent reference value.
+* anything else (captions, boxes, JSON records): the reference value that scores best as a constant
+  prediction under the target's own primary figure, among the :data:`CANDIDATES` most frequent ones (the
+  most frequent value when no metric is given).
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -95,12 +97,18 @@ def make_target(pipe: Any, name: str, registry: Any) -> Target:
 
 
 # -- baselines ----------------------------------------------------------------------------------------------
+#: how many distinct reference values a JSON / text baseline chooses from (the most frequent first)
+CANDIDATES = 32
+
+
 class Baseline:
     """The trivial constant prediction of one target (see the module docstring): :meth:`add` references,
-    then :attr:`value` and :attr:`description`."""
+    then :attr:`value` and :attr:`description`. ``metric``: a factory of fresh accumulators of the target's
+    metric, which picks the JSON / text baseline among the candidates."""
 
-    def __init__(self, spec: ModalitySpec):
-        self.spec = spec
+    def __init__(self, spec: ModalitySpec, metric: Callable[[], Metric] | None = None):
+        self.spec, self._metric = spec, metric
+        self._refs: list[Any] = []
         self._sum: np.ndarray | None = None
         self._like: np.ndarray | None = None
         self._n = 0
@@ -118,6 +126,7 @@ class Baseline:
             key = json.dumps(jsonable(r), sort_keys=True)
             self._json[key] += 1
             self._first.setdefault(key, r)
+        self._refs.extend(refs)
 
     def _add_arrays(self, block: np.ndarray) -> None:
         if self._like is None:
@@ -155,10 +164,27 @@ class Baseline:
             self.description = "the per-element mean of the references"
             return mean.astype(like.dtype)
         if self._json:
-            key, count = self._json.most_common(1)[0]
-            self.description = f"the most frequent reference ({count} of {sum(self._json.values())})"
-            return self._first[key]
+            return self._best_reference()
         return None
+
+    def _best_reference(self) -> Any:
+        common = self._json.most_common(CANDIDATES)  # ties keep the order of first appearance
+        total = sum(self._json.values())
+        key, count = common[0]
+        best, best_score = self._first[key], None
+        if self._metric is not None and len(common) > 1:
+            for key, _ in common:
+                metric = self._metric()
+                metric.update([self._first[key]] * len(self._refs), self._refs)
+                score = float(metric.compute()[metric.primary])
+                better = best_score is None or (score > best_score if metric.higher_is_better else score < best_score)
+                if np.isfinite(score) and better:
+                    best, best_score, count = self._first[key], score, self._json[key]
+            self.description = (f"the reference that scores best as a constant prediction, of the {len(common)} "
+                                f"most frequent ({count} of {total})")
+        else:
+            self.description = f"the most frequent reference ({count} of {total})"
+        return best
 
 
 def ranked(scores: np.ndarray, higher_is_better: bool) -> dict[str, int]:
