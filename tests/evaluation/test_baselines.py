@@ -45,7 +45,7 @@ def test_json_values_predict_the_most_frequent_one():
                         serializer="fourm_core.compat.serializer:PlainTextSerializer")
     base = Baseline(spec)
     base.add([{"boxes": [[0, 0, 1, 1]]}, "a cat", {"boxes": [[0, 0, 1, 1]]}])
-    assert base.value == {"boxes": [[0, 0, 1, 1]]} and "2 of 3" in base.description
+    assert base.value == {"boxes": [[0, 0, 1, 1]]} and "2 times in 3" in base.description
 
 
 def test_ranking_follows_the_direction_and_skips_nan():
@@ -66,4 +66,4 @@ def test_json_values_pick_the_best_constant_under_the_metric():
                         serializer="fourm_core.compat.serializer:PlainTextSerializer")
     base = Baseline(spec, metric=MeanAbsoluteError)
     base.add([0, 10, 12, 11, 30])  # all distinct: total absolute error 63, 33, 33, 32, 87
-    assert base.value == 11 and "scores best as a constant prediction, of the 5 most frequent" in base.description
+    assert base.value == 11 and "scores best as a constant prediction, among the 5 most" in base.description

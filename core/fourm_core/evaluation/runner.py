@@ -123,7 +123,9 @@ def evaluate(model: Any, data: str, *, inputs: Sequence[str] | str, targets: Seq
             return None
         result = _score(pipe, store, root, chunks, tgts, modes, baseline)
         result.computed = computed
-        result.metrics.update({"store": str(data), "inputs": run["inputs"], "samples": n,
+        result.metrics.update({"model": str(model) if not isinstance(model, AnyToAny) else type(model).__name__,
+                               "model_fingerprint": run["model"], "store": str(data), "inputs": run["inputs"],
+                               "samples": n,
                                "generation": {k: v for k, v in generation.items() if v is not None}})
         if tmp is None:
             from .report import write_reports

@@ -180,10 +180,10 @@ class Baseline:
                 better = best_score is None or (score > best_score if metric.higher_is_better else score < best_score)
                 if np.isfinite(score) and better:
                     best, best_score, count = self._first[key], score, self._json[key]
-            self.description = (f"the reference that scores best as a constant prediction, of the {len(common)} "
-                                f"most frequent ({count} of {total})")
+            self.description = (f"the reference that scores best as a constant prediction, among the "
+                                f"{len(common)} most frequent values (it occurs {count} times in {total})")
         else:
-            self.description = f"the most frequent reference ({count} of {total})"
+            self.description = f"the most frequent reference (it occurs {count} times in {total})"
         return best
 
 
