@@ -12,6 +12,7 @@ processes.
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -101,12 +102,15 @@ def evaluate(model: Any, data: str, *, inputs: Sequence[str] | str, targets: Seq
     chunks = [range(s.start, min(s.stop, n)) for s in store.shards() if s.start < n]
     _check_complete(store, data, {**in_keys, **{f"target {t.name}": t.reference for t in tgts}}, chunks)
 
+    if out is None and dist.world > 1:
+        raise EvaluationError("a distributed evaluation needs an output directory its processes share; pass --out DIR")
     tmp = tempfile.TemporaryDirectory(prefix="fourm-evaluate-") if out is None else None
     root = Path(tmp.name if tmp is not None else out)
     modes = ("model", "oracle") if oracle else ("model",)
     generation = {"steps": steps, "temperature": temperature, "seed": seed, "batch_size": batch_size,
                   **dict(options or {})}
-    run = {"store": str(data), "samples": n, "inputs": sorted(pipe.resolve(i) for i in inputs),
+    where = str(data) if "://" in str(data) else os.path.abspath(data)
+    run = {"store": where, "samples": n, "inputs": sorted(pipe.resolve(i) for i in inputs),
            "targets": [t.name for t in tgts], "model": fingerprint(pipe.model),
            "tokenizers": {t.name: fingerprint(getattr(pipe.codec(t.name), "tokenizer", None), repr(pipe.codec(t.name)))
                           for t in tgts},
