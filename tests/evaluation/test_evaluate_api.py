@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import NUM_SAMPLES
+from evaltest_fixtures import NUM_SAMPLES
 
 
 def _mae(a, b) -> float:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_store
+from evaltest_fixtures import make_store
 
 HERE = Path(__file__).resolve().parent
 
@@ -19,7 +19,7 @@ import json, sys
 sys.path.insert(0, {here!r})
 import torch
 torch.set_num_threads(1)
-from conftest import eval_modalities
+from evaltest_fixtures import eval_modalities
 from fourm_core import evaluate
 res = evaluate({ckpt!r}, {store!r}, inputs="rgb", targets="depth", out={out!r}, modalities=eval_modalities(),
                steps=2, batch_size=2, progress=False, grids=False)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import METRICS, make_store
+from evaltest_fixtures import METRICS, make_store
 
 RELEASE = Path(os.environ.get("FOURM_RELEASE_DIR")
                or Path(__file__).resolve().parents[3] / "shared" / "conformance" / "ml4m_release")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import eval_modalities, make_store
+from evaltest_fixtures import eval_modalities, make_store
 
 FAST = dict(steps=2, batch_size=2, progress=False, grids=False)
 
