@@ -80,6 +80,8 @@ def test_interrupted_run_resumes_without_recomputing(pipe, store_url, tmp_path, 
     assert res.metrics["targets"]["depth"]["model"] == fresh.metrics["targets"]["depth"]["model"]
     np.testing.assert_array_equal(res.scores["depth"]["model"], fresh.scores["depth"]["model"])
     assert len(res.samples) == 6 and sorted(res.samples.tolist()) == list(range(6))
+    with_oracle = evaluate(pipe, store_url, inputs="rgb", targets="depth", out=out, oracle=True, **FAST)
+    assert with_oracle.computed == {"model": 0, "oracle": 2}  # adding --oracle computes only the round trips
     (out / "run.json").unlink()  # parts nobody can vouch for are not reused
     from fourm_core.evaluation import EvaluationError
 
