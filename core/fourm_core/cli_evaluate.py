@@ -45,7 +45,11 @@ def register_commands(cli: click.Group) -> None:
         from .data.cli import _existing_store, _readable, _setup_logging
 
         _check_model_arg(model_dir)
-        _existing_store(store)
+        try:
+            _existing_store(store)
+        except click.BadParameter as exc:
+            exc.param_hint = "--data"
+            raise
         if tok_dir is not None and not Path(tok_dir).is_dir():
             raise click.BadParameter(f"{tok_dir!r} is not a directory; pass the tokenizer directory of "
                                      f"`fourm train-tokenizer --out DIR` (default: MODEL/tokenizers)",

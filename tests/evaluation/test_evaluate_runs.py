@@ -40,6 +40,9 @@ def test_cli_evaluate_reports_resumes_and_refuses_another_run(cli, checkpoint, s
     args = ["evaluate", "--model", str(checkpoint), "--data", store_url, "--inputs", "rgb", "--targets", "depth",
             "--samples", "5", "--out", str(out), "--oracle", "--batch-size", "4", "--no-progress", "--steps"]
     args, other_args = [*args, "2"], [*args, "3"]
+    missing = CliRunner().invoke(cli, ["evaluate", "--model", str(checkpoint), "--data", str(tmp_path / "no.zarr"),
+                                       "--inputs", "rgb", "--targets", "depth"])
+    assert missing.exit_code == 2 and "Invalid value for --data" in missing.output and "fourm ingest" in missing.output
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 0, res.output
     assert "| depth | **mae** ↓ |" in res.output and "chunks computed: {'model': 2, 'oracle': 2}" in res.output
