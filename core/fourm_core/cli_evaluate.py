@@ -63,8 +63,9 @@ def register_commands(cli: click.Group) -> None:
         with _readable(store):
             res = evaluate(model_dir, store, inputs=inputs, targets=targets, samples=samples, out=out, oracle=oracle,
                            baseline=not no_baseline, steps=steps, temperature=temperature, seed=seed,
-                           batch_size=batch_size, device=device, tokenizers=tok_dir, overwrite=overwrite, progress=not no_progress,
-                           grids=not no_grids, options={k: v for k, v in options.items() if v is not None})
+                           batch_size=batch_size, device=device, tokenizers=tok_dir, overwrite=overwrite,
+                           progress=not no_progress, grids=not no_grids,
+                           options={k: v for k, v in options.items() if v is not None})
         if res is None:  # not process 0 of a distributed run
             return
         resumed = {m: c for m, c in res.computed.items() if c}

@@ -95,13 +95,20 @@ def draw_grid(result: Any, pipe: Any, store: Any, target: Any, in_keys: Mapping[
         y = _HEADER + r * (TILE + _HEADER)
         pos = int(np.searchsorted(result.samples, idx))
         draw.rectangle((0, y, width, y + _HEADER - 1), fill=(235, 235, 235))
-        draw.text((4, y + 3), f"{label}: sample {idx}, {metric} = {_fmt(scores['model'][pos])}", fill="black")
+        title = f"{label}: sample {idx}, {metric} = {_fmt(scores['model'][pos])}"
+        if "oracle" in modes:
+            title += f" (oracle {_fmt(scores['oracle'][pos])})"
+        draw.text((4, y + 3), title, fill="black")
         chunk = next(c for c in chunks if c.start <= idx < c.stop)
+
+        def predicted(mode: str) -> Any:
+            return read_part(part_path(root, mode, chunk.start, chunk.stop))[target.name][idx - chunk.start]
+
         tiles = [(pipe.modalities[pipe.resolve(n)], store.read_raw(k, [idx])[0]) for n, k in in_keys.items()]
-        tiles.append((target.spec, read_part(part_path(root, "model", chunk.start, chunk.stop))[target.name][idx - chunk.start]))
+        tiles.append((target.spec, predicted("model")))
         tiles.append((target.spec, target.prepare(pipe, store.read_raw(target.reference, [idx]))[0]))
         if "oracle" in modes:
-            tiles.append((target.spec, read_part(part_path(root, "oracle", chunk.start, chunk.stop))[target.name][idx - chunk.start]))
+            tiles.append((target.spec, predicted("oracle")))
         for c, (spec, raw) in enumerate(tiles):
             img = _tile_of(spec, raw, TILE)
             grid.paste(img, (c * TILE + (TILE - img.width) // 2, y + _HEADER + (TILE - img.height) // 2))

@@ -256,6 +256,7 @@ def _score(pipe: Any, store: Store, root: Path, chunks: Sequence[range], tgts: S
                 scores[t.name][k].extend(float(s) for s in per)
     report: dict[str, Any] = {"targets": {}}
     arrays = {t: {k: np.asarray(v, dtype=np.float64) for k, v in d.items()} for t, d in scores.items()}
+    samples = np.concatenate([np.arange(c.start, c.stop) for c in chunks]) if chunks else np.zeros(0, int)
     ranks = {}
     for t in tgts:
         m = metrics[t.name]["model"]
@@ -267,12 +268,10 @@ def _score(pipe: Any, store: Store, root: Path, chunks: Sequence[range], tgts: S
             entry["baseline_is"] = descriptions[t.name]
         if "oracle" in kinds:
             entry["oracle_is"] = "decode(encode(reference)) through the target's tokenizer"
-        ranks[t.name] = ranked(arrays[t.name]["model"], bool(m.higher_is_better))
+        positions = ranked(arrays[t.name]["model"], bool(m.higher_is_better))
+        ranks[t.name] = {k: int(samples[p]) for k, p in positions.items()}
+        entry["samples"] = {k: {"index": int(samples[p]), "score": float(arrays[t.name]["model"][p])}
+                            for k, p in positions.items()}
         report["targets"][t.name] = entry
-    samples = np.concatenate([np.arange(c.start, c.stop) for c in chunks]) if chunks else np.zeros(0, int)
-    ranks = {t: {k: int(samples[i]) for k, i in r.items()} for t, r in ranks.items()}
-    for t, r in ranks.items():
-        report["targets"][t]["samples"] = {k: {"index": i, "score": float(arrays[t]["model"][np.searchsorted(samples, i)])}
-                                           for k, i in r.items()}
     return EvaluationResult(metrics=report, scores=arrays, samples=samples, ranks=ranks, out=None,
                             computed={})
