@@ -7,7 +7,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 #: names imported on first access (keeps ``import fourm_core`` free of torch)
-_LAZY = {"AnyToAny": "fourm_core.pipeline"}
+_LAZY = {"AnyToAny": "fourm_core.pipeline", "evaluate": "fourm_core.evaluation"}
 
 
 def __getattr__(name: str) -> Any:

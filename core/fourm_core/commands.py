@@ -7,7 +7,7 @@ import importlib
 import click
 
 #: modules that each expose ``register_commands(cli)``
-COMMAND_MODULES = ("fourm_core.data.cli", "fourm_core.cli_generate")
+COMMAND_MODULES = ("fourm_core.data.cli", "fourm_core.cli_generate", "fourm_core.cli_evaluate")
 
 
 def register(cli: click.Group) -> None:
