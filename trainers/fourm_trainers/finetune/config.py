@@ -216,8 +216,9 @@ class FinetuneConfig:
             raise FinetuneConfigError(f"finetune config: clip_grad must be > 0 or null, got {self.clip_grad!r}")
         for name, p in self.input_dropout.items():
             if name not in self.inputs[1:]:
+                extra = ", ".join(self.inputs[1:]) or "none"
                 raise FinetuneConfigError(f"finetune config: input_dropout names {name!r}, which is not an extra "
-                                          f"input (the inputs after the main one: {', '.join(self.inputs[1:]) or 'none'})")
+                                          f"input (the inputs after the main one: {extra})")
             if not isinstance(p, (int, float)) or not 0 <= p <= 1:
                 raise FinetuneConfigError(f"finetune config: input_dropout[{name!r}] must be in [0, 1], got {p!r}")
         if self.task.type == "classification" and self.data.train.format != "folder":
@@ -255,7 +256,8 @@ class FinetuneConfig:
         if "task" in d and not isinstance(d["task"], TaskConfig):
             d["task"] = TaskConfig(**_strict(TaskConfig, d["task"], "finetune config: task"))
         if "optimizer" in d and not isinstance(d["optimizer"], FinetuneOptimizer):
-            d["optimizer"] = FinetuneOptimizer(**_strict(FinetuneOptimizer, d["optimizer"], "finetune config: optimizer"))
+            d["optimizer"] = FinetuneOptimizer(**_strict(FinetuneOptimizer, d["optimizer"],
+                                                         "finetune config: optimizer"))
         for key in ("model", "input_dropout"):
             if key in d and d[key] is None:
                 d[key] = {}

@@ -164,11 +164,13 @@ class DenseCollate:
     def __init__(self, data: StoreDenseData):
         self.stack = data.collate_inputs.stack
         self.target = data.target
+        self._transform: Any = None
 
     def __call__(self, samples: list) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], Any]:
         inputs, present = self.stack([s[0] for s in samples])
-        transform = self.target.transform.build()
-        return inputs, present, transform.to_tensor([s[1] for s in samples])
+        if self._transform is None:
+            self._transform = self.target.transform.build()
+        return inputs, present, self._transform.to_tensor([s[1] for s in samples])
 
 
 class ResumableSampler(torch.utils.data.Sampler):

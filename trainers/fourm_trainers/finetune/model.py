@@ -54,9 +54,27 @@ def task_loss(cfg: FinetuneConfig, info: Any, pred: Tensor, target: Tensor) -> T
     fn = get_loss(info.loss)
     if info.loss == "cross_entropy":
         if target.ndim == pred.ndim and target.shape[1] != 1:
-            raise FinetuneConfigError(f"cross_entropy targets must be class ids (B, 1, H, W), got {tuple(target.shape)}")
+            raise FinetuneConfigError(f"cross_entropy targets must be class ids (B, 1, H, W), got "
+                                      f"{tuple(target.shape)}")
         return fn(pred, target, ignore_index=info.ignore_index)
     return fn(pred, target)
+
+
+def class_confusion(pred: Tensor, target: Tensor, k: int, ignore_index: int) -> Tensor:
+    """(k, k) counts of (true class, predicted class) over the valid pixels of a batch of class-map logits."""
+    t = target.long().reshape(-1)
+    p = pred.argmax(1).reshape(-1)
+    keep = (t != ignore_index) & (t >= 0) & (t < k)
+    return torch.bincount(t[keep] * k + p[keep], minlength=k * k).reshape(k, k).to(torch.float64)
+
+
+def confusion_figures(confusion: Tensor) -> dict[str, float]:
+    """``pixel_accuracy`` and ``miou`` (mean IoU over the classes that occur in targets or predictions)."""
+    tp = confusion.diag()
+    union = confusion.sum(0) + confusion.sum(1) - tp
+    seen = union > 0
+    return {"pixel_accuracy": float(tp.sum() / confusion.sum().clamp_min(1)),
+            "miou": float((tp[seen] / union[seen]).mean()) if bool(seen.any()) else float("nan")}
 
 
 def predictions_to_raw(cfg: FinetuneConfig, info: Any, pred: Tensor, target: Tensor) -> tuple[list, list]:

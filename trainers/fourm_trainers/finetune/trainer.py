@@ -26,7 +26,8 @@ import torch
 from ..train import build as train_build
 from ..train import checkpointing, metrics
 from .config import FinetuneConfig
-from .model import build_backbone, build_transfer_model, predictions_to_raw, task_loss
+from .model import (build_backbone, build_transfer_model, class_confusion, confusion_figures, predictions_to_raw,
+                    task_loss)
 from .setup import make_data
 
 log = logging.getLogger(__name__)
@@ -128,14 +129,17 @@ class FineTuner:
         return lr, float(mean)
 
     def evaluate(self) -> dict[str, float]:
-        """Validation ``loss`` and ``accuracy`` (classification) or the target plugin's metrics (dense), over
-        the whole validation set (all processes)."""
+        """Validation ``loss`` and ``accuracy`` (classification) or, for dense tasks, ``pixel_accuracy`` and
+        ``miou`` (class maps) and the target plugin's metrics when it has some, over the whole validation set."""
         cfg, acc, model = self.cfg, self.acc, self.model
         if self.data.val is None:
             return {}
         model.eval()
         metric = self.data.new_metric()
         sums = torch.zeros(3, dtype=torch.float64, device=acc.device)  # loss·n, correct, n
+        k = self.spec.out_channels
+        confusion = (torch.zeros(k, k, dtype=torch.float64, device=acc.device)
+                     if cfg.task.type == "dense" and self.spec.loss == "cross_entropy" else None)
         with torch.no_grad():
             for inputs, present, target in self.data.loader(train=False):
                 dev = acc.device
@@ -147,14 +151,19 @@ class FineTuner:
                 sums[2] += n
                 if cfg.task.type == "classification":
                     sums[1] += float((pred.argmax(1) == target).sum())
-                elif metric is not None:
-                    preds, refs = predictions_to_raw(cfg, self.spec, pred, target)
-                    metric.update(preds, refs)
+                else:
+                    if confusion is not None:
+                        confusion += class_confusion(pred, target, k, self.spec.ignore_index)
+                    if metric is not None:
+                        preds, refs = predictions_to_raw(cfg, self.spec, pred, target)
+                        metric.update(preds, refs)
         model.train()
         sums = acc.reduce(sums, reduction="sum")
         res = {"loss": float(sums[0] / sums[2].clamp_min(1))}
         if cfg.task.type == "classification":
             res["accuracy"] = float(sums[1] / sums[2].clamp_min(1))
+        if confusion is not None:
+            res.update(confusion_figures(acc.reduce(confusion, reduction="sum")))
         elif metric is not None:  # per-process totals (a single process gives the exact figures)
             res.update({k: float(v) for k, v in metric.compute().items()})
         return res
@@ -163,6 +172,9 @@ class FineTuner:
     def _record(self, rec: dict[str, Any]) -> None:
         if self.acc.is_main_process:
             metrics.append(self.metrics_path, rec)
+            if self.cfg.tracker:
+                prefix = "val/" if rec.get("split") == "val" else ""
+                self.acc.log({prefix + k: v for k, v in rec.items() if k not in ("step", "split")}, step=rec["step"])
 
     def fit(self, *, stop_after: int | None = None) -> dict[str, Any]:
         cfg, st, acc = self.cfg, self.state, self.acc
@@ -172,6 +184,8 @@ class FineTuner:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
             metrics.truncate(self.metrics_path, st.step)
+            if cfg.tracker:
+                acc.init_trackers("fourm-finetune", config={"lr": cfg.optimizer.lr, "max_steps": cfg.max_steps})
         acc.wait_for_everyone()
         batches = self.batches()
         self.model.train()
@@ -210,6 +224,8 @@ class FineTuner:
                 save_finetuned(acc.unwrap_model(self.model), cfg, self.data, final)
                 summary["final"] = str(final)
                 (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
+        if cfg.tracker:
+            acc.end_training()
         return summary
 
 
