@@ -219,3 +219,24 @@ def test_released_backbone_rgb_with_optional_depth_tokens():
     torch.testing.assert_close(out.tokens[0], both.hidden[0], atol=1e-5, rtol=1e-5)
     with pytest.raises(BackboneError, match="does not encode 'semseg'"):
         Backbone.from_pretrained(FM, ["semseg"], tokenizers=False)
+
+
+@needs_release
+def test_released_backbone_prepares_raw_depth_through_its_tokenizer():
+    """A raw depth map becomes token ids through the released depth tokenizer, as in the any-to-any API."""
+    from fourm_core.pipeline import AnyToAny
+    from fourm_core.tokenizers.ml4m.archs import register_archs_file
+
+    # the set's tiny tokenizer presets (the product ships the released architectures only)
+    register_archs_file(Path(__file__).resolve().parents[1] / "fixtures" / "ml4m_release_tiny_archs.json")
+    tok = {"depth": str(RELEASE / "tokenizers" / "divae_depth")}
+    bb = Backbone.from_pretrained(FM, ["rgb", "depth"], tokenizers=tok).eval()
+    rng = np.random.default_rng(0)
+    raw = {"rgb": (rng.random((240, 260, 3)) * 255).astype(np.uint8),
+           "depth": rng.random((240, 260, 1)).astype(np.float16)}
+    x = bb.prepare(raw)
+    assert x["rgb"].shape == (1, 3, 224, 224) and x["depth"].shape == (1, 196) and not x["depth"].is_floating_point()
+    ref = AnyToAny.from_pretrained(FM, tokenizers=tok).encode_inputs(raw)[0]
+    assert torch.equal(x["depth"], ref["depth"]["tensor"]) and torch.equal(x["rgb"], ref["rgb"]["tensor"])
+    with torch.no_grad():
+        assert bb(x).shape == (1, bb.num_features)
