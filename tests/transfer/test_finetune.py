@@ -218,3 +218,22 @@ def test_lfw_faces_fine_tune_learns_next_to_a_raw_pixel_probe(tmp_path, lfw):
     print(f"\nlfw_subset held-out accuracy: fine-tune {acc:.3f}, raw-pixel linear probe {probe:.3f} "
           f"({len(train)} train / {len(val)} held out)")
     assert acc >= 0.8, summary
+
+
+def test_fourm_group_has_finetune_and_mistakes_are_one_error_line(tmp_path):
+    from click.testing import CliRunner
+
+    from fourm_registry import cli as fcli
+    from fourm_registry import get_manager
+
+    if "finetune" not in fcli.cli.commands:
+        get_manager().register_commands(fcli.cli)
+    assert "finetune" in fcli.cli.commands
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("out_dir: x\ndata: {train: {path: nowhere}}\ntask: {type: classification, heads: linear}\n")
+    for args, expected in ((["--config", "no_such_config"], "does not exist"),
+                           (["--config", str(bad)], "heads")):
+        r = CliRunner().invoke(fcli.cli, ["finetune", *args])
+        assert r.exit_code == 2, r.output
+        lines = [x for x in r.output.splitlines() if x.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0], r.output
