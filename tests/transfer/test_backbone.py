@@ -171,6 +171,15 @@ def test_dense_head_and_losses(fourm_dir):
     keep = labels[:, 0] != 255
     ref = torch.nn.functional.cross_entropy(logits.permute(0, 2, 3, 1)[keep], labels[:, 0][keep])
     assert torch.allclose(ce, ref, atol=1e-6)
+    from fourm_core.backbone.losses import class_balance_weights
+
+    t = torch.tensor([0, 0, 0, 1, 255])
+    w = class_balance_weights(t, 3, ignore_index=255)
+    assert torch.allclose(w, torch.tensor([4 / 6, 2.0, 0.0]))  # each present class weighs n/2 in total
+    bal = get_loss("cross_entropy")(logits, labels, ignore_index=255, balanced=True)
+    cw = class_balance_weights(labels[:, 0], 4, ignore_index=255)
+    ref = torch.nn.functional.cross_entropy(logits.permute(0, 2, 3, 1)[keep], labels[:, 0][keep], weight=cw)
+    assert torch.allclose(bal, ref, atol=1e-6)
 
 
 @needs_release

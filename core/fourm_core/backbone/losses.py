@@ -1,7 +1,7 @@
 """Fine-tuning losses for dense and classification targets (all differentiable, batched).
 
 * ``cross_entropy``: classes (B, K) or per-pixel (B, K, H, W) logits against integer targets; ``ignore_index``
-  pixels (semseg's 255) do not count.
+  pixels (semseg's 255) do not count; ``balanced=True`` weighs the classes of the batch equally.
 * ``l1``: mean absolute error over valid pixels.
 * ``ssi_l1``: scale-and-shift-invariant L1 for relative depth: per image the least-squares scale and shift
   that best fit the prediction to the target over its valid pixels are applied first, then L1.
@@ -17,13 +17,27 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def cross_entropy(pred: Tensor, target: Tensor, valid: Tensor | None = None, *, ignore_index: int = -100) -> Tensor:
+def cross_entropy(pred: Tensor, target: Tensor, valid: Tensor | None = None, *, ignore_index: int = -100,
+                  balanced: bool = False) -> Tensor:
     t = target.long()
     if t.ndim == pred.ndim:  # (B, 1, H, W) class maps
         t = t[:, 0]
     if valid is not None:
         t = t.masked_fill(~valid.reshape(t.shape), ignore_index)
-    return F.cross_entropy(pred.float(), t, ignore_index=ignore_index)
+    weight = class_balance_weights(t, pred.shape[1], ignore_index) if balanced else None
+    return F.cross_entropy(pred.float(), t, weight=weight, ignore_index=ignore_index)
+
+
+def class_balance_weights(target: Tensor, k: int, ignore_index: int = -100) -> Tensor:
+    """(k,) weights ``n / (c · n_j)`` of the batch's valid targets (``c`` classes present, ``n_j`` of class j):
+    every present class weighs as much in total (thin structures such as edges are otherwise drowned by the
+    background); absent classes get weight 0."""
+    t = target[(target != ignore_index) & (target >= 0) & (target < k)]
+    counts = torch.bincount(t, minlength=k).float()
+    present = counts > 0
+    w = torch.zeros(k, device=target.device)
+    w[present] = t.numel() / (present.sum() * counts[present])
+    return w
 
 
 def _mean(err: Tensor, valid: Tensor | None) -> Tensor:

@@ -19,6 +19,7 @@
       width: 64                       # dense head channels
       stages: 2                       # dense head 2x upsamplings
       dropout: 0.0
+      balanced: false                 # cross_entropy: weigh the classes of each batch equally (thin edges)
     data:
       train: {path: data/faces, format: folder}        # folder: class sub-folders; store: a fourm store
       val: {path: data/faces_val, format: folder}      # or val_fraction below
@@ -121,8 +122,12 @@ class TaskConfig:
     width: int = 64
     stages: int = 2
     dropout: float = 0.0
+    balanced: bool = False
 
     def __attrs_post_init__(self) -> None:
+        if self.balanced and self.loss not in (None, "cross_entropy"):
+            raise FinetuneConfigError(f"finetune config: task.balanced weighs cross_entropy classes; the loss is "
+                                      f"{self.loss!r}")
         if self.type not in TASKS:
             raise FinetuneConfigError(f"finetune config: task.type {self.type!r} is not one of {', '.join(TASKS)}")
         if self.head is not None and self.head not in HEADS[self.type]:

@@ -56,7 +56,7 @@ def task_loss(cfg: FinetuneConfig, info: Any, pred: Tensor, target: Tensor) -> T
         if target.ndim == pred.ndim and target.shape[1] != 1:
             raise FinetuneConfigError(f"cross_entropy targets must be class ids (B, 1, H, W), got "
                                       f"{tuple(target.shape)}")
-        return fn(pred, target, ignore_index=info.ignore_index)
+        return fn(pred, target, ignore_index=info.ignore_index, balanced=cfg.task.balanced)
     return fn(pred, target)
 
 
