@@ -7,7 +7,7 @@ import importlib
 import click
 
 #: modules that each expose ``register_commands(cli)``
-COMMAND_MODULES = ("fourm_trainers.cli_train", "fourm_trainers.cli_tokenizer")
+COMMAND_MODULES = ("fourm_trainers.cli_train", "fourm_trainers.cli_tokenizer", "fourm_trainers.cli_finetune")
 
 
 def register(cli: click.Group) -> None:
