@@ -21,6 +21,7 @@ def fourm_register_modalities(register):
             labeler="fourm_caption.components:CaptionLabeler",
             transform="fourm_caption.components:CaptionTransform",
             serializer="fourm_caption.components:CaptionSerializer",
+            reader="fourm_caption.readers:CaptionReader",
             visualizer="fourm_caption.components:visualize",
             tokenizer="fourm_core.plugin_kit.seqtext:sequence_tokenizer",
             default_weights=DEFAULT_WEIGHTS,

@@ -28,6 +28,7 @@ def fourm_register_modalities(register):
         labeler=f"{_C}:NormalLabeler",
         visualizer=f"{_C}:visualize",
         transform=f"{_C}:NormalTransform",
+        reader="fourm_normal.readers:NormalReader",
         storage=StorageSpec(dtype="uint8", shape=(RAW_SIZE, RAW_SIZE, 3)),
         requires=("rgb",),
         license="Apache-2.0 (plugin); weights: see their model card",

@@ -30,6 +30,7 @@ def fourm_register_modalities(register):
         labeler=f"{_C}:SemsegLabeler",
         visualizer=f"{_C}:visualize",
         transform=f"{_C}:SemsegTransform",
+        reader="fourm_semseg.readers:SemsegReader",
         storage=StorageSpec(dtype="uint8", shape=(RAW_SIZE, RAW_SIZE, 1), fill_value=IGNORE_INDEX),
         requires=("rgb",),
         license="Apache-2.0 (plugin); weights: see their model card",
