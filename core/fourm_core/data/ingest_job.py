@@ -81,8 +81,9 @@ def _fingerprint(source: Source, keys: list[str], raw_size: int, samples_per_sha
 _RESUME_KEYS = ("num_files", "files_sha256", "raw_size", "samples_per_shard", "layout", "labels")
 
 
-def _open_for_resume(url: str, want: dict[str, Any]) -> Store | None:
-    """The store an interrupted ingest of the same source left at ``url`` (None when there is no store)."""
+def _open_for_resume(url: str, want: dict[str, Any]) -> Store | str | None:
+    """The store an interrupted ingest of the same source left at ``url`` (None when there is no store,
+    ``"replace"`` when an ingest of another source left it without any finished shard)."""
     try:
         store = Store.open(url, "r+")
     except StoreError:
@@ -90,8 +91,12 @@ def _open_for_resume(url: str, want: dict[str, Any]) -> Store | None:
     have = store.attrs.get("ingest")
     defaults = {"layout": "compact", "labels": []}  # stores of an ingest that knew only folders
     if have is None or any(have.get(k, defaults.get(k)) != want[k] for k in _RESUME_KEYS):
+        if have is not None and store.has("rgb", "raw") and not store.done("rgb", "raw").any():
+            log.info("ingest: %s holds no finished shard of an earlier ingest (stopped by an error?); replacing it",
+                     url)
+            return "replace"
         what = "was not written by `fourm ingest`" if have is None else (
-            f"was ingested from another source or with other sizes ({have.get('num_files')} samples from "
+            f"was ingested from other files or sizes ({have.get('num_files')} samples from "
             f"{have.get('src')}, labels {have.get('labels', [])}, raw size {have.get('raw_size')}, "
             f"{have.get('samples_per_shard')} samples per shard, {have.get('layout', 'compact')} layout)")
         raise StoreError(f"store {url} already exists and {what}; pass --overwrite to replace it, or write to "
@@ -146,7 +151,8 @@ def ingest(src: str | os.PathLike[str] | None, url: str, *, samples_per_shard: i
     job = f"fourm ingest {source.description} {url}"
     if dist.is_main:
         store = None if overwrite else _open_for_resume(url, want)
-        if store is None:
+        if store is None or store == "replace":
+            overwrite = overwrite or store == "replace"
             if overwrite:  # refuse to wipe a store another job writes; the wipe removes this lock too
                 WriterLock.acquire(url, job, force=force).release()
             Store.create(url, len(keys), samples_per_shard=samples_per_shard, raw_size=raw_size,

@@ -55,7 +55,7 @@ def plan_labels(names: Sequence[str], registry: ModalitySet, options: Mapping[st
     for col in names:
         if col not in registry:
             raise LabelError(f"{where}: {col!r} is not an installed modality (installed: "
-                             f"{', '.join(sorted(s.name for s in registry))}); rename the column or install its plugin")
+                             f"{', '.join(sorted(registry))}); rename the column or install its plugin")
         spec = registry[col]
         if spec.name == "rgb":
             raise LabelError(f"{where}: {col!r} is the image itself; name it 'image' (it is read from the image)")
