@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -180,8 +181,13 @@ def _bad(dataset, tmp_path, mods, change, name="bad.csv", **kw):
 
 
 def test_missing_label_file_names_row_file_and_modality(dataset, tmp_path, mods):
-    msg = _bad(dataset, tmp_path, mods, lambda rows: rows[1].update(depth="depth/nope.png"))
-    assert "row 3 of bad.csv" in msg and "depth label file" in msg and "nope.png" in msg and "does not exist" in msg
+    msg = _bad(dataset, tmp_path, mods, lambda rows: rows[1].update(depth="depth/nope.png"), name="missing.csv")
+    assert "row 3 of missing.csv" in msg and "depth label file" in msg and "nope.png" in msg and "does not exist" in msg
+    # the store the failed run left (no finished shard) is replaced when the fixed manifest is ingested
+    left = next(tmp_path.glob("missing.csv.*.zarr"))
+    shutil.copy(dataset / "manifest.csv", dataset / "missing.csv")
+    rep = ingest(dataset / "missing.csv", str(left), samples_per_shard=2, raw_size=RAW, registry=mods, progress=False)
+    assert rep.num_samples == 3 and Store.open(str(left)).is_complete("depth")
 
 
 def test_wrong_shape_label_is_refused(dataset, tmp_path, mods):
@@ -244,3 +250,28 @@ def test_rerun_resumes_and_changed_labels_are_refused(dataset, tmp_path, mods):
             ingest(dataset / "manifest.csv", url, samples_per_shard=2, raw_size=RAW, registry=mods, progress=False)
     finally:
         (dataset / "orig.csv").replace(dataset / "manifest.csv")
+
+
+@pytest.mark.slow  # subprocesses: each imports torch and the plugins
+def test_cli_ingests_a_manifest_and_label_refuses_with_one_line(dataset, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "FOURM_PLUGINS": "rgb,depth,semseg,det,caption"}
+
+    def fourm(*args):
+        return subprocess.run([sys.executable, "-m", "fourm_registry.cli", *args], capture_output=True, text=True,
+                              env=env, timeout=300)
+
+    url = str(tmp_path / "cli.zarr")
+    res = fourm("ingest", str(dataset / "manifest.csv"), url, "--raw-size", str(RAW), "--samples-per-shard", "2",
+                "--reader-option", "depth.scale=0.001", "--reader-option", "semseg.unmapped=ignore")
+    assert res.returncode == 0, res.stderr
+    assert "ingested 3 images with labels of depth, semseg, det, caption into" in res.stdout
+    res = fourm("label", url, "-m", "depth")
+    lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
+    assert res.returncode != 0 and len(lines) == 1 and "holds real labels" in lines[0] and "--overwrite" in lines[0]
+    res = fourm("ingest", str(dataset / "manifest.csv"), url, "--reader-option", "depth=1")
+    assert res.returncode == 2 and "MODALITY.KEY" in res.stderr

@@ -195,6 +195,7 @@ def test_hf_errors_are_clear(hf_saved, tmp_path):
         open_source(hf=str(tmp_path / "does-not-exist"))
 
 
+@pytest.mark.slow  # subprocesses: each imports torch and the plugins
 def test_two_processes_write_the_same_store_as_one(shards, tmp_path, mods):
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
     assert torchrun, "torchrun is installed with torch"

@@ -127,12 +127,16 @@ def check_size(arr: np.ndarray, image_size: tuple[int, int], name: str) -> np.nd
 def fill_invalid_nearest(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """``values`` (H, W) with every invalid pixel set to the value of its nearest valid pixel (so that a later
     bilinear resize never blends the invalid marker into valid depth). Needs at least one valid pixel."""
-    from scipy.ndimage import distance_transform_edt
+    import cv2
 
     if valid.all():
         return values
-    idx = distance_transform_edt(~valid, return_distances=False, return_indices=True)
-    return values[idx[0], idx[1]]
+    # distance to the nearest zero pixel (the valid ones), labelled with that pixel
+    zeros_at_valid = np.where(valid, 0, 255).astype(np.uint8)
+    _, nearest = cv2.distanceTransformWithLabels(zeros_at_valid, cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL)
+    lut = np.zeros(int(nearest.max()) + 1, dtype=values.dtype)
+    lut[nearest[valid]] = values[valid]
+    return lut[nearest]
 
 
 # -- JSON references ------------------------------------------------------------------------------------
