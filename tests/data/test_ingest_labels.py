@@ -275,3 +275,14 @@ def test_cli_ingests_a_manifest_and_label_refuses_with_one_line(dataset, tmp_pat
     assert res.returncode != 0 and len(lines) == 1 and "holds real labels" in lines[0] and "--overwrite" in lines[0]
     res = fourm("ingest", str(dataset / "manifest.csv"), url, "--reader-option", "depth=1")
     assert res.returncode == 2 and "MODALITY.KEY" in res.stderr
+
+
+def test_bad_reader_options_fail_before_writing(dataset, tmp_path, mods):
+    url = tmp_path / "opts.zarr"
+    with pytest.raises(StoreError, match=r"reader of modality 'depth' .*refuses the options \{'scael': 1\}"):
+        ingest(dataset / "manifest.csv", str(url), raw_size=RAW, registry=mods, progress=False,
+               reader_options={"depth": {"scael": 1}})
+    with pytest.raises(StoreError, match=r"reader options name \['normal'\]"):
+        ingest(dataset / "manifest.csv", str(url), raw_size=RAW, registry=mods, progress=False,
+               reader_options={"normal": {}})
+    assert not url.exists()

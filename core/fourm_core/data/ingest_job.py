@@ -145,6 +145,7 @@ def ingest(src: str | os.PathLike[str] | None, url: str, *, samples_per_shard: i
         raise StoreError(f"{source.description} has no samples")
     spec = _rgb_spec(raw_size, registry)
     plan = plan_labels(source.label_names, mods, reader_options, source.description)
+    preparer = SamplePreparer(plan, raw_size, source.base_dir)  # builds the readers: bad options fail here
     dist = Dist(device)
     layout = "compact" if dist.world == 1 else "by-position"
     want = _fingerprint(source, keys, raw_size, samples_per_shard, layout, plan)
@@ -169,7 +170,6 @@ def ingest(src: str | os.PathLike[str] | None, url: str, *, samples_per_shard: i
         dist.barrier()
         store = Store.open(url, "r+")
         writer = _Writer(store, spec, plan, lock)
-        preparer = SamplePreparer(plan, store.raw_size, source.base_dir)
         if dist.world == 1:
             report = _ingest_compact(writer, source, keys, preparer, workers, progress, t0)
         else:

@@ -87,6 +87,8 @@ class SamplePreparer:
         self.raw_size = raw_size
         self.base_dir = base_dir
         self._components: dict[str, tuple[Any, Any]] | None = None
+        self._built()  # here, so that bad reader options fail before anything is written
+
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_components": None}
@@ -94,8 +96,15 @@ class SamplePreparer:
     def _built(self) -> dict[str, tuple[Any, Any]]:
         if self._components is None:
             ctx = {"raw_size": self.raw_size}
-            self._components = {m.spec.name: (m.spec.reader.build(context=ctx, **m.options),
-                                              m.spec.transform.build(context=ctx)) for m in self.labels}
+            built = {}
+            for m in self.labels:
+                try:
+                    reader = m.spec.reader.build(context=ctx, **m.options)
+                except (TypeError, ValueError, OSError) as exc:
+                    raise LabelError(f"the reader of modality {m.spec.name!r} (plugin {m.spec.plugin}, "
+                                     f"{m.spec.reader.target}) refuses the options {dict(m.options)}: {exc}") from exc
+                built[m.spec.name] = (reader, m.spec.transform.build(context=ctx))
+            self._components = built
         return self._components
 
     def __call__(self, sample: Sample) -> tuple[np.ndarray | None, dict[str, Any] | None, str | None]:
