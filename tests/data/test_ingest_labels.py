@@ -286,3 +286,15 @@ def test_bad_reader_options_fail_before_writing(dataset, tmp_path, mods):
         ingest(dataset / "manifest.csv", str(url), raw_size=RAW, registry=mods, progress=False,
                reader_options={"normal": {}})
     assert not url.exists()
+
+
+@pytest.mark.slow  # spawns decoder processes
+def test_worker_processes_write_the_same_labels(dataset, tmp_path, mods):
+    one = _manifest_store(dataset, tmp_path, mods)
+    pooled = str(tmp_path / "pooled.zarr")
+    ingest(dataset / "manifest.csv", pooled, samples_per_shard=2, raw_size=RAW, registry=mods, progress=False,
+           workers=2)
+    a, b = Store.open(one), Store.open(pooled)
+    for name in ("rgb", "depth", "semseg"):
+        assert np.array_equal(a.read_raw_array(name, range(3)), b.read_raw_array(name, range(3)))
+    assert a.read_raw("det", range(3)) == b.read_raw("det", range(3))
