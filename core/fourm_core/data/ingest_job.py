@@ -16,6 +16,7 @@ naming the sample and the modality.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterable, Mapping
@@ -189,7 +190,7 @@ def _ensure_arrays(store: Store, spec: ModalitySpec, plan: list[LabelModality], 
     digest = source.digest()
     for m in plan:
         store.ensure_raw(m.spec, identity={"kind": "labels", "source": source.description, "sha256": digest,
-                                           "reader_options": dict(m.options)})
+                                           "reader_options": json.loads(json.dumps(dict(m.options), default=str))})
         store._set_modality_meta(m.spec.name, source="labels", labels={"from": source.description,  # noqa: SLF001
                                                                        "sha256": digest})
 

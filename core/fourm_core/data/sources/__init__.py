@@ -112,7 +112,9 @@ def open_source(src: str | os.PathLike[str] | None = None, *, labels: Mapping[st
         raise StoreError("--column maps the columns of a --hf dataset; a manifest names modalities by its columns")
     src = os.fspath(src)
     lower = src.lower()
-    if lower.endswith((".tar", ".tar}")) or ".tar," in lower or ("{" in src and ".tar" in lower):
+    from .webdataset import TAR_SUFFIXES, shard_urls
+
+    if (".tar" in lower or ".tgz" in lower) and any(u.lower().endswith(TAR_SUFFIXES) for u in shard_urls(src)):
         from .webdataset import WebDatasetSource
 
         _no_labels(labels, "webdataset shards (their members carry the labels)")

@@ -25,6 +25,8 @@ from . import Sample, named_bytes, sha256_lines
 
 log = logging.getLogger(__name__)
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+#: what names a tar shard (compressed ones are read too)
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 
 
 def expand_braces(pattern: str) -> list[str]:
