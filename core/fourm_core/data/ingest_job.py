@@ -225,13 +225,21 @@ class _Writer:
 
 
 def _prepared(preparer: SamplePreparer, samples: Iterable[Any], workers: int) -> tuple[Iterable[Any], Any]:
+    """``(sample, prepared)`` pairs in order; with ``workers``, decoded in that many processes, a bounded
+    window of samples at a time (a streamed source is never held in memory whole)."""
     if workers <= 0:
         return ((s, preparer(s)) for s in samples), None
+    import itertools
     import multiprocessing as mp
 
     pool = mp.get_context("spawn").Pool(workers)
-    samples = list(samples) if not isinstance(samples, list) else samples
-    return zip(samples, pool.imap(preparer, samples, chunksize=4)), pool
+
+    def windows() -> Iterable[Any]:
+        it = iter(samples)
+        while window := list(itertools.islice(it, 16 * workers)):
+            yield from zip(window, pool.imap(preparer, window, chunksize=4))
+
+    return windows(), pool
 
 
 def _close(pool: Any) -> None:
