@@ -128,11 +128,14 @@ class Metric(Protocol):
 @runtime_checkable
 class Reader(Protocol):
     """Real labels in: ``read(source, image_size=(H, W))`` gives one raw of the modality, valid for its
-    storage spec, from what a manifest row names for it: a file path (``str``), or a JSON value (a COCO-style
-    reference, a caption string). ``image_size`` is the original size of the sample's rgb image, which the
-    label must match (pixel-aligned labels, boxes in pixels); the ingest job applies the same crop and resize
-    to the label as to the image. ``suffixes`` lists the file suffixes it reads (``(".png", ".npy")``),
-    empty when it reads only JSON values."""
+    storage spec, from what a sample names for it: a label file (a ``pathlib.Path``, or a binary file object
+    with a ``name``: a tar member, a dataset's bytes), or a JSON value (a COCO-style reference
+    ``{"file": ..., "image_id": ...}``, a caption string, a raw in the modality's form). ``image_size`` is the
+    original size of the sample's rgb image, which the label must match (pixel-aligned labels, boxes in
+    pixels); the reader returns the label at that size and the ingest job applies the image's resize and
+    centre crop to it through the modality's transform. ``suffixes`` lists the file suffixes it reads
+    (``(".png", ".npy")``): a manifest string ending with one of them is a path, any other is a JSON value.
+    Errors are ``ValueError``s saying what is wrong and the fix (the job adds the sample and modality)."""
 
     suffixes: tuple[str, ...]
 

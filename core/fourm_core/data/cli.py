@@ -29,6 +29,32 @@ def _parse_weights(values: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
+def _pairs(values: tuple[str, ...], option: str, example: str) -> dict[str, str]:
+    """``NAME=VALUE`` options as a dict."""
+    out = {}
+    for v in values:
+        name, sep, value = v.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise click.BadParameter(f"{v!r} must look like NAME=VALUE (e.g. {example})", param_hint=option)
+        out[name.strip()] = value.strip()
+    return out
+
+
+def _reader_options(values: tuple[str, ...]) -> dict[str, dict[str, object]]:
+    """``MODALITY.KEY=VALUE`` options as ``{modality: {key: value}}`` (VALUE parsed as JSON when it parses)."""
+    out: dict[str, dict[str, object]] = {}
+    for key, text in _pairs(values, "--reader-option", "depth.scale=0.001").items():
+        mod, dot, arg = key.partition(".")
+        if not dot or not mod or not arg:
+            raise click.BadParameter(f"{key!r} must look like MODALITY.KEY (e.g. depth.scale)", param_hint="--reader-option")
+        try:
+            value: object = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        out.setdefault(mod, {})[arg] = value
+    return out
+
+
 def _existing_store(store: str) -> str:
     """A local STORE that a job reads must exist (a job must not leave an empty ``STORE/`` behind)."""
     if "://" not in store and not (Path(store) / "zarr.json").is_file():
@@ -65,25 +91,53 @@ def register_commands(cli: click.Group) -> None:
     """Add the dataset commands to ``cli``."""
 
     @cli.command("ingest")
-    @click.argument("src", type=click.Path(exists=True, file_okay=False))
-    @click.argument("store")
+    @click.argument("paths", nargs=-1, required=True, metavar="[SRC] STORE")
     @click.option("--samples-per-shard", default=64, show_default=True, type=click.IntRange(min=1))
     @click.option("--raw-size", default=256, show_default=True, type=click.IntRange(min=8),
                   help="short side resized to this, then centre-cropped")
     @click.option("--workers", default=0, show_default=True, type=click.IntRange(min=0),
                   help="decode images in this many processes")
+    @click.option("--labels", "label_dirs", multiple=True, metavar="MODALITY=DIR",
+                  help="with a folder SRC: label files matched by file stem (or a COCO-style .json file)")
+    @click.option("--reader-option", "reader_opts", multiple=True, metavar="MODALITY.KEY=VALUE",
+                  help="keyword argument of a modality's reader (VALUE as JSON if it parses), e.g. depth.scale=0.001")
+    @click.option("--hf", metavar="NAME_OR_PATH", help="read a Hugging Face `datasets` dataset instead of SRC")
+    @click.option("--split", default="train", show_default=True, help="split of the --hf dataset")
+    @click.option("--image-column", default="image", show_default=True, help="image column of the --hf dataset")
+    @click.option("--column", "columns", multiple=True, metavar="MODALITY=COLUMN",
+                  help="a --hf column holding labels of a modality, e.g. caption=text")
+    @click.option("--txt-modality", default="caption", show_default=True,
+                  help="modality of the .txt members of webdataset shards")
     @click.option("--overwrite", is_flag=True, help="replace an existing store")
     @_force_option
-    def ingest_cmd(src: str, store: str, samples_per_shard: int, raw_size: int, workers: int, overwrite: bool,
+    def ingest_cmd(paths: tuple[str, ...], samples_per_shard: int, raw_size: int, workers: int,
+                   label_dirs: tuple[str, ...], reader_opts: tuple[str, ...], hf: str | None, split: str,
+                   image_column: str, columns: tuple[str, ...], txt_modality: str, overwrite: bool,
                    force: bool) -> None:
-        """Read a folder of images (jpg/png/webp, recursively) into STORE's rgb modality (resumable: rerun the
-        same command after an interruption)."""
+        """Read SRC into STORE: its images into the rgb modality, its real labels into their modalities
+        (resumable: rerun the same command after an interruption; distributed under accelerate launch).
+
+        SRC is a folder of images (jpg/png/webp, recursively; --labels adds label folders), a manifest (.csv or
+        .jsonl: an `image` column and one column per modality), or webdataset shards (shard.tar,
+        'shard-{000..009}.tar', an fsspec URL); with --hf, only STORE is given."""
+        want = 1 if hf else 2
+        if len(paths) != want:
+            raise click.UsageError("give SRC and STORE" if not hf else "with --hf give only STORE (the dataset is "
+                                   "the source)")
+        src, store = (None, paths[0]) if hf else paths
+        if src is not None and "://" not in src and not any(c in src for c in "{,") and not Path(src).exists():
+            raise click.BadParameter(f"{src!r} does not exist", param_hint="SRC")
         _setup_logging()
         from .jobs import ingest
+        from .sources import open_source
 
-        report = ingest(src, store, samples_per_shard=samples_per_shard, raw_size=raw_size, overwrite=overwrite,
-                        workers=workers, force=force)
-        click.echo(f"ingested {report.num_samples} images into {store} in {report.seconds:.1f} s "
+        source = open_source(src, labels=_pairs(label_dirs, "--labels", "depth=/data/depth"), hf=hf, split=split,
+                             image_column=image_column, columns=_pairs(columns, "--column", "caption=text"),
+                             txt_modality=txt_modality)
+        report = ingest(None, store, samples_per_shard=samples_per_shard, raw_size=raw_size, overwrite=overwrite,
+                        workers=workers, force=force, source=source, reader_options=_reader_options(reader_opts))
+        labels = f" with labels of {', '.join(report.labels)}" if report.labels else ""
+        click.echo(f"ingested {report.num_samples} images{labels} into {store} in {report.seconds:.1f} s "
                    f"({report.images_per_second:.1f} images/s); skipped {len(report.skipped)} unreadable file(s)")
         for path, reason in report.skipped:
             click.echo(f"  skipped {path}: {reason}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -102,24 +103,40 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img if mode == "RGB" else img.convert("RGB")
 
 
-def load_image(path: str, raw_size: int) -> np.ndarray:
-    """Decode an image file as uint8 ``(raw_size, raw_size, 3)``.
+def load_image(path: str | BinaryIO, raw_size: int) -> np.ndarray:
+    """Decode an image file (a path or a binary file object) as uint8 ``(raw_size, raw_size, 3)``.
 
     The size is checked from the header before decoding (:func:`check_image_size`). EXIF orientation is
     applied, the mode converted by :func:`to_rgb`, the short side resized to ``raw_size`` (bicubic, after JPEG
     draft-mode downscaling for speed) and the centre cropped. Raises the decoder's exception on unreadable
     files, :class:`ImageRejected` on refused sizes.
     """
+    return load_image_sized(path, raw_size)[0]
+
+
+def load_image_sized(path: str | BinaryIO, raw_size: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """:func:`load_image`, and the image's original ``(height, width)`` after its EXIF orientation (the size
+    pixel-aligned labels of the image must have)."""
     with Image.open(path) as img:
         check_image_size(*img.size)
+        w, h = img.size
         if img.format == "JPEG":
             # decode at a reduced scale that stays >= 2x the target, then resample precisely
-            w, h = img.size
             s = min(w, h)
             if s > 2 * raw_size:
                 img.draft("RGB", (max(1, w * 2 * raw_size // s), max(1, h * 2 * raw_size // s)))
         img = ImageOps.exif_transpose(img)
-        return resize_center_crop(to_rgb(img), raw_size)
+        if img.size[0] != img.size[1] and (img.size[0] > img.size[1]) != (w > h):  # EXIF rotated by 90 degrees
+            w, h = h, w
+        return resize_center_crop(to_rgb(img), raw_size), (h, w)
+
+
+def centre_crop_geometry(width: int, height: int, size: int) -> tuple[int, int, int, int]:
+    """``(resized height, resized width, top, left)`` of :func:`resize_center_crop`: the short side is resized
+    to ``size`` (the other rounded, at least ``size``), then the ``size`` square at ``(top, left)`` is kept."""
+    s = size / min(width, height)
+    nw, nh = max(size, round(width * s)), max(size, round(height * s))
+    return nh, nw, (nh - size) // 2, (nw - size) // 2
 
 
 def resize_center_crop(img: Image.Image, size: int) -> np.ndarray:
@@ -127,10 +144,8 @@ def resize_center_crop(img: Image.Image, size: int) -> np.ndarray:
     w, h = img.size
     if w < 1 or h < 1:
         raise ValueError(f"image has empty size {img.size}")
-    s = size / min(w, h)
-    nw, nh = max(size, round(w * s)), max(size, round(h * s))
+    nh, nw, top, left = centre_crop_geometry(w, h, size)
     if (nw, nh) != (w, h):
         img = img.resize((nw, nh), Image.Resampling.BICUBIC)
-    left, top = (nw - size) // 2, (nh - size) // 2
     arr = np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
     return np.ascontiguousarray(arr)

@@ -68,6 +68,12 @@ def label(url: str, modalities: Sequence[str], *, overwrite: bool = False, batch
             )
         if spec.storage is None:
             raise StoreError(f"modality {spec.name!r} (plugin {spec.plugin}) declares no StorageSpec; it cannot be stored")
+    for spec in specs:
+        meta = store.modalities().get(spec.name, {})
+        if meta.get("source") == "labels" and not overwrite:
+            raise StoreError(f"store {url}: {spec.name!r} holds real labels (ingested from "
+                             f"{meta.get('labels', {}).get('from', 'a labeled source')}); `fourm label` does not "
+                             f"overwrite them: pass --overwrite to replace them with pseudo-labels")
     planned: set[str] = set()
     for spec in specs:
         for req in dict.fromkeys(("rgb", *spec.requires)):
@@ -97,7 +103,7 @@ def label(url: str, modalities: Sequence[str], *, overwrite: bool = False, batch
                                                            extra=extra)
             if dist.is_main:
                 store.ensure_raw(spec, overwrite=overwrite, identity=labeler_identity(spec.labeler.target, w, extra))
-                store._set_modality_meta(spec.name, weights=w)  # noqa: SLF001
+                store._set_modality_meta(spec.name, weights=w, source="pseudo-labeler", labels=None)  # noqa: SLF001
             dist.barrier()
             store = Store.open(url, "r+")  # see the arrays process 0 created
             reports[spec.name] = _label_one(store, spec, dist, labeler=labeler, batch_size=batch_size,

@@ -22,6 +22,7 @@ def fourm_register_modalities(register):
             transform="fourm_caption.components:CaptionTransform",
             serializer="fourm_caption.components:CaptionSerializer",
             metrics="fourm_caption.metrics:make_metric",
+            reader="fourm_caption.readers:CaptionReader",
             visualizer="fourm_caption.components:visualize",
             tokenizer="fourm_core.plugin_kit.seqtext:sequence_tokenizer",
             default_weights=DEFAULT_WEIGHTS,

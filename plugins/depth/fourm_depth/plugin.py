@@ -30,6 +30,7 @@ def fourm_register_modalities(register):
         visualizer=f"{_C}:visualize",
         transform=f"{_C}:DepthTransform",
         metrics="fourm_depth.metrics:make_metric",
+        reader="fourm_depth.readers:DepthReader",
         storage=StorageSpec(dtype="float16", shape=(RAW_SIZE, RAW_SIZE, 1)),
         requires=("rgb",),
         license="Apache-2.0 (plugin); weights: see their model card",

@@ -25,6 +25,7 @@ def fourm_register_modalities(register):
             transform=ComponentRef(target="fourm_det.components:DetectionTransform", context=("raw_size",)),
             serializer="fourm_det.components:DetectionSerializer",
             metrics="fourm_det.metrics:make_metric",
+            reader="fourm_det.readers:DetectionReader",
             visualizer="fourm_det.components:visualize",
             tokenizer="fourm_core.plugin_kit.seqtext:sequence_tokenizer",
             special_tokens=COCO_CLASS_TOKENS,

@@ -24,6 +24,7 @@ def fourm_register_modalities(register):
             transform=ComponentRef(target="fourm_human_pose.components:HumanPoseTransform", context=("raw_size",)),
             serializer="fourm_human_pose.components:HumanPoseSerializer",
             metrics="fourm_human_pose.metrics:make_metric",
+            reader="fourm_human_pose.readers:HumanPoseReader",
             visualizer="fourm_human_pose.components:visualize",
             tokenizer="fourm_core.plugin_kit.seqtext:sequence_tokenizer",
             special_tokens=("human", "none"),

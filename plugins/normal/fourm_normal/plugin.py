@@ -29,6 +29,7 @@ def fourm_register_modalities(register):
         visualizer=f"{_C}:visualize",
         transform=f"{_C}:NormalTransform",
         metrics="fourm_normal.metrics:make_metric",
+        reader="fourm_normal.readers:NormalReader",
         storage=StorageSpec(dtype="uint8", shape=(RAW_SIZE, RAW_SIZE, 3)),
         requires=("rgb",),
         license="Apache-2.0 (plugin); weights: see their model card",

@@ -31,6 +31,7 @@ def fourm_register_modalities(register):
         visualizer=f"{_C}:visualize",
         transform=f"{_C}:SemsegTransform",
         metrics="fourm_semseg.metrics:make_metric",
+        reader="fourm_semseg.readers:SemsegReader",
         storage=StorageSpec(dtype="uint8", shape=(RAW_SIZE, RAW_SIZE, 1), fill_value=IGNORE_INDEX),
         requires=("rgb",),
         license="Apache-2.0 (plugin); weights: see their model card",
