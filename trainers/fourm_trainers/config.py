@@ -307,12 +307,12 @@ class TrainConfig:
         except ValueError as exc:
             raise TrainConfigError(f"train config: masking: {exc}") from None
         for key in ("datasets", "val_datasets"):
-            for e in getattr(self, key):
+            for i, e in enumerate(getattr(self, key)):
                 if e.has_own_masking:
                     try:
                         MaskingConfig.from_dict(e.masking_dict(self.masking))
                     except ValueError as exc:
-                        raise TrainConfigError(f"train config: {key}: {e.path!r}: masking: {exc}") from None
+                        raise TrainConfigError(f"train config: {key}[{i}] (dataset {e.path!r}): {exc}") from None
 
     # -- construction --------------------------------------------------------------------------------
     @classmethod

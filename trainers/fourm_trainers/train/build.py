@@ -251,7 +251,7 @@ def make_masker(cfg: TrainConfig, entries: Sequence[Any], modalities: Any, text:
         try:
             configs.append(MaskingConfig.from_dict(e.masking_dict(cfg.masking) if e.has_own_masking else cfg.masking))
         except MaskingError as exc:
-            raise TrainConfigError(f"train config: dataset {e.path!r}: masking: {exc}") from None
+            raise TrainConfigError(f"train config: dataset {e.path!r}: {exc}") from None
     try:
         return DatasetMasker(modalities, configs, text=text)
     except MaskingError as exc:
