@@ -135,3 +135,24 @@ def test_training_on_a_per_dataset_mixture(tmp_path, stores):
 
     back = TrainConfig.from_dict(yaml.safe_load((tmp_path / "mix" / "config.yaml").read_text()))
     assert back == cfg
+
+
+def test_dataset_masker_with_one_config_is_the_plain_masker():
+    """Datasets without their own masking share one Masker: the result is bit-identical to a plain Masker's
+    with the same generator (runs without per-dataset settings mask exactly as before)."""
+    from fourm_core.masking import DatasetMasker, Masker, MaskingConfig, MaskingError
+    from fourm_registry import get_modalities
+
+    mods = get_modalities().subset(["canny_edge", "tok_rgb"])
+    cfg = MaskingConfig.from_dict({"input_tokens": [8, 20], "target_tokens": 16})
+    batch = {"canny_edge": torch.randint(0, 32, (6, 196)), "tok_rgb": torch.randint(0, 512, (6, 196))}
+    dm = DatasetMasker(mods, [cfg, MaskingConfig.from_dict(cfg.to_dict())])
+    assert len(dm.maskers) == 1
+    a = dm(batch, generator=torch.Generator().manual_seed(5), source=torch.tensor([0, 1, 0, 1, 1, 0]))
+    b = Masker(mods, cfg)(batch, generator=torch.Generator().manual_seed(5))
+    assert all(torch.equal(a[m][k], b[m][k]) for m in b for k in b[m])
+    with pytest.raises(MaskingError, match="inputs/targets restrict the random masking"):
+        MaskingConfig.from_dict({"inputs": ["rgb"], "transfer": {"inputs": ["rgb"], "targets": ["depth"]}})
+    two = DatasetMasker(mods, [cfg, MaskingConfig.from_dict({**cfg.to_dict(), "inputs": ["tok_rgb"]})])
+    with pytest.raises(MaskingError, match=r"source must be \(6,\) dataset indices in \[0, 2\)"):
+        two(batch, source=torch.tensor([0, 1, 2, 0, 0, 0]))

@@ -254,8 +254,8 @@ class MaskingConfig:
                                                             "targets": list(self.transfer.targets)},
             "fill_budget": self.fill_budget,
             "allow_unknown_modalities": self.allow_unknown_modalities,
-            "inputs": None if self.inputs is None else list(self.inputs),
-            "targets": None if self.targets is None else list(self.targets),
+            # the per-dataset restrictions only when set (an unrestricted config reads as before they existed)
+            **{k: list(getattr(self, k)) for k in ("inputs", "targets") if getattr(self, k) is not None},
         }
 
 
