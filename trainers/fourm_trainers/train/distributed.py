@@ -3,8 +3,9 @@ the full weights of a sharded model for the final ``save_pretrained``.
 
 * **FSDP2** (``fsdp_version: 2``): the optimizer is built over the unwrapped model's parameter groups and
   prepared *together with* the model; Accelerate shards the model and points the optimizer at the sharded
-  parameters by name, so the groups (decay / no decay, trunk / embeddings) survive. FSDP1 is refused: it
-  replaces the parameters with flat views, which loses those groups.
+  parameters by name, so the groups (decay / no decay, trunk / embeddings) survive; the decoder blocks'
+  ``context_kv`` (called outside their ``forward``) is registered so that FSDP2 gathers their weights for it.
+  FSDP1 is refused: it replaces the parameters with flat views, which loses those groups.
 * **DeepSpeed ZeRO-2/3**: prepared together as well; the per-GPU micro-batch (``train_micro_batch_size_per_gpu``)
   and ``gradient_clipping`` of an ``auto`` DeepSpeed config come from the train config. The engine steps inside
   ``backward`` and clips itself, so ``grad_accum`` must be 1 (raise ``batch_size`` instead).
@@ -23,6 +24,26 @@ from typing import Any
 import torch
 
 from ..config import TrainConfig, TrainConfigError
+
+
+#: methods of fourm's blocks that the model calls outside their ``forward`` (the decoder blocks' cross-attention
+#: K/V, computed once per forward): FSDP2 must gather a sharded block's weights around them too
+FSDP_FORWARD_METHODS = ("context_kv",)
+
+
+def register_forward_methods(model: torch.nn.Module) -> int:
+    """Make FSDP2 gather the weights of every sharded submodule around its :data:`FSDP_FORWARD_METHODS`
+    (as it does around ``forward``); returns how many were registered."""
+    from torch.distributed.fsdp import FSDPModule, register_fsdp_forward_method
+
+    n = 0
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            for name in FSDP_FORWARD_METHODS:
+                if callable(getattr(module, name, None)):
+                    register_fsdp_forward_method(module, name)
+                    n += 1
+    return n
 
 
 def uses_deepspeed(acc: Any) -> bool:
@@ -51,7 +72,10 @@ def prepare(acc: Any, model: torch.nn.Module, make_optimizer: Callable[[torch.nn
             "Accelerate config (trainers/fourm_trainers/configs/accelerate/fsdp2.yaml)")
     if uses_deepspeed(acc):
         _fill_deepspeed_config(acc, cfg)
-    return acc.prepare(model, make_optimizer(model))
+    model, optimizer = acc.prepare(model, make_optimizer(model))
+    if version == 2:
+        register_forward_methods(acc.unwrap_model(model))
+    return model, optimizer
 
 
 def _fill_deepspeed_config(acc: Any, cfg: TrainConfig) -> None:
