@@ -6,14 +6,15 @@ the full weights of a sharded model for the final ``save_pretrained``.
   parameters by name, so the groups (decay / no decay, trunk / embeddings) survive; the decoder blocks'
   ``context_kv`` (called outside their ``forward``) is registered so that FSDP2 gathers their weights for it.
   FSDP1 is refused: it replaces the parameters with flat views, which loses those groups.
-* **DeepSpeed ZeRO-2/3**: prepared together as well; the per-GPU micro-batch (``train_micro_batch_size_per_gpu``)
+* **DeepSpeed ZeRO-2**: prepared together as well; the per-GPU micro-batch (``train_micro_batch_size_per_gpu``)
   and ``gradient_clipping`` of an ``auto`` DeepSpeed config come from the train config. The engine steps inside
-  ``backward`` and clips itself, so ``grad_accum`` must be 1 (raise ``batch_size`` instead).
+  ``backward`` and clips itself, so ``grad_accum`` must be 1 (raise ``batch_size`` instead). ZeRO-3 is
+  refused: its hooks gather a module's weights around that module's ``forward`` only, and the decoder blocks'
+  ``context_kv`` runs outside it (FSDP2 has ``register_fsdp_forward_method`` for that; ZeRO-3 fails in backward).
 * **Final weights**: a model whose parameters are ``DTensor`` shards (FSDP2) is gathered with
-  ``get_model_state_dict(full_state_dict=True)`` on every process (the main one receives the tensors); a
-  DeepSpeed ZeRO-3 model through ``accelerator.get_state_dict`` (which needs
-  ``stage3_gather_16bit_weights_on_model_save: true``). The main process loads them into an unsharded copy of
-  the model and saves that.
+  ``get_model_state_dict(full_state_dict=True)`` on every process (the main one receives the tensors) and
+  loaded into an unsharded copy of the model, which the main process saves. Under ZeRO-2 every process holds
+  the full weights already.
 """
 
 from __future__ import annotations
@@ -84,6 +85,12 @@ def _fill_deepspeed_config(acc: Any, cfg: TrainConfig) -> None:
         raise TrainConfigError(f"grad_accum {cfg.grad_accum} under DeepSpeed: the engine accumulates and steps "
                                f"inside backward; set grad_accum: 1 and raise batch_size (or use FSDP2)")
     ds = acc.state.deepspeed_plugin.deepspeed_config
+    if ds.get("zero_optimization", {}).get("stage") == 3:
+        raise TrainConfigError(
+            "DeepSpeed ZeRO-3 is not supported: its backward fails on fourm's model (a partitioned weight seen with "
+            "size 0; the decoder blocks' cross-attention K/V runs outside their forward, where ZeRO-3 does not "
+            "gather the weights). Use ZeRO-2 (configs/accelerate/deepspeed_zero2.yaml) or FSDP2, which shards the parameters "
+            "(configs/accelerate/fsdp2.yaml)")
     if ds.get("train_micro_batch_size_per_gpu", "auto") == "auto":
         ds["train_micro_batch_size_per_gpu"] = cfg.batch_size
     if ds.get("train_batch_size", "auto") == "auto":
@@ -112,14 +119,7 @@ def full_state_dict(acc: Any, model: torch.nn.Module) -> dict[str, torch.Tensor]
     empty dict); ``None`` when the model is not sharded (its own ``state_dict`` is complete). Every process
     must call this (it is a collective operation)."""
     if uses_deepspeed(acc):
-        zero3 = acc.state.deepspeed_plugin.deepspeed_config.get("zero_optimization", {}).get("stage") == 3
-        if not zero3:
-            return None
-        try:
-            state = acc.get_state_dict(model)
-        except ValueError as exc:
-            raise TrainConfigError(f"saving the final model under DeepSpeed ZeRO-3: {exc}") from None
-        return {k: v.float().cpu() for k, v in state.items()} if acc.is_main_process else {}
+        return None  # ZeRO-2: the weights are whole on every process (ZeRO-3 is refused by prepare)
     inner = acc.unwrap_model(model)
     if not is_sharded(inner):
         return None
