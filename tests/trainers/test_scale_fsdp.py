@@ -117,3 +117,27 @@ def test_fsdp2_two_gloo_processes_train_and_save_gathered_weights(tmp_path, stor
     # Adam's first steps move a weight by about lr (2e-3) whatever its gradient's size, so float differences of
     # near-zero gradients (summed in another order by the reduce-scatter) show up at a small fraction of lr
     assert r0["same_keys"] and r0["moved"] > 1e-3 and r0["max_diff"] < 0.1 * 2e-3
+
+
+CONFIGS = Path(__file__).resolve().parents[2] / "trainers" / "fourm_trainers" / "configs"
+
+
+def test_shipped_accelerate_configs_and_the_mixture_recipe():
+    """The Accelerate configs parse with Accelerate's own loader and wrap classes that exist; the 4M-21 recipe
+    declares three datasets with their own modalities and a text-only one with its own alphas."""
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    from fourm_core.model import blocks
+    from fourm_trainers.config import TrainConfig
+
+    fsdp = ClusterConfig.from_yaml_file(str(CONFIGS / "accelerate" / "fsdp2.yaml"))
+    assert fsdp.distributed_type == "FSDP" and fsdp.fsdp_config["fsdp_version"] == 2
+    for cls in fsdp.fsdp_config["fsdp_transformer_layer_cls_to_wrap"].split(","):
+        assert isinstance(getattr(blocks, cls), type)
+    ds = ClusterConfig.from_yaml_file(str(CONFIGS / "accelerate" / "deepspeed_zero2.yaml"))
+    assert ds.distributed_type == "DEEPSPEED" and ds.deepspeed_config["zero_stage"] == 2
+    cfg = TrainConfig.from_yaml(CONFIGS / "4m21_base_gpu.yaml")
+    assert [d.weight for d in cfg.datasets] == [0.6, 0.2, 0.2]
+    assert cfg.datasets[0].modalities is None and "rgb" in cfg.datasets[1].inputs
+    c4 = cfg.datasets[2]
+    assert c4.modalities == ("caption",) and c4.masking_dict(cfg.masking)["mixture"][0]["input_alphas"] == 1.0

@@ -217,24 +217,28 @@ def make_accelerator(cfg: TrainConfig) -> tuple[Any, bool, str]:
     return acc, cpu, mp
 
 
-def _mixture(entries: Sequence[Any], modalities: Any, *, crop: str, seed: int, weighted: bool) -> Any:
+def _mixture(cfg: TrainConfig, entries: Sequence[Any], modalities: Any, *, crop: str, weighted: bool) -> Any:
     """A dataset over ``entries`` (a store each); samples carry their store number when an entry has its own
     modalities or masking, and each store loads only its entry's modalities."""
     from fourm_core.data import FourMDataset
 
     own = any(e.has_own_masking for e in entries)
     weights = [e.weight for e in entries]
+    lenient = bool((cfg.masking or {}).get("allow_unknown_modalities", False))
     return FourMDataset([e.path for e in entries], weights=weights if weighted and len(weights) > 1 else None,
-                        modalities=modalities, crop=crop, seed=seed, with_source=own,
-                        store_modalities=[_loaded(e, modalities) for e in entries] if own else None)
+                        modalities=modalities, crop=crop, seed=cfg.seed, with_source=own,
+                        store_modalities=[_loaded(e, modalities, lenient) for e in entries] if own else None)
 
 
-def _loaded(entry: Any, modalities: Any) -> list[str] | None:
-    """The modalities an entry's samples load: its inputs and targets when both are given (``None``: all)."""
+def _loaded(entry: Any, modalities: Any, lenient: bool) -> list[str] | None:
+    """The modalities an entry's samples load: its inputs and targets when both are given (``None``: all).
+    Names of modalities the run does not train raise, or are dropped under ``allow_unknown_modalities``."""
     names = entry.modalities
     if names is None:
         return None
     unknown = [n for n in names if n not in modalities]
+    if unknown and lenient:
+        return [n for n in names if n in modalities]
     if unknown:
         raise TrainConfigError(f"train config: dataset {entry.path!r}: modalities {unknown} are not trained (the "
                                f"run trains {', '.join(modalities.names)}); fix inputs/targets or `modalities:`")
@@ -264,7 +268,7 @@ def train_data(cfg: TrainConfig, modalities: Any, *, world: int, rank: int) -> t
     and this rank's sampler."""
     from fourm_core.data import FourMSampler
 
-    dataset = _mixture(cfg.datasets, modalities, crop="random", seed=cfg.seed, weighted=True)
+    dataset = _mixture(cfg, cfg.datasets, modalities, crop="random", weighted=True)
     return dataset, FourMSampler(dataset, seed=cfg.seed, num_replicas=world, rank=rank)
 
 
@@ -272,7 +276,7 @@ def val_data(cfg: TrainConfig, modalities: Any, *, world: int, rank: int) -> tup
     """The validation dataset (``cfg.val_datasets``, centre crops) and this rank's unshuffled sampler."""
     from fourm_core.data import FourMSampler
 
-    dataset = _mixture(cfg.val_datasets, modalities, crop="center", seed=cfg.seed, weighted=False)
+    dataset = _mixture(cfg, cfg.val_datasets, modalities, crop="center", weighted=False)
     return dataset, FourMSampler(dataset, shuffle=False, seed=cfg.seed, num_replicas=world, rank=rank)
 
 
