@@ -141,7 +141,7 @@ def test_transfer_absent_sample_is_neither_input_nor_target():
 BAD_CONFIGS = [
     ("abc", r"masking config: expected a mapping, got str"),
     ({"input_token": 3}, r"masking config: unknown key\(s\) 'input_token'; valid keys: input_tokens, target_tokens, "
-                         r"mixture, modalities, transfer, fill_budget, allow_unknown_modalities$"),
+                         r"mixture, modalities, transfer, fill_budget, allow_unknown_modalities, inputs, targets$"),
     # the attrs field is named after the YAML key: `fixed` is not a key, and a user's key is quoted verbatim
     ({"fixed": {"inputs": ["rgb"], "targets": ["depth"]}},
      r"masking config: unknown key\(s\) 'fixed'; valid keys: .*modalities, transfer, fill_budget"),

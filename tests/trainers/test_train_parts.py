@@ -43,10 +43,10 @@ def test_metrics_append_and_truncate(tmp_path):
 
 def test_train_state_round_trip_and_missing_checkpoint(tmp_path):
     st = TrainState()
-    st.step, st.tokens_seen, st.epoch, st.position = 5, 960, 1, 12
+    st.step, st.tokens_seen, st.epoch, st.position, st.skipped_steps = 5, 960, 1, 12, 2
     back = TrainState()
     back.load_state_dict(st.state_dict())
-    assert back.state_dict() == {"step": 5, "tokens_seen": 960, "epoch": 1, "position": 12}
+    assert back.state_dict() == {"step": 5, "tokens_seen": 960, "epoch": 1, "position": 12, "skipped_steps": 2}
     with pytest.raises(TrainConfigError, match="no checkpoint in .*run without --resume"):
         checkpointing.load_latest(SimpleNamespace(), tmp_path / "checkpoints")
 

@@ -8,8 +8,15 @@ and listing the valid keys)::
     init_from: null                        # model to fine-tune: a fourm or released 4M dir, hub id or .safetensors
     init_format: fourm                     # or ml4m: a reference checkpoint (init_ml4m_config: its config.json)
     modalities: null                       # default: every modality with tokens in the datasets + installed plugin
-    datasets:                              # training stores with mixture weights
+    datasets:                              # training stores with mixture weights (one store drawn per sample)
       - {path: data/a.zarr, weight: 1.0}
+      - path: data/text.zarr               # per-dataset modalities and masking (all optional):
+        weight: 0.2
+        inputs: [caption]                  # only these may be inputs (default: every trained modality)
+        targets: [caption]                 # only these may be targets (default: every trained modality)
+        input_alphas: 1.0                  # one Dirichlet component instead of the global mixture
+        target_alphas: 1.0                 # (a number, or {modality: alpha, "*": default})
+        masking: {input_tokens: 128}       # other keys of `masking` overridden for this dataset
     val_datasets: [{path: data/val.zarr}]
     tokenizers: null                       # tokenizer dir (text vocabulary size; copied into out/final/tokenizers)
     masking: {input_tokens: 64, target_tokens: 64}    # fourm_core.masking.MaskingConfig
@@ -17,8 +24,18 @@ and listing the valid keys)::
     grad_accum: 1
     max_steps: 300
     optimizer: {lr: 1.0e-3, min_lr: 0.0, weight_decay: 0.05, betas: [0.9, 0.95], eps: 1.0e-8}
-    schedule: {warmup_tokens: 20000, total_tokens: null}   # LR by tokens seen: linear warm-up, then cosine
+    schedule:                              # LR and weight decay by tokens seen (train/schedules.py)
+      lr: cosine                           # cosine | linear | constant | inverse_sqrt (after a linear warm-up)
+      warmup_tokens: 20000
+      total_tokens: null                   # default: max_steps x the nominal tokens per step
+      cooldown_tokens: 0                   # inverse_sqrt: linear decay to min_lr over the last N tokens
+      timescale_tokens: null               # inverse_sqrt time scale (default: warmup_tokens)
+      weight_decay: constant               # constant | cosine | linear, from optimizer.weight_decay ...
+      weight_decay_end: null               # ... to this at total_tokens (default: optimizer.weight_decay)
     clip_grad: 1.0
+    skip_nonfinite: true                   # a step whose gradient norm is NaN/inf is skipped (and counted)
+    skip_grad_norm: null                   # also skip steps whose gradient norm is >= this
+    max_skipped_in_a_row: 10               # stop with an error after this many skipped steps in a row (0: never)
     mixed_precision: auto                  # auto: bf16 on GPU, no (fp32) on CPU
     activation_checkpointing: false
     freeze_trunk_steps: 0                  # fine-tuning: train only the embedding tables for N steps
@@ -57,18 +74,80 @@ def _positive_int(name: str, v: Any, allow_zero: bool = False) -> None:
         raise TrainConfigError(f"train config: {name} must be a {'non-negative' if allow_zero else 'positive'} int, got {v!r}")
 
 
+def _names(v: Any) -> tuple[str, ...] | None:
+    if v is None:
+        return None
+    if isinstance(v, str):
+        return tuple(n for n in v.replace("-", ",").split(",") if n)  # also the reference's "a-b-c" form
+    return tuple(str(n) for n in v)
+
+
 @attrs.frozen(kw_only=True)
 class DatasetEntry:
-    """One store of the training mixture."""
+    """One store of the training mixture, with optional per-dataset modalities and masking."""
 
     path: str
     weight: float = 1.0
+    #: the modalities this dataset's samples may use as inputs / targets (``None``: every trained modality)
+    inputs: tuple[str, ...] | None = attrs.field(default=None, converter=_names)
+    targets: tuple[str, ...] | None = attrs.field(default=None, converter=_names)
+    #: a single Dirichlet component replacing the global mixture (a number or {modality: alpha, "*": default})
+    input_alphas: Any = None
+    target_alphas: Any = None
+    #: keys of the global ``masking`` overridden for this dataset (e.g. input_tokens, mixture)
+    masking: dict[str, Any] | None = None
 
     def __attrs_post_init__(self) -> None:
+        where = f"train config: dataset {self.path!r}"
         if not isinstance(self.path, str) or not self.path:
             raise TrainConfigError(f"train config: dataset path must be a non-empty string, got {self.path!r}")
         if not isinstance(self.weight, (int, float)) or isinstance(self.weight, bool) or self.weight < 0:
-            raise TrainConfigError(f"train config: dataset {self.path!r}: weight must be >= 0, got {self.weight!r}")
+            raise TrainConfigError(f"{where}: weight must be >= 0, got {self.weight!r}")
+        if self.masking is not None and not isinstance(self.masking, Mapping):
+            raise TrainConfigError(f"{where}: masking must be a mapping of masking keys, got {self.masking!r}")
+        if (self.input_alphas is None) != (self.target_alphas is None):
+            raise TrainConfigError(f"{where}: give input_alphas and target_alphas together (one Dirichlet "
+                                   f"component), or neither")
+        if self.input_alphas is not None and "mixture" in (self.masking or {}):
+            raise TrainConfigError(f"{where}: input_alphas/target_alphas and masking.mixture both set the "
+                                   f"mixture; keep one")
+        if self.inputs is not None and self.targets is not None and not (self.inputs or self.targets):
+            raise TrainConfigError(f"{where}: inputs and targets are both empty; the dataset would train nothing")
+
+    @property
+    def has_own_masking(self) -> bool:
+        """Whether this dataset's masking differs from the global one."""
+        return (self.inputs is not None or self.targets is not None or self.input_alphas is not None
+                or bool(self.masking))
+
+    @property
+    def modalities(self) -> tuple[str, ...] | None:
+        """The modalities this dataset's samples load (inputs ∪ targets; ``None``: all)."""
+        if self.inputs is None or self.targets is None:
+            return None
+        return tuple(dict.fromkeys(self.inputs + self.targets))
+
+    def masking_dict(self, base: Mapping[str, Any]) -> dict[str, Any]:
+        """This dataset's masking config: ``base`` with this entry's overrides (a ``MaskingConfig`` mapping)."""
+        d = {**dict(base), **dict(self.masking or {})}
+        if self.input_alphas is not None:
+            d["mixture"] = [{"name": "dataset", "input_alphas": self.input_alphas,
+                             "target_alphas": self.target_alphas}]
+        if self.inputs is not None:
+            d["inputs"] = list(self.inputs)
+        if self.targets is not None:
+            d["targets"] = list(self.targets)
+        return d
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"path": self.path, "weight": self.weight}
+        for k in ("inputs", "targets"):
+            if getattr(self, k) is not None:
+                d[k] = list(getattr(self, k))
+        for k in ("input_alphas", "target_alphas", "masking"):
+            if getattr(self, k) is not None:
+                d[k] = getattr(self, k)
+        return d
 
 
 @attrs.frozen(kw_only=True)
@@ -91,18 +170,57 @@ class OptimizerConfig:
             raise TrainConfigError(f"train config: optimizer.weight_decay must be >= 0, got {self.weight_decay}")
 
 
+LR_SCHEDULES = ("cosine", "linear", "constant", "inverse_sqrt")
+WD_SCHEDULES = ("constant", "cosine", "linear")
+
+
+def schedule_problem(lr: str, weight_decay: str, *, warmup: int, cooldown: int, timescale: int | None) -> str:
+    """What is wrong with a schedule's settings ('' when nothing)."""
+    if lr not in LR_SCHEDULES:
+        return f"schedule.lr {lr!r} is not one of {', '.join(LR_SCHEDULES)}"
+    if weight_decay not in WD_SCHEDULES:
+        return f"schedule.weight_decay {weight_decay!r} is not one of {', '.join(WD_SCHEDULES)}"
+    if lr == "inverse_sqrt" and not (timescale or warmup):
+        return ("schedule.lr inverse_sqrt needs timescale_tokens > 0 or warmup_tokens > 0 (the time scale T of "
+                "lr / sqrt((t + T) / T))")
+    if cooldown and lr != "inverse_sqrt":
+        return f"schedule.cooldown_tokens applies to the inverse_sqrt schedule only (lr {lr!r} already ends at min_lr)"
+    return ""
+
+
 @attrs.frozen(kw_only=True)
 class ScheduleConfig:
-    """Learning rate as a function of the tokens seen (input + target tokens, all processes)."""
+    """Learning rate and weight decay as functions of the tokens seen (input + target tokens, all processes);
+    the shapes are documented in :mod:`fourm_trainers.train.schedules`."""
 
+    lr: str = "cosine"
     warmup_tokens: int = 0
-    #: tokens at which the cosine reaches ``min_lr``; default: ``max_steps`` × the nominal tokens per step
+    #: tokens at which the schedules end (``min_lr``, ``weight_decay_end``); default: ``max_steps`` × the
+    #: nominal tokens per step
     total_tokens: int | None = None
+    cooldown_tokens: int = 0
+    timescale_tokens: int | None = None
+    weight_decay: str = "constant"
+    weight_decay_end: float | None = None
 
     def __attrs_post_init__(self) -> None:
         _positive_int("schedule.warmup_tokens", self.warmup_tokens, allow_zero=True)
-        if self.total_tokens is not None:
-            _positive_int("schedule.total_tokens", self.total_tokens)
+        _positive_int("schedule.cooldown_tokens", self.cooldown_tokens, allow_zero=True)
+        for f in ("total_tokens", "timescale_tokens"):
+            if getattr(self, f) is not None:
+                _positive_int(f"schedule.{f}", getattr(self, f))
+        if self.weight_decay_end is not None and not (isinstance(self.weight_decay_end, (int, float))
+                                                      and self.weight_decay_end >= 0):
+            raise TrainConfigError(f"train config: schedule.weight_decay_end must be >= 0 or null, got "
+                                   f"{self.weight_decay_end!r}")
+        problem = schedule_problem(self.lr, self.weight_decay, warmup=self.warmup_tokens,
+                                   cooldown=self.cooldown_tokens, timescale=self.timescale_tokens)
+        if problem:
+            raise TrainConfigError(f"train config: {problem}")
+        if self.total_tokens is not None and self.warmup_tokens + self.cooldown_tokens > self.total_tokens:
+            raise TrainConfigError(f"train config: schedule.warmup_tokens + cooldown_tokens "
+                                   f"({self.warmup_tokens} + {self.cooldown_tokens}) exceed total_tokens "
+                                   f"{self.total_tokens}")
 
 
 TRACKERS = (None, "tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive")
@@ -131,6 +249,9 @@ class TrainConfig:
     optimizer: OptimizerConfig = attrs.field(factory=OptimizerConfig)
     schedule: ScheduleConfig = attrs.field(factory=ScheduleConfig)
     clip_grad: float | None = 1.0
+    skip_nonfinite: bool = True
+    skip_grad_norm: float | None = None
+    max_skipped_in_a_row: int = 10
     loss_type: str = "mod"
     mixed_precision: str = "auto"
     activation_checkpointing: bool = False
@@ -149,7 +270,8 @@ class TrainConfig:
             raise TrainConfigError("train config: 'datasets' needs at least one store ({path: ..., weight: ...})")
         for f in ("batch_size", "grad_accum", "max_steps", "log_every"):
             _positive_int(f, getattr(self, f))
-        for f in ("freeze_trunk_steps", "eval_every", "eval_batches", "save_every", "num_workers", "seed"):
+        for f in ("freeze_trunk_steps", "eval_every", "eval_batches", "save_every", "num_workers", "seed",
+                  "max_skipped_in_a_row"):
             _positive_int(f, getattr(self, f), allow_zero=True)
         if self.mixed_precision not in MIXED_PRECISION:
             raise TrainConfigError(f"train config: mixed_precision {self.mixed_precision!r} is not one of "
@@ -165,8 +287,10 @@ class TrainConfig:
         if self.loss_type not in ("mod", "mod_reference", "token_reference"):
             raise TrainConfigError(f"train config: loss_type {self.loss_type!r} is not one of mod, mod_reference, "
                                    f"token_reference")
-        if self.clip_grad is not None and not self.clip_grad > 0:
-            raise TrainConfigError(f"train config: clip_grad must be > 0 or null, got {self.clip_grad!r}")
+        for f in ("clip_grad", "skip_grad_norm"):
+            v = getattr(self, f)
+            if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0):
+                raise TrainConfigError(f"train config: {f} must be > 0 or null, got {v!r}")
         if self.eval_every and not self.val_datasets:
             raise TrainConfigError("train config: eval_every is set but val_datasets is empty; add val_datasets "
                                    "or set eval_every: 0")
@@ -182,6 +306,13 @@ class TrainConfig:
             MaskingConfig.from_dict(self.masking)
         except ValueError as exc:
             raise TrainConfigError(f"train config: masking: {exc}") from None
+        for key in ("datasets", "val_datasets"):
+            for i, e in enumerate(getattr(self, key)):
+                if e.has_own_masking:
+                    try:
+                        MaskingConfig.from_dict(e.masking_dict(self.masking))
+                    except ValueError as exc:
+                        raise TrainConfigError(f"train config: {key}[{i}] (dataset {e.path!r}): {exc}") from None
 
     # -- construction --------------------------------------------------------------------------------
     @classmethod
@@ -192,7 +323,8 @@ class TrainConfig:
             if key in d:
                 entries = d[key] or []
                 if isinstance(entries, (str, Mapping)) or not isinstance(entries, Sequence):
-                    raise TrainConfigError(f"train config: {key} must be a list of {{path, weight}} entries, got {entries!r}")
+                    raise TrainConfigError(f"train config: {key} must be a list of {{path, weight, ...}} entries, got "
+                                           f"{entries!r}")
                 d[key] = tuple(e if isinstance(e, DatasetEntry)
                                else DatasetEntry(path=e) if isinstance(e, str)
                                else DatasetEntry(**_strict(DatasetEntry, e, f"train config: {key}[{i}]"))
@@ -233,8 +365,8 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """A YAML-friendly mapping :meth:`from_dict` reads back."""
         d = attrs.asdict(self, recurse=True)
-        d["datasets"] = [dict(e) for e in d["datasets"]]
-        d["val_datasets"] = [dict(e) for e in d["val_datasets"]]
+        d["datasets"] = [e.to_dict() for e in self.datasets]
+        d["val_datasets"] = [e.to_dict() for e in self.val_datasets]
         d["optimizer"]["betas"] = list(self.optimizer.betas)
         d["modalities"] = None if self.modalities is None else list(self.modalities)
         return d

@@ -18,6 +18,10 @@ One sample is ``{name: tensor}``:
   (``_crops/params``) and resized to the spec's ``image_size``;
 * ``embedding_sequence``: float32 ``(max_length, embed_dim)`` from ``<name>/raw``.
 
+With ``with_source=True`` a sample also holds :data:`SOURCE_KEY`: int64 ``()``, the number of its store (the
+per-dataset masking of a mixture uses it; :class:`FourMCollate` returns it as ``source``). ``store_modalities``
+restricts what each store's samples load (a text-only dataset of a mixture loads its text only).
+
 A modality the sample's store lacks (or whose shard is incomplete) is left out; :class:`FourMCollate` fills
 it with zeros and marks it absent in ``present`` so the masker never uses it. Stores are opened lazily in
 each process (DataLoader workers, fork or spawn), never pickled.
@@ -39,6 +43,9 @@ from ..kinds import adapter_for
 from .store import Store, StoreError
 
 log = logging.getLogger(__name__)
+
+#: the sample key holding the number of the sample's store (``with_source=True``)
+SOURCE_KEY = "__store__"
 
 
 def _as_modality_set(modalities: ModalitySet | Sequence[str] | None) -> ModalitySet:
@@ -71,13 +78,17 @@ class FourMDataset(torch.utils.data.Dataset):
     :param crop: ``"random"`` (a crop chosen per sample by the sampler's draw), ``"center"`` (crop 0), or an
         int (that crop).
     :param seed: seeds the crop choice when items are requested by plain index (no sampler draw).
+    :param store_modalities: per store, the names of the modalities its samples load (``None``: all of
+        ``modalities``); the others are absent from its samples.
+    :param with_source: add :data:`SOURCE_KEY` (the store number) to every sample.
 
     Completion records are read when the dataset is built: samples of shards finished later are absent.
     """
 
     def __init__(self, stores: Sequence[str] | str, weights: Sequence[float] | None = None,
                  modalities: ModalitySet | Sequence[str] | None = None, *, crop: str | int = "random",
-                 seed: int = 0, storage_options: Mapping[str, Any] | None = None):
+                 seed: int = 0, storage_options: Mapping[str, Any] | None = None,
+                 store_modalities: Sequence[Sequence[str] | None] | None = None, with_source: bool = False):
         if isinstance(stores, (str, os.PathLike)):
             stores = [stores]
         self.urls = [os.fspath(u) for u in stores]
@@ -94,6 +105,8 @@ class FourMDataset(torch.utils.data.Dataset):
             raise StoreError(f"crop must be 'random', 'center' or a crop index, got {crop!r}")
         self.weights = weights
         self.modalities = _as_modality_set(modalities)
+        self.with_source = bool(with_source)
+        keep = self._store_modalities(store_modalities)
         self.crop = crop
         self.seed = int(seed)
         self.storage_options = dict(storage_options or {})
@@ -102,7 +115,7 @@ class FourMDataset(torch.utils.data.Dataset):
         #: per store: {modality: bool (num_shards,) completion flags}
         self.available: list[dict[str, np.ndarray]] = []
         self.samples_per_shard: list[int] = []
-        for url in self.urls:
+        for url, wanted in zip(self.urls, keep):
             store = Store.open(url, "r", storage_options=self.storage_options)
             self.sizes.append(store.num_samples)
             self.num_crops.append(store.num_crops)
@@ -110,7 +123,7 @@ class FourMDataset(torch.utils.data.Dataset):
             avail = {}
             for spec in self.modalities.specs:
                 name, what = _source_array(spec)
-                if store.has(name, what):
+                if spec.name in wanted and store.has(name, what):
                     avail[spec.name] = store.done(name, what).copy()
             if isinstance(crop, int) and crop > 0 and store.num_crops <= crop:
                 raise StoreError(f"store {url} has {store.num_crops} crops per sample; crop={crop} does not exist")
@@ -123,6 +136,25 @@ class FourMDataset(torch.utils.data.Dataset):
         self._opened: list[Store] | None = None
         self._pid: int | None = None
         self._rng: np.random.Generator | None = None
+
+    def _store_modalities(self, store_modalities: Sequence[Sequence[str] | None] | None) -> list[set[str]]:
+        """Per store, the resolved names of the modalities it loads."""
+        everything = set(self.modalities.names)
+        if store_modalities is None:
+            return [everything] * len(self.urls)
+        if len(store_modalities) != len(self.urls):
+            raise StoreError(f"store_modalities has {len(store_modalities)} entries for {len(self.urls)} stores")
+        out = []
+        for url, names in zip(self.urls, store_modalities):
+            if names is None:
+                out.append(everything)
+                continue
+            unknown = [n for n in names if n not in self.modalities]
+            if unknown:
+                raise StoreError(f"store {url}: modalities {unknown} are not among the loaded ones "
+                                 f"({', '.join(self.modalities.names)})")
+            out.append({self.modalities.resolve(n) for n in names})
+        return out
 
     # -- pickling for DataLoader workers: stores are re-opened in each process ----------------------
     def __getstate__(self) -> dict[str, Any]:
@@ -178,6 +210,9 @@ class FourMDataset(torch.utils.data.Dataset):
         for k, items in by_store.items():
             store = stores[k]
             pos = np.array([p for p, _, _ in items])
+            if self.with_source:
+                for p in pos:
+                    out[p][SOURCE_KEY] = torch.tensor(k, dtype=torch.int64)
             local = np.array([i for _, i, _ in items], dtype=np.int64)
             crops = np.array([c for _, _, c in items], dtype=np.int64)
             shard = local // self.samples_per_shard[k]
@@ -346,5 +381,8 @@ class FourMCollate:
     def __call__(self, samples: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, Any]:
         batch, present = self.stack(samples)
         if self.masker is None:
-            return {"tensors": batch, "present": present}
+            out: dict[str, Any] = {"tensors": batch, "present": present}
+            if samples and SOURCE_KEY in samples[0]:
+                out["source"] = torch.stack([s[SOURCE_KEY] for s in samples])
+            return out
         return self.masker(batch, present=present, generator=self.generator)

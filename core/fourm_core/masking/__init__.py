@@ -64,6 +64,11 @@ Configuration (YAML or dict; unknown keys raise listing the valid ones)::
       det: {span: chunked, chunk_start_tokens: ["v0=*"]}   # chunks start at these tokens (prefix with *)
     transfer: null               # or {inputs: [rgb], targets: [depth]}: fixed in/out masking
     allow_unknown_modalities: false   # true: names not in the ModalitySet are ignored instead of raising
+    inputs: null                 # or [names]: only these may be inputs (random masking; the others get alpha 0)
+    targets: null                # or [names]: only these may be targets
+
+Training mixtures: :class:`DatasetMasker` masks each sample of a batch with the config of its dataset (one
+config per dataset: its modalities, alphas and budgets), see :mod:`~fourm_core.masking.per_dataset`.
 
 :meth:`MaskingConfig.from_reference` reads the reference's ``alphas_mixture`` YAML files.
 
@@ -79,7 +84,8 @@ eligible modalities have enough tokens; sequences use at most their budget (span
 Package layout: :mod:`~fourm_core.masking.config` (the schema above), :mod:`~fourm_core.masking.draws` (seeded
 uniform / Gamma / Dirichlet draws, and why torch's Dirichlet is not used), :mod:`~fourm_core.masking.budgets`
 (the budget split), :mod:`~fourm_core.masking.layouts` (one layout per modality kind) and
-:mod:`~fourm_core.masking.masker` (the :class:`Masker`).
+:mod:`~fourm_core.masking.masker` (the :class:`Masker`) and :mod:`~fourm_core.masking.per_dataset` (the
+:class:`DatasetMasker`).
 """
 
 from __future__ import annotations
@@ -97,8 +103,10 @@ from .config import (
 from .draws import _log_gamma
 from .layouts import KEEP_PROB_DECAY
 from .masker import Masker, count_tokens
+from .per_dataset import DatasetMasker
 
 __all__ = [
+    "DatasetMasker",
     "KEEP_PROB_DECAY",
     "KEEP_SCHEMES",
     "SPAN_SCHEMES",

@@ -144,8 +144,15 @@ class MaskingConfig:
     transfer: TransferConfig | None = None
     fill_budget: bool = True
     allow_unknown_modalities: bool = False
+    #: random masking only: the modalities that may be inputs / targets (``None``: all); the others get alpha 0
+    #: (per-dataset modalities of a training mixture)
+    inputs: tuple[str, ...] | None = attrs.field(default=None, converter=lambda v: None if v is None else tuple(v))
+    targets: tuple[str, ...] | None = attrs.field(default=None, converter=lambda v: None if v is None else tuple(v))
 
     def __attrs_post_init__(self) -> None:
+        if self.transfer is not None and (self.inputs is not None or self.targets is not None):
+            raise MaskingError("masking: inputs/targets restrict the random masking; transfer masking has its own "
+                               "transfer.inputs / transfer.targets: keep one")
         object.__setattr__(self, "input_tokens", _token_range(self.input_tokens, "masking: input_tokens"))
         if self.target_tokens is not None:
             object.__setattr__(self, "target_tokens", _token_range(self.target_tokens, "masking: target_tokens"))
@@ -247,6 +254,8 @@ class MaskingConfig:
                                                             "targets": list(self.transfer.targets)},
             "fill_budget": self.fill_budget,
             "allow_unknown_modalities": self.allow_unknown_modalities,
+            # the per-dataset restrictions only when set (an unrestricted config reads as before they existed)
+            **{k: list(getattr(self, k)) for k in ("inputs", "targets") if getattr(self, k) is not None},
         }
 
 

@@ -83,6 +83,8 @@ class Masker:
         self.text = text if text is not None else TextVocabInfo()
         self.mods: list[_Mod] = self._resolve_modalities()
         self.index = {m.name: i for i, m in enumerate(self.mods)}
+        self.allowed_in = self._allowed(self.config.inputs, "inputs")
+        self.allowed_tg = self._allowed(self.config.targets, "targets")
         self.weights, self.alpha_in, self.alpha_tg, self.keep_code, self.full_input = self._mixture_tables()
         self.transfer_in: set[str] = set()
         self.transfer_tg: set[str] = set()
@@ -115,6 +117,12 @@ class Masker:
         return _Mod(name=spec.name, spec=spec, kind=spec.kind, n=n, min_tokens=int(mn), max_tokens=int(mx),
                     keep=mc.keep, span=mc.span if text_tokens else "simple",
                     chunk_ids=tuple(sorted(set(chunk_ids))), chunk_prefixes=tuple(prefixes), layout=layout)
+
+    def _allowed(self, names: tuple[str, ...] | None, where: str) -> set[str]:
+        """The resolved modalities of a ``masking.inputs`` / ``masking.targets`` list (``None``: all)."""
+        if names is None:
+            return set(self.index)
+        return {self._resolve(n, where) for n in names} - {None}
 
     def _check_sentinels(self, spec: ModalitySpec, n: int) -> None:
         """A span-masked sequence of ``n`` tokens may need ``(n + 1) // 2 + 1`` sentinels."""
@@ -159,13 +167,14 @@ class Masker:
             keep = {self._resolve(n, f"mixture[{ci}].keep"): s for n, s in comp.keep.items()}
             full = {self._resolve(n, f"mixture[{ci}].full_input") for n in comp.full_input} - {None}
             for mi, m in enumerate(self.mods):
-                alpha_in[ci, mi] = a_in[mi] if m.can_input and m.name not in full else 0.0
-                alpha_tg[ci, mi] = a_tg[mi] if m.can_target and m.name not in full else 0.0
+                inp, tgt = m.can_input and m.name in self.allowed_in, m.can_target and m.name in self.allowed_tg
+                alpha_in[ci, mi] = a_in[mi] if inp and m.name not in full else 0.0
+                alpha_tg[ci, mi] = a_tg[mi] if tgt and m.name not in full else 0.0
                 keep_code[ci, mi] = KEEP_SCHEMES.index(keep.get(m.name, m.keep))
                 if m.name in full:
                     if not m.can_input:
                         raise MaskingError(f"mixture[{ci}].full_input: modality {m.name!r} is not an encoder modality")
-                    full_input[ci, mi] = True
+                    full_input[ci, mi] = m.name in self.allowed_in
         return weights, alpha_in, alpha_tg, keep_code, full_input
 
     def _transfer_sets(self) -> tuple[set[str], set[str]]:
@@ -185,11 +194,11 @@ class Masker:
 
     def _check_min_tokens(self) -> None:
         cfg = self.config
-        mins = sum(m.min_tokens for m in self.mods if m.can_input)
+        mins = sum(m.min_tokens for m in self.mods if m.can_input and m.name in self.allowed_in)
         if mins > cfg.input_tokens[0]:
             raise MaskingError(f"masking: the per-modality min_tokens sum to {mins}, more than the smallest input "
                                f"budget {cfg.input_tokens[0]}; lower min_tokens or raise input_tokens")
-        mins_t = sum(m.min_tokens for m in self.mods if m.can_target)
+        mins_t = sum(m.min_tokens for m in self.mods if m.can_target and m.name in self.allowed_tg)
         if cfg.target_tokens is not None and mins_t > cfg.target_tokens[0]:
             raise MaskingError(f"masking: the per-modality min_tokens sum to {mins_t}, more than the smallest target "
                                f"budget {cfg.target_tokens[0]}; lower min_tokens or raise target_tokens")
@@ -199,8 +208,8 @@ class Masker:
         return BudgetTables(
             weights=self.weights, alpha_in=self.alpha_in, alpha_tg=self.alpha_tg, keep_code=self.keep_code,
             full_input=self.full_input,
-            can_input=torch.tensor([m.can_input for m in mods]),
-            can_target=torch.tensor([m.can_target for m in mods]),
+            can_input=torch.tensor([m.can_input and m.name in self.allowed_in for m in mods]),
+            can_target=torch.tensor([m.can_target and m.name in self.allowed_tg for m in mods]),
             min_tokens=torch.tensor([m.min_tokens for m in mods]),
             max_tokens=torch.tensor([m.max_tokens for m in mods]),
             span_masked=torch.tensor([m.layout.span_masked for m in mods]),
@@ -243,7 +252,7 @@ class Masker:
         if self.config.transfer is not None:
             return sum(m.layout.target_slots(m.n) for m in self.mods if m.name in self.transfer_tg)
         if self.config.target_tokens is None:
-            return sum(m.layout.target_slots(m.n) for m in self.mods if m.can_target)
+            return sum(m.layout.target_slots(m.n) for m in self.mods if m.can_target and m.name in self.allowed_tg)
         return self.config.target_tokens[1]
 
     # -- validation ------------------------------------------------------------------------------------

@@ -20,8 +20,9 @@ a single-process run stopped and resumed logs the same losses as an uninterrupte
 
 The parts: :mod:`.build` (modalities, vocabularies, model, optimizer and LR schedule, Accelerator, data),
 :mod:`.trainer` (:class:`Trainer`: ``build`` / ``resume`` / ``step`` / ``evaluate`` / ``save_checkpoint`` /
-``fit``; :func:`train`), :mod:`.checkpointing` (training state, checkpoints, final model, the stop signal) and
-:mod:`.metrics` (``metrics.jsonl``). The trainer looks each part up in its own module at call time, so a test
+``fit``; :func:`train`), :mod:`.schedules` (LR and weight-decay schedules), :mod:`.distributed` (FSDP2 /
+DeepSpeed preparation, gathering sharded weights), :mod:`.checkpointing` (training state, checkpoints, final
+model, the stop signal) and :mod:`.metrics` (``metrics.jsonl``). The trainer looks each part up in its own module at call time, so a test
 replaces one there (e.g. ``fourm_trainers.train.build.build_or_load_model``), not in this package.
 """
 

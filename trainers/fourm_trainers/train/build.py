@@ -4,7 +4,6 @@ the Accelerator, the datasets and their loaders (public so tests and other jobs 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -190,14 +189,8 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, *, cpu: bool) -> to
                              **opt_kwargs)
 
 
-def lr_at(tokens: int, *, lr: float, min_lr: float, warmup: int, total: int) -> float:
-    """Linear warm-up over ``warmup`` tokens, then cosine from ``lr`` to ``min_lr`` at ``total`` tokens."""
-    if warmup > 0 and tokens < warmup:
-        return lr * tokens / warmup
-    if total <= warmup:
-        return lr
-    progress = min(1.0, (tokens - warmup) / (total - warmup))
-    return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+# the learning-rate and weight-decay schedules live in .schedules (lr_at is re-exported here for callers)
+from .schedules import lr_at  # noqa: E402,F401
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -224,21 +217,66 @@ def make_accelerator(cfg: TrainConfig) -> tuple[Any, bool, str]:
     return acc, cpu, mp
 
 
-def train_data(cfg: TrainConfig, modalities: Any, *, world: int, rank: int) -> tuple[Any, Any]:
-    """The training dataset (weighted mixture of ``cfg.datasets``, random crops) and this rank's sampler."""
-    from fourm_core.data import FourMDataset, FourMSampler
+def _mixture(cfg: TrainConfig, entries: Sequence[Any], modalities: Any, *, crop: str, weighted: bool) -> Any:
+    """A dataset over ``entries`` (a store each); samples carry their store number when an entry has its own
+    modalities or masking, and each store loads only its entry's modalities."""
+    from fourm_core.data import FourMDataset
 
-    weights = [d.weight for d in cfg.datasets]
-    dataset = FourMDataset([d.path for d in cfg.datasets], weights=weights if len(weights) > 1 else None,
-                           modalities=modalities, crop="random", seed=cfg.seed)
+    own = any(e.has_own_masking for e in entries)
+    weights = [e.weight for e in entries]
+    lenient = bool((cfg.masking or {}).get("allow_unknown_modalities", False))
+    return FourMDataset([e.path for e in entries], weights=weights if weighted and len(weights) > 1 else None,
+                        modalities=modalities, crop=crop, seed=cfg.seed, with_source=own,
+                        store_modalities=[_loaded(e, modalities, lenient) for e in entries] if own else None)
+
+
+def _loaded(entry: Any, modalities: Any, lenient: bool) -> list[str] | None:
+    """The modalities an entry's samples load: its inputs and targets when both are given (``None``: all).
+    Names of modalities the run does not train raise, or are dropped under ``allow_unknown_modalities``."""
+    names = entry.modalities
+    if names is None:
+        return None
+    unknown = [n for n in names if n not in modalities]
+    if unknown and lenient:
+        return [n for n in names if n in modalities]
+    if unknown:
+        raise TrainConfigError(f"train config: dataset {entry.path!r}: modalities {unknown} are not trained (the "
+                               f"run trains {', '.join(modalities.names)}); fix inputs/targets or `modalities:`")
+    return list(names)
+
+
+def make_masker(cfg: TrainConfig, entries: Sequence[Any], modalities: Any, text: Any) -> Any:
+    """The masker of a mixture: each sample is masked with its dataset's config (the global ``masking`` with
+    the entry's overrides; equal configs share one masker)."""
+    from fourm_core.masking import DatasetMasker, MaskingConfig, MaskingError
+
+    configs = []
+    for e in entries:
+        try:
+            configs.append(MaskingConfig.from_dict(e.masking_dict(cfg.masking) if e.has_own_masking else cfg.masking))
+        except MaskingError as exc:
+            raise TrainConfigError(f"train config: dataset {e.path!r}: {exc}") from None
+    try:
+        return DatasetMasker(modalities, configs, text=text)
+    except MaskingError as exc:
+        where = "" if len(entries) == 1 else " (one of the datasets' masking)"
+        raise TrainConfigError(f"train config: masking{where}: {exc}") from None
+
+
+def train_data(cfg: TrainConfig, modalities: Any, *, world: int, rank: int) -> tuple[Any, Any]:
+    """The training dataset (weighted mixture of ``cfg.datasets``, one store drawn per sample, random crops)
+    and this rank's sampler."""
+    from fourm_core.data import FourMSampler
+
+    dataset = _mixture(cfg, cfg.datasets, modalities, crop="random", weighted=True)
     return dataset, FourMSampler(dataset, seed=cfg.seed, num_replicas=world, rank=rank)
 
 
 def val_data(cfg: TrainConfig, modalities: Any, *, world: int, rank: int) -> tuple[Any, Any]:
     """The validation dataset (``cfg.val_datasets``, centre crops) and this rank's unshuffled sampler."""
-    from fourm_core.data import FourMDataset, FourMSampler
+    from fourm_core.data import FourMSampler
 
-    dataset = FourMDataset([d.path for d in cfg.val_datasets], modalities=modalities, crop="center", seed=cfg.seed)
+    dataset = _mixture(cfg, cfg.val_datasets, modalities, crop="center", weighted=False)
     return dataset, FourMSampler(dataset, shuffle=False, seed=cfg.seed, num_replicas=world, rank=rank)
 
 

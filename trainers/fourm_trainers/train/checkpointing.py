@@ -23,22 +23,26 @@ LATEST = "latest"
 
 
 class TrainState:
-    """What ``save_state`` stores besides model/optimizer/RNG: progress and the data position."""
+    """What ``save_state`` stores besides model/optimizer/RNG: progress, the data position, and the optimizer
+    steps skipped so far (non-finite gradients)."""
 
     def __init__(self) -> None:
         self.step = 0
         self.tokens_seen = 0
         self.epoch = 0
         self.position = 0
+        self.skipped_steps = 0
 
     def state_dict(self) -> dict[str, int]:
-        return {"step": self.step, "tokens_seen": self.tokens_seen, "epoch": self.epoch, "position": self.position}
+        return {"step": self.step, "tokens_seen": self.tokens_seen, "epoch": self.epoch, "position": self.position,
+                "skipped_steps": self.skipped_steps}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.step = int(state["step"])
         self.tokens_seen = int(state["tokens_seen"])
         self.epoch = int(state["epoch"])
         self.position = int(state["position"])
+        self.skipped_steps = int(state.get("skipped_steps", 0))  # checkpoints written before it was counted
 
 
 def save_checkpoint(acc: Any, root: Path, step: int) -> None:
@@ -77,13 +81,20 @@ def latest_dir(root: Path) -> Path:
 
 
 def save_final(acc: Any, model: Any, final: Path, tokenizers: str | None) -> None:
-    """The trained model under ``final`` (``save_pretrained``), with a copy of the tokenizer directory as
-    ``final/tokenizers``. Call on the main process only."""
-    acc.unwrap_model(model).save_pretrained(str(final))
-    if tokenizers:
-        # the tokenizers only: not their training runs (checkpoints, PNGs under _runs/)
-        replace_dir(final / "tokenizers", lambda tmp: shutil.copytree(tokenizers, tmp, dirs_exist_ok=True,
-                                                                      ignore=shutil.ignore_patterns("_runs")))
+    """The trained model under ``final`` (``save_pretrained``, full weights: a sharded model is gathered
+    first), with a copy of the tokenizer directory as ``final/tokenizers``. Every process calls this (the
+    gathering is collective); the main process writes."""
+    from . import distributed
+
+    state = distributed.full_state_dict(acc, model)
+    if acc.is_main_process:
+        inner = acc.unwrap_model(model)
+        (inner if state is None else distributed.unsharded_copy(inner, state)).save_pretrained(str(final))
+        if tokenizers:
+            # the tokenizers only: not their training runs (checkpoints, PNGs under _runs/)
+            replace_dir(final / "tokenizers", lambda tmp: shutil.copytree(tokenizers, tmp, dirs_exist_ok=True,
+                                                                          ignore=shutil.ignore_patterns("_runs")))
+    acc.wait_for_everyone()
 
 
 class StopOnSignal:

@@ -16,12 +16,13 @@ import attrs
 import torch
 
 from ..config import TrainConfig, TrainConfigError
-from . import build, checkpointing, metrics
+from . import build, checkpointing, distributed, metrics, schedules
 
 log = logging.getLogger(__name__)
 
-#: one micro-batch as the collate function gives it: per-modality tensors and their presence masks
-Batch = tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]
+#: one micro-batch as the collate function gives it: per-modality tensors, their presence masks, and each
+#: sample's dataset number (``None`` when no dataset has its own masking)
+Batch = tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], "torch.Tensor | None"]
 
 
 def _seed_for(seed: int, step: int, micro: int, rank: int) -> int:
@@ -42,6 +43,8 @@ class StepStats:
     """What one optimizer step measured."""
 
     lr: float
+    #: the weight decay of the decaying parameter groups
+    weight_decay: float
     #: this process's loss, averaged over the micro-batches
     loss: float
     #: the loss averaged over the processes
@@ -52,6 +55,8 @@ class StepStats:
     tokens: int
     #: per modality (sorted): the mean loss over this process's micro-batches with targets of it
     losses: dict[str, float]
+    #: the optimizer step was skipped (non-finite gradient norm, or above ``skip_grad_norm``)
+    skipped: bool = False
 
 
 class Trainer:
@@ -74,12 +79,18 @@ class Trainer:
         self.rank, self.world = 0, 1
         self.modalities: Any = None
         self.masker: Any = None
+        self.val_masker: Any = None
         self.num_encoder_tokens = self.num_decoder_tokens = 0
         self.model: Any = None
         self.optimizer: Any = None
         self.dataset: Any = None
         self.sampler: Any = None
         self.total_tokens = 0
+        self.lr_schedule: Any = None
+        self.wd_schedule: Any = None
+        #: indices of the optimizer's parameter groups that decay (the weight-decay schedule sets them)
+        self.decay_groups: list[int] = []
+        self.skipped_in_a_row = 0
         # set when validation data is first needed (see _build_val)
         self.val_dataset: Any = None
         self.val_sampler: Any = None
@@ -87,9 +98,8 @@ class Trainer:
     # ------------------------------------------------------------------------------------------------ build
 
     def build(self) -> Trainer:
-        """The Accelerator, modalities, model, masker, training data and optimizer (prepared by Accelerate)."""
-        from fourm_core.masking import Masker, MaskingConfig
-
+        """The Accelerator, modalities, model, masker, training data and optimizer (prepared by Accelerate: under
+        FSDP2 / DeepSpeed together, under FSDP1 the optimizer is built over the wrapped model)."""
         cfg = self.cfg
         self.acc, self.cpu, self.mixed_precision = build.make_accelerator(cfg)
         acc = self.acc
@@ -98,18 +108,26 @@ class Trainer:
         sizes, text = build.vocab_sizes(cfg, modalities)
         model = build.build_or_load_model(cfg, modalities, sizes)
         self.modalities = model.modalities
-        self.masker = Masker(self.modalities, MaskingConfig.from_dict(cfg.masking), text=text)
-        self.num_encoder_tokens, self.num_decoder_tokens = self.masker.num_encoder_tokens, self.masker.num_decoder_tokens
+        self.masker = build.make_masker(cfg, cfg.datasets, self.modalities, text)
+        maskers = [self.masker]
+        if cfg.val_datasets:
+            self.val_masker = build.make_masker(cfg, cfg.val_datasets, self.modalities, text)
+            maskers.append(self.val_masker)
+        # one encoder / decoder length for training and validation, the largest any dataset's masking needs
+        self.num_encoder_tokens = max(m.num_encoder_tokens for m in maskers)
+        self.num_decoder_tokens = max(m.num_decoder_tokens for m in maskers)
         if cfg.activation_checkpointing:
             build.enable_activation_checkpointing(model)
         self.dataset, self.sampler = build.train_data(cfg, self.modalities, world=self.world, rank=self.rank)
-        optimizer = build.make_optimizer(model, cfg, cpu=self.cpu)
-        self.model, self.optimizer = acc.prepare(model, optimizer)
+        self.model, self.optimizer = distributed.prepare(acc, model, lambda m: build.make_optimizer(m, cfg, cpu=self.cpu),
+                                                         cfg)
+        self.decay_groups = [i for i, g in enumerate(self.optimizer.param_groups) if g.get("weight_decay", 0) > 0]
         acc.register_for_checkpointing(self.state)
         mc = self.masker.config
         nominal = (mc.input_tokens[1] + (mc.target_tokens or (0, self.num_decoder_tokens))[1]) * cfg.batch_size \
             * cfg.grad_accum * self.world
         self.total_tokens = cfg.schedule.total_tokens or cfg.max_steps * nominal
+        self.lr_schedule, self.wd_schedule = schedules.schedules_for(cfg, self.total_tokens)
         return self
 
     def _build_val(self) -> None:
@@ -138,7 +156,7 @@ class Trainer:
             self.sampler.load_state_dict({"epoch": st.epoch, "position": st.position, "seed": cfg.seed})
             for item in build.make_loader(self.dataset, self.sampler, cfg.batch_size, cfg.num_workers):
                 st.position += item["tensors"][next(iter(item["tensors"]))].shape[0]
-                yield item["tensors"], item["present"]
+                yield item["tensors"], item["present"], item.get("source")
             st.epoch, st.position = st.epoch + 1, 0
 
     def _forward(self, mod_dict: dict[str, dict[str, torch.Tensor]]) -> Any:
@@ -146,20 +164,23 @@ class Trainer:
                           num_decoder_tokens=self.num_decoder_tokens, loss_type=self.cfg.loss_type)
 
     def step(self, batches: Iterator[Batch]) -> StepStats:
-        """One optimizer step over ``grad_accum`` micro-batches taken from ``batches``; advances :attr:`state`."""
+        """One optimizer step over ``grad_accum`` micro-batches taken from ``batches``; advances :attr:`state`.
+        A step whose gradient norm is not finite (or reaches ``skip_grad_norm``) updates nothing but is counted
+        (``state.skipped_steps``); ``max_skipped_in_a_row`` such steps in a row stop the run with an error."""
         cfg, st, acc, model = self.cfg, self.state, self.acc, self.model
         frozen = st.step < cfg.freeze_trunk_steps
-        lr = build.lr_at(st.tokens_seen, lr=cfg.optimizer.lr, min_lr=cfg.optimizer.min_lr,
-                         warmup=cfg.schedule.warmup_tokens, total=self.total_tokens)
-        for g in self.optimizer.param_groups:
+        lr, wd = self.lr_schedule(st.tokens_seen), self.wd_schedule(st.tokens_seen)
+        for i, g in enumerate(self.optimizer.param_groups):
             g["lr"] = 0.0 if (frozen and g.get("trunk")) else lr
+            if i in self.decay_groups:
+                g["weight_decay"] = wd
         loss_sum = 0.0
         mod_sums: dict[str, list[float]] = {}
         step_tokens = 0
         for micro in range(cfg.grad_accum):
-            tensors, present = next(batches)
+            tensors, present, source = next(batches)
             gen = torch.Generator().manual_seed(_seed_for(cfg.seed, st.step, micro, self.rank))
-            md = self.masker(tensors, present=present, generator=gen)
+            md = self.masker(tensors, present=present, generator=gen, source=source)
             step_tokens += _count_tokens(md)
             md = _to(md, acc.device)
             sync = micro == cfg.grad_accum - 1
@@ -171,18 +192,51 @@ class Trainer:
             for m, l in o.losses.items():
                 if o.num_targets[m] > 0:
                     mod_sums.setdefault(m, []).append(float(l.detach()))
-        if cfg.clip_grad is not None:
-            grad_norm = float(acc.clip_grad_norm_(model.parameters(), cfg.clip_grad))
-        else:
-            grad_norm = float("nan")
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        grad_norm, skipped = self._optimizer_step()
         counts = torch.tensor([step_tokens, loss_sum], device=acc.device, dtype=torch.float64)
         counts = acc.reduce(counts, reduction="sum")
         st.tokens_seen += int(counts[0])
         st.step += 1
-        return StepStats(lr=lr, loss=loss_sum, mean_loss=float(counts[1]) / self.world, grad_norm=grad_norm,
-                         tokens=int(counts[0]), losses={m: sum(v) / len(v) for m, v in sorted(mod_sums.items())})
+        return StepStats(lr=lr, weight_decay=wd, loss=loss_sum, mean_loss=float(counts[1]) / self.world,
+                         grad_norm=grad_norm, tokens=int(counts[0]), skipped=skipped,
+                         losses={m: sum(v) / len(v) for m, v in sorted(mod_sums.items())})
+
+    def _optimizer_step(self) -> tuple[float, bool]:
+        """Clip, check and apply the accumulated gradients; returns (gradient norm, skipped). The norm is the
+        same on every process (gradients are reduced first), so all of them skip together."""
+        cfg, st, acc = self.cfg, self.state, self.acc
+        guard = cfg.skip_nonfinite or cfg.skip_grad_norm is not None
+        max_norm = cfg.clip_grad if cfg.clip_grad is not None else (float("inf") if guard else None)
+        norm = acc.clip_grad_norm_(self.model.parameters(), max_norm) if max_norm is not None else None
+        grad_norm = float("nan") if norm is None else distributed.scalar(norm)
+        nonfinite = norm is not None and not torch.isfinite(torch.as_tensor(grad_norm))
+        too_big = cfg.skip_grad_norm is not None and not nonfinite and grad_norm >= cfg.skip_grad_norm
+        if distributed.uses_deepspeed(acc):
+            # the engine stepped inside the last backward (its own overflow checks); count what it saw
+            skipped = nonfinite
+        elif self.mixed_precision == "fp16" and not too_big:
+            # the loss scaler skips steps with inf/NaN gradients itself (and lowers its scale): let it
+            self.optimizer.step()
+            skipped = bool(acc.optimizer_step_was_skipped)
+        elif too_big or (nonfinite and cfg.skip_nonfinite):
+            skipped = True
+        else:
+            self.optimizer.step()
+            skipped = False
+        self.optimizer.zero_grad(set_to_none=True)
+        if skipped:
+            st.skipped_steps += 1
+            self.skipped_in_a_row += 1
+            log.warning("step %d: gradient norm %s, optimizer step skipped (%d skipped so far)", st.step + 1,
+                        grad_norm, st.skipped_steps)
+            if cfg.max_skipped_in_a_row and self.skipped_in_a_row >= cfg.max_skipped_in_a_row:
+                raise TrainConfigError(
+                    f"step {st.step + 1}: {self.skipped_in_a_row} optimizer steps in a row were skipped (gradient "
+                    f"norm {grad_norm}); the run has diverged. Resume from an earlier checkpoint with a lower "
+                    f"optimizer.lr, a longer schedule.warmup_tokens or clip_grad, or raise max_skipped_in_a_row")
+        else:
+            self.skipped_in_a_row = 0
+        return grad_norm, skipped
 
     def evaluate(self) -> dict[str, float]:
         """Validation losses over ``eval_batches`` batches (the same batches and masks every time): ``loss/<m>``
@@ -200,7 +254,8 @@ class Trainer:
                 if i >= cfg.eval_batches:
                     break
                 gen = torch.Generator().manual_seed(_seed_for(cfg.seed + 1, 0, i, self.rank))  # same masks every eval
-                md = _to(self.masker(item["tensors"], present=item["present"], generator=gen), acc.device)
+                md = _to(self.val_masker(item["tensors"], present=item["present"], generator=gen,
+                                         source=item.get("source")), acc.device)
                 with acc.autocast():
                     o = self._forward(md)
                 for m, l in o.losses.items():
@@ -230,7 +285,9 @@ class Trainer:
         st = self.state
         if st.step % self.cfg.log_every == 0:
             rec: dict[str, Any] = {"step": st.step, "tokens_seen": st.tokens_seen, "lr": stats.lr,
-                                   "loss": stats.mean_loss, "grad_norm": stats.grad_norm}
+                                   "weight_decay": stats.weight_decay, "loss": stats.mean_loss,
+                                   "grad_norm": stats.grad_norm, "skipped": stats.skipped,
+                                   "skipped_steps": st.skipped_steps}
             rec.update({f"loss/{m}": v for m, v in stats.losses.items()})
             self._record(rec, {k: v for k, v in rec.items() if k != "step"})
 
@@ -301,7 +358,8 @@ class Trainer:
         elapsed = time.perf_counter() - t_start
         if pbar is not None:
             pbar.close()
-        summary = {"step": st.step, "tokens_seen": st.tokens_seen, "steps_per_s": steps_run / max(elapsed, 1e-9),
+        summary = {"step": st.step, "tokens_seen": st.tokens_seen, "skipped_steps": st.skipped_steps,
+                   "steps_per_s": steps_run / max(elapsed, 1e-9),
                    "tokens_per_s": tokens_run / max(elapsed, 1e-9), "stopped_by": stopped_by, "val": self.last_val,
                    "num_processes": self.world, "device": str(acc.device), "mixed_precision": self.mixed_precision}
         if stopped_by is None:
@@ -311,12 +369,13 @@ class Trainer:
         return summary
 
     def _finish(self, summary: dict[str, Any]) -> None:
-        """``final/`` (the model and the tokenizers) and ``summary.json``, written by the main process."""
+        """``final/`` (the model, gathered from every process when sharded, and the tokenizers) and
+        ``summary.json``, written by the main process."""
         acc = self.acc
         acc.wait_for_everyone()
+        final = self.out / "final"
+        checkpointing.save_final(acc, self.model, final, self.cfg.tokenizers)  # every process: gathers shards
         if acc.is_main_process:
-            final = self.out / "final"
-            checkpointing.save_final(acc, self.model, final, self.cfg.tokenizers)
             summary["final"] = str(final)
             (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
 
