@@ -235,10 +235,16 @@ class _Reference:
         self.params = ready["params"]
 
     def _line(self) -> str:
-        line = self.proc.stdout.readline()
-        if not line:
-            raise SystemExit(f"the reference process stopped (exit {self.proc.wait()}); its stderr is above")
-        return line
+        """The next JSON line of the child (other output, e.g. prints at import, goes to stderr)."""
+        import sys
+
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise SystemExit(f"the reference process stopped (exit {self.proc.wait()}); its stderr is above")
+            if line.startswith("{"):
+                return line
+            sys.stderr.write(f"[reference] {line}")
 
     def run(self, steps: int) -> dict:
         self.proc.stdin.write(f"run {steps}\n")
