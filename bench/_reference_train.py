@@ -68,10 +68,11 @@ def main() -> None:
         cmd = line.split()
         if not cmd or cmd[0] != "run":
             break
-        total, fwd, bwd, ost = [], [], [], []
+        total, fwd, bwd, ost, cpu = [], [], [], [], []
         for _ in range(int(cmd[1])):
             md = batches[i % len(batches)]
             i += 1
+            cpu0 = time.process_time()
             a = time.perf_counter()
             loss, _ = model(md, num_encoder_tokens=n_enc, num_decoder_tokens=n_dec)
             b = time.perf_counter()
@@ -81,7 +82,8 @@ def main() -> None:
             opt.zero_grad(set_to_none=True)
             d = time.perf_counter()
             total.append(d - a), fwd.append(b - a), bwd.append(c - b), ost.append(d - c)
-        print(json.dumps({"total": total, "forward": fwd, "backward": bwd, "optimizer": ost,
+            cpu.append(time.process_time() - cpu0)
+        print(json.dumps({"total": total, "forward": fwd, "backward": bwd, "optimizer": ost, "cpu": cpu,
                           "loss": float(loss)}), flush=True)
 
 

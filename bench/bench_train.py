@@ -175,6 +175,7 @@ def main(argv: list[str] | None = None) -> None:
 
     ref = _start_reference(args, batches, n_enc, n_dec) if args.reference_python else None
     ref_total: list[float] = []
+    ref_cpu: list[float] = []
     for i in range(args.warmup):
         step(i)
     if ref is not None:
@@ -188,7 +189,9 @@ def main(argv: list[str] | None = None) -> None:
             done += 1
         if ref is not None:
             calibrate()
-            ref_total += ref.run(args.steps)["total"]
+            got = ref.run(args.steps)
+            ref_total += got["total"]
+            ref_cpu += got["cpu"]
     calibrate()
     if ref is not None:
         ref.close()
@@ -222,6 +225,9 @@ def main(argv: list[str] | None = None) -> None:
         **({"reference_ms_per_step": round(statistics.median(ref_total) * 1000, 1),
             "reference_tokens_per_s": round(tokens / statistics.median(ref_total), 1),
             "reference_params": ref.params,
+            "reference_cpu_ms_per_step": round(statistics.median(ref_cpu) * 1000, 1),
+            # the same ratio in process CPU time: less sensitive to how much of the cores other processes took
+            "cpu_speedup_vs_reference": round(statistics.median(ref_cpu) / statistics.median(cpu), 3),
             "speedup_vs_reference": round(statistics.median(ref_total) / med, 3)} if ref_total else {}),
     }))
 
