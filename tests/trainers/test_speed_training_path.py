@@ -100,6 +100,8 @@ def test_linear_cross_entropy_only_needed_grads_and_fallbacks() -> None:
     t = torch.randint(0, 20, (5,))
     linear_cross_entropy(h, w, t).backward()
     assert h.grad is not None and w.grad is None
+    with torch.no_grad():  # evaluation: the plain path, same value
+        assert linear_cross_entropy(h, w, t).item() == pytest.approx(F.cross_entropy(h @ w.t(), t).item())
     hd, wd = h.detach().double().requires_grad_(), w.double()
     out = linear_cross_entropy(hd, wd, t)  # float64 takes the plain path
     assert out.dtype == torch.float64

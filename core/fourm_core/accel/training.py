@@ -93,9 +93,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
 def linear_cross_entropy(h: Tensor, weight: Tensor, targets: Tensor) -> Tensor:
     """``F.cross_entropy(h @ weight.T, targets)`` (mean over the R rows of ``h`` (R, D); ``weight`` (V, D);
-    ``targets`` (R,) ids) with one ``(R, V)`` buffer. Other dtypes than float32, autocast and empty batches take
-    the plain path."""
-    if (h.dtype != torch.float32 or weight.dtype != torch.float32 or h.shape[0] == 0
+    ``targets`` (R,) ids) with one ``(R, V)`` buffer. Evaluation (no gradient wanted), other dtypes than float32,
+    autocast and empty batches take the plain path."""
+    needs_grad = torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)
+    if (not needs_grad or h.dtype != torch.float32 or weight.dtype != torch.float32 or h.shape[0] == 0
             or torch.is_autocast_enabled(h.device.type)):
         return F.cross_entropy(F.linear(h, weight), targets)
     return _LinearCrossEntropy.apply(h, weight, targets.long())
