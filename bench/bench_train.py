@@ -11,6 +11,18 @@ Example::
 
     python bench/bench_train.py --reference-config --threads 2 --steps 20 --warmup 3
 
+The reference implementation timed in the same run (the ratio is what counts: this VM's speed changes from
+day to day)::
+
+    tools/reference-env.sh   # once: builds the reference's venv, prints its python and source paths
+    python bench/bench_train.py --reference-config --threads 2 --steps 5 --rounds 3 \
+        --reference-python /tmp/venv-ref/bin/python --reference-src /tmp/ml4m-src
+
+It starts ``_reference_train.py`` under that interpreter on the same masked batches and times both in
+alternating chunks of ``--steps`` steps (``--rounds`` chunks each, after ``--warmup`` steps each); the
+output adds ``reference_ms_per_step`` and ``speedup_vs_reference`` (the ratio of the two medians).
+``--plain`` times the model's plain training path (no :func:`fourm_core.accel.prepare_training`).
+
 Output keys: ``ms_per_step`` (median over the timed steps), ``tokens_per_s`` (batch × (input + target
 tokens) / median step), ``peak_rss_mib``, ``params``, plus the configuration and a per-phase breakdown
 (forward / backward / optimizer medians in ms) and a load indicator (``calib_mm512_ms``: a 512³ matmul timed
@@ -88,6 +100,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--alpha", type=float, default=0.5)
     p.add_argument("--optimizer", choices=["fused", "foreach", "loop"], default="fused",
                    help="AdamW implementation (same maths; fused = one kernel over all parameters)")
+    p.add_argument("--plain", action="store_true", help="the plain training path (no accel.prepare_training)")
+    p.add_argument("--rounds", type=int, default=1, help="chunks of --steps steps (alternating with the reference)")
+    p.add_argument("--reference-python", help="the reference's interpreter: time it in the same run")
+    p.add_argument("--reference-src", help="the reference's source directory (its PYTHONPATH)")
     p.add_argument("--profile", action="store_true", help="print a torch.profiler table of one step to stderr")
     args = p.parse_args(argv)
     if args.reference_config:
@@ -105,6 +121,10 @@ def main(argv: list[str] | None = None) -> None:
     cfg = dict(dim=args.dim, encoder_depth=args.encoder_depth, decoder_depth=args.decoder_depth,
                num_heads=args.heads, act=args.act)
     model = build_model(mods, cfg).train()
+    if not args.plain:
+        from fourm_core.accel import prepare_training
+
+        prepare_training(model)
     masking = MaskingConfig.from_dict({
         "input_tokens": args.input_tokens, "target_tokens": args.target_tokens,
         "mixture": [
@@ -153,13 +173,28 @@ def main(argv: list[str] | None = None) -> None:
         fwd.append(b - a), bwd.append(c - b), ost.append(d - c), total.append(d - a)
         cpu.append(time.process_time() - cpu0)
 
+    ref = _start_reference(args, batches, n_enc, n_dec) if args.reference_python else None
+    ref_total: list[float] = []
+    ref_cpu: list[float] = []
     for i in range(args.warmup):
         step(i)
+    if ref is not None:
+        ref.run(args.warmup)
     fwd.clear(), bwd.clear(), ost.clear(), total.clear(), cpu.clear()
-    for i in range(args.steps):
-        calibrate()
-        step(i)
+    done = 0
+    for _ in range(args.rounds):
+        for _ in range(args.steps):
+            calibrate()
+            step(done)
+            done += 1
+        if ref is not None:
+            calibrate()
+            got = ref.run(args.steps)
+            ref_total += got["total"]
+            ref_cpu += got["cpu"]
     calibrate()
+    if ref is not None:
+        ref.close()
     if args.profile:
         import sys
 
@@ -186,7 +221,73 @@ def main(argv: list[str] | None = None) -> None:
         # load-normalised estimate: step time scaled by how much slower a 512³ matmul ran than when quiet
         "quiet_estimate_ms": (round(med * 1000 * min(1.0, QUIET_MM512_MS / (statistics.median(calib) * 1000)), 1)
                               if args.threads == 2 else None),
+        "plain": args.plain, "rounds": args.rounds,
+        **({"reference_ms_per_step": round(statistics.median(ref_total) * 1000, 1),
+            "reference_tokens_per_s": round(tokens / statistics.median(ref_total), 1),
+            "reference_params": ref.params,
+            "reference_cpu_ms_per_step": round(statistics.median(ref_cpu) * 1000, 1),
+            # the same ratio in process CPU time: less sensitive to how much of the cores other processes took
+            "cpu_speedup_vs_reference": round(statistics.median(ref_cpu) / statistics.median(cpu), 3),
+            "speedup_vs_reference": round(statistics.median(ref_total) / med, 3)} if ref_total else {}),
     }))
+
+
+class _Reference:
+    """The reference's training step in a child process (``_reference_train.py``), timed on request."""
+
+    def __init__(self, proc, tmp):
+        self.proc, self.tmp = proc, tmp
+        ready = json.loads(self._line())
+        self.params = ready["params"]
+
+    def _line(self) -> str:
+        """The next JSON line of the child (other output, e.g. prints at import, goes to stderr)."""
+        import sys
+
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise SystemExit(f"the reference process stopped (exit {self.proc.wait()}); its stderr is above")
+            if line.startswith("{"):
+                return line
+            sys.stderr.write(f"[reference] {line}")
+
+    def run(self, steps: int) -> dict:
+        self.proc.stdin.write(f"run {steps}\n")
+        self.proc.stdin.flush()
+        return json.loads(self._line())
+
+    def close(self) -> None:
+        self.proc.stdin.write("stop\n")
+        self.proc.stdin.close()
+        self.proc.wait()
+        import shutil
+
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _start_reference(args, batches, n_enc: int, n_dec: int) -> _Reference:
+    """Write the masked batches to a temporary file and start the reference's timing process on them."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    if not args.reference_src or not args.reference_config:
+        raise SystemExit("--reference-python needs --reference-src (the reference's source directory) and "
+                         "--reference-config (the configuration the reference is built in)")
+    tmp = Path(tempfile.mkdtemp(prefix="bench_train_ref_"))
+    path = tmp / "batches.pt"
+    torch.save({"batches": batches, "tokens": (n_enc, n_dec),
+                "model": (args.dim, args.encoder_depth, args.decoder_depth, args.heads)}, path)
+    env = dict(os.environ, PYTHONPATH=args.reference_src, OMP_NUM_THREADS=str(args.threads))
+    script = Path(__file__).with_name("_reference_train.py")
+    proc = subprocess.Popen([args.reference_python, "-W", "ignore", str(script), str(path), str(args.threads)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, stderr=sys.stderr)
+    return _Reference(proc, tmp)
 
 
 if __name__ == "__main__":

@@ -208,6 +208,13 @@ def cli() -> None:
     """fourm: massively multimodal masked modeling, one plugin per modality."""
 
 
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """``rows`` under ``headers`` in left-aligned columns two spaces apart (no trailing spaces)."""
+    cells = [[str(h) for h in headers], *[[str(c) for c in r] for r in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells)
+
+
 @cli.command("plugins")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON list")
 def plugins_cmd(as_json: bool) -> None:
@@ -219,8 +226,11 @@ def plugins_cmd(as_json: bool) -> None:
              "hooks": list(i.hooks)} for i in infos
         ], indent=2))
         return
-    for i in infos:
-        click.echo(f"{i.name:<16} {i.distribution} {i.version:<10} {', '.join(i.hooks)}")
+    if not infos:
+        click.echo("no plugins: install fourm-core and a modality plugin (e.g. pip install -e plugins/rgb)")
+        return
+    click.echo(format_table(["PLUGIN", "DISTRIBUTION", "VERSION", "HOOKS"],
+                            [(i.name, i.distribution, i.version, ", ".join(i.hooks)) for i in infos]))
 
 
 @cli.command("modalities")
@@ -233,10 +243,11 @@ def modalities_cmd(as_json: bool) -> None:
         return
     if not len(mods):
         click.echo("no modalities: install a modality plugin (e.g. pip install -e plugins/rgb)")
-    for s in mods.specs:
-        comps = ",".join(k for k, v in s.components().items() if v) or "-"
-        click.echo(f"{s.name:<18} {s.kind:<18} tokens={s.num_tokens!s:<5} vocab={s.vocab_size!s:<6} "
-                   f"{s.plugin} {s.version}  [{comps}]")
+        return
+    rows = [(s.name, s.kind, "-" if s.num_tokens is None else s.num_tokens,
+             "-" if s.vocab_size is None else s.vocab_size, s.plugin, s.version,
+             ",".join(k for k, v in s.components().items() if v) or "-") for s in mods.specs]
+    click.echo(format_table(["MODALITY", "KIND", "TOKENS", "VOCAB", "PLUGIN", "VERSION", "COMPONENTS"], rows))
 
 
 def main(argv: list[str] | None = None) -> None:

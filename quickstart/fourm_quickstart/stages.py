@@ -80,9 +80,9 @@ def build_data(cfg: QuickstartConfig, data_dir: Path, rng: np.random.Generator) 
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    from tqdm.auto import tqdm
+    from fourm_core.data.jobkit import progress_bar
 
-    with tqdm(total=cfg.samples, desc="crops", unit="crop", dynamic_ncols=True) as bar:
+    with progress_bar(cfg.samples, "crops", unit="crop") as bar:
         for name, n in zip(train_names, per):
             for i, crop in enumerate(random_crops(photos[name], n, cfg.raw_size, rng)):
                 Image.fromarray(crop).save(folder / f"{name}_{i:03d}.png", compress_level=1)

@@ -325,8 +325,7 @@ def train_tokenizer(modality: str, data: str, out: str | os.PathLike, *, config:
 def _train_vq(spec: ModalitySpec, data: str, out: Path, cfg: TokenizerTrainConfig, resume: bool) -> dict[str, Any]:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
-
+    from fourm_core.data.jobkit import progress_bar
     from fourm_core.tokenizers.codec import default_transform
 
     source = open_source(data, spec, cfg)  # first: a wrong --data is reported as such, whatever is in --out
@@ -403,8 +402,8 @@ def _train_vq(spec: ModalitySpec, data: str, out: Path, cfg: TokenizerTrainConfi
     model.train()
     last: dict[str, float] = {}
     seen, t0 = 0, time.perf_counter()
-    bar = tqdm(total=cfg.steps, initial=start, desc=f"train-tokenizer {spec.name}",
-               disable=not accelerator.is_local_main_process)
+    bar = progress_bar(cfg.steps, f"train-tokenizer {spec.name}", accelerator.is_local_main_process, unit="step",
+                       initial=start)
     step = start
     for step, batch in enumerate(loader, start=start):
         batch = batch.to(accelerator.device)

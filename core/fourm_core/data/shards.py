@@ -46,7 +46,8 @@ def _codecs(level: int = 3) -> list[Any]:
 
 
 def zarr_store(url: str, mode: str, storage_options: Mapping[str, Any] | None) -> Any:
-    """Map a path or fsspec URL to a zarr store object."""
+    """Map a path or fsspec URL to a zarr store object (read-only fsspec stores through
+    :class:`fourm_core.data.prefetch.PrefetchStore` unless its ``fourm_prefetch`` option turns it off)."""
     read_only = mode == "r"
     url = os.fspath(url)
     if url.endswith(".zip"):
@@ -60,7 +61,12 @@ def zarr_store(url: str, mode: str, storage_options: Mapping[str, Any] | None) -
             raise StoreError(f"zip store {url}: only local zip files are supported")
         return zarr.storage.ZipStore(path, mode="r")
     if "://" in url and not url.startswith("file://"):
-        return zarr.storage.FsspecStore.from_url(url, read_only=read_only, storage_options=dict(storage_options or {}))
+        from .prefetch import OPTION_KEY, wrap
+
+        options = dict(storage_options or {})
+        prefetch = options.pop(OPTION_KEY, None)
+        store = zarr.storage.FsspecStore.from_url(url, read_only=read_only, storage_options=options)
+        return wrap(store, url, mode, prefetch)  # read-only: whole shards, read ahead, cached
     path = url[len("file://"):] if url.startswith("file://") else url
     return zarr.storage.LocalStore(path, read_only=read_only)
 

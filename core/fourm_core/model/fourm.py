@@ -92,8 +92,20 @@ def _select_slots(masks: Tensor, count: int) -> Tensor:
     return torch.argsort(masks.to(torch.uint8), dim=1, stable=True)[:, :count]
 
 
+def plain_target_loss(hidden: Tensor, weight: Tensor, targets: Tensor) -> Tensor:
+    """Mean cross-entropy of the logits ``hidden @ weight.T`` ((R, D) @ (D, V)) against ``targets`` (R,)."""
+    return F.cross_entropy(F.linear(hidden, weight), targets)
+
+
 class FourM(nn.Module):
-    """4M encoder-decoder over the modalities of a :class:`ModalitySet` (build with :func:`build_model`)."""
+    """4M encoder-decoder over the modalities of a :class:`ModalitySet` (build with :func:`build_model`).
+
+    ``target_loss(hidden, weight, targets)`` is the per-modality training loss of the forward (when no caller
+    asks for the logits): :func:`plain_target_loss` by default; ``fourm_core.accel.prepare_training`` swaps in
+    a fused CPU kernel of the same maths.
+    """
+
+    target_loss = staticmethod(plain_target_loss)
 
     def __init__(self, modalities: ModalitySet, config: ModelConfig, vocab_sizes: Mapping[str, int] | None = None):
         super().__init__()
@@ -428,10 +440,12 @@ class FourM(nn.Module):
             pos = kpos[bi, si]
             h = y[bi, si]  # (R, D)
             tgt = s["targets"][bi, pos].long()
-            logits = self.logits(m, h)  # (R, V)
-            losses[m] = F.cross_entropy(logits, tgt)
             if return_details:
+                logits = self.logits(m, h)  # (R, V)
+                losses[m] = F.cross_entropy(logits, tgt)
                 details[m] = DecoderRows(hidden=h, batch=bi, position=pos, targets=tgt, logits=logits)
+            else:
+                losses[m] = self.target_loss(h, self.decoder_embeddings[m].output_weight, tgt)
 
         with_rows = [m for m in losses if counts[m] > 0]
         if loss_type == "mod":

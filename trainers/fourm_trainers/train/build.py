@@ -182,11 +182,16 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, *, cpu: bool) -> torch.optim.Optimizer:
-    """AdamW over :func:`param_groups` (``foreach`` kernels on the CPU, ``fused`` ones on a GPU)."""
+    """AdamW over :func:`param_groups`, the fused kernel on every device (one pass over each parameter and its
+    state; on the CPU the ``foreach`` kernels make several). A CPU model is also switched to the CPU training
+    path of :func:`fourm_core.accel.prepare_training` (fused loss, allocator setting; the same maths)."""
     groups = param_groups(model, cfg.optimizer.weight_decay)
-    opt_kwargs: dict[str, Any] = {"foreach": True} if cpu else {"fused": True}
+    if cpu:
+        from fourm_core.accel import prepare_training
+
+        prepare_training(model)
     return torch.optim.AdamW(groups, lr=cfg.optimizer.lr, betas=cfg.optimizer.betas, eps=cfg.optimizer.eps,
-                             **opt_kwargs)
+                             fused=True)
 
 
 # the learning-rate and weight-decay schedules live in .schedules (lr_at is re-exported here for callers)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -319,10 +318,9 @@ class Trainer:
     def _progress_bar(self) -> Any:
         if not self.acc.is_main_process:
             return None
-        from tqdm.auto import tqdm
+        from fourm_core.data.jobkit import progress_bar
 
-        return tqdm(total=self.cfg.max_steps, initial=self.state.step, desc="train", dynamic_ncols=True,
-                    disable=not sys.stderr.isatty())
+        return progress_bar(self.cfg.max_steps, "train", unit="step", initial=self.state.step)
 
     def fit(self, *, stop_after: int | None = None) -> dict[str, Any]:
         """Train to ``max_steps`` (evaluating every ``eval_every`` steps and at the end, saving every
