@@ -71,10 +71,11 @@ def generate_and_evaluate(model_dir: str, data: dict[str, Any], url: str, names:
             continue
         oracle = _through_serializer(mods, name, truth[name])
         tasks[task] = fn(pred.raw[name], truth[name], store.read_raw(name, train), oracle)
+        text = statistics_text if name == "metadata" else None
         pngs.append(_draw(task, png, tasks, out, [
             Column("input: held-out photo", "rgb", rgb[:show]),
-            Column("4M prediction", name, pred.raw[name][:show]),
-            Column("truth (labeler)", name, truth[name][:show])], mods, panels))
+            Column("4M prediction", name, pred.raw[name][:show], text),
+            Column("truth (labeler)", name, truth[name][:show], text)], mods, panels))
 
     # canny_edge + color_palette → rgb
     cond: dict[str, Any] = {EDGES: truth[EDGES]}
@@ -116,6 +117,16 @@ def _overview(panels: list[tuple[str, list[Column], str]], mods: ModalitySet, ou
     png = out / "overview.png"
     img.quantize(256, dither=0).save(png, optimize=True)
     return str(png)
+
+
+def statistics_text(raw: dict[str, Any]) -> str:
+    """Image statistics one per line, ``key value`` (3 significant digits), in the labeler's key order."""
+    return "\n".join(f"{k.replace('_', ' ')} {float(v):.3g}" for k, v in sorted(raw.items(), key=lambda kv: _key_rank(kv[0])))
+
+
+def _key_rank(key: str) -> int:
+    order = ("brightness", "contrast", "saturation", "colorfulness", "entropy", "sharpness", "edge_density")
+    return order.index(key) if key in order else len(order)
 
 
 def task_title(task: str, rec: dict[str, Any]) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from fourm_registry import ModalitySet
@@ -27,6 +27,8 @@ class Column:
     header: str
     modality: str
     values: Sequence[Any]
+    #: draw each value as this text (e.g. statistics, one per line) instead of by its modality's visualizer
+    text: Callable[[Any], str] | None = None
 
 
 def _font(size: int) -> Any:
@@ -84,6 +86,19 @@ def cell(spec: Any, raw: Any, tile: int) -> Any:
     return out
 
 
+def text_cell(text: str, tile: int) -> Any:
+    """``text`` (its own line breaks kept) in a ``tile`` × ``tile`` white square, as large as fits."""
+    from PIL import Image, ImageDraw
+
+    lines = text.splitlines() or [""]
+    size = max(7, min(TEXT_SIZE, int((tile - PAD) / (1.2 * len(lines))),
+                      int((tile - PAD) / (0.6 * max(len(x) for x in lines) + 1e-9))))
+    img = Image.new("RGB", (tile, tile), (255, 255, 255))
+    ImageDraw.Draw(img).multiline_text((PAD // 2, PAD // 2), "\n".join(lines), fill=(0, 0, 0), font=_font(size),
+                                       spacing=max(1, size // 5))
+    return img
+
+
 def task_grid(title: str, columns: Sequence[Column], mods: ModalitySet, *, caption: str, tile: int = 128,
               rows: int | None = None) -> Any:
     """The grid of one task (see the module docstring); ``rows`` limits the rows drawn."""
@@ -105,7 +120,10 @@ def task_grid(title: str, columns: Sequence[Column], mods: ModalitySet, *, capti
         img.paste(h, (x, y0))
         spec = mods[c.modality] if c.modality in mods else None
         for i in range(n):
-            img.paste(cell(spec, c.values[i], tile), (x, y0 + hh + i * (tile + gap)))
+            v = c.values[i]
+            drawn = (text_cell(c.text(v), tile) if c.text is not None and not isinstance(v, str)
+                     else cell(spec, v, tile))
+            img.paste(drawn, (x, y0 + hh + i * (tile + gap)))
     img.paste(foot, (0, y0 + hh + n * (tile + gap)))
     return img
 
