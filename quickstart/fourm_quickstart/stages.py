@@ -173,21 +173,20 @@ _TINY_ALPHA = 1e-3
 #: rgb → X evaluation shows all of them (an edge token is mostly read off its own patch)
 INPUT_TOKENS, TARGET_TOKENS = (128, 196), (64, 128)
 #: weights of the masking mixture's components (:func:`quickstart_masking`): the tasks the run evaluates
-MIXTURE_WEIGHTS = {"all2all": 0.05, "rgb2all": 0.6, "edges+palette2rgb": 0.35}
+MIXTURE_WEIGHTS = {"all2all": 0.1, "rgb2all": 0.6, "edges+palette2rgb": 0.3}
 
 
 def quickstart_masking(names: Sequence[str], sequences: Sequence[str], *, input_tokens: tuple[int, int],
                        target_tokens: tuple[int, int]) -> dict[str, Any]:
     """The quickstart's masking mixture (a :class:`fourm_core.masking.MaskingConfig` mapping).
 
-    * ``all2all`` (weight 0.05): every modality is input and target (alphas 0.5), as in the reference;
-    * ``rgb2all`` (weight 0.6): the photo's pixels are the input, every other modality but their own tokens
-      (``tok_rgb``, a copy of the input) a target, and each
+    * ``all2all`` (weight 0.1): every modality is input and target (alphas 0.5), as in the reference;
+    * ``rgb2all`` (weight 0.6): the photo's pixels are the input, every other modality a target, and each
       sequence is **entirely** masked: its encoder input is the single sentinel ``[S_1]`` and its target
       ``[S_1] tokens... [EOS] [S_2]``, exactly what the autoregressive sampler conditions on at inference
       (rgb → palette, metadata). Without such samples a small model only sees short spans of a sequence
       as targets and learns to close a span after 1–3 tokens;
-    * ``edges+palette2rgb`` (weight 0.35): ``canny_edge`` and ``color_palette`` (kept whole) are the
+    * ``edges+palette2rgb`` (weight 0.3): ``canny_edge`` and ``color_palette`` (kept whole) are the
       input, ``tok_rgb`` the target (the edges + palette → rgb demo).
 
     Every sequence gets ``min_tokens: 1``: the masker gives a sequence with a zero input budget no encoder
@@ -200,7 +199,7 @@ def quickstart_masking(names: Sequence[str], sequences: Sequence[str], *, input_
          "target_alphas": {"*": 0.5}},
         {"name": "rgb2all", "weight": MIXTURE_WEIGHTS["rgb2all"],
          "input_alphas": {"*": 0.0, "rgb": 1.0, **{n: _TINY_ALPHA for n in seq}},
-         "target_alphas": {"*": 1.0, "rgb": 0.0, "tok_rgb": 0.0, **{n: 1.0 for n in seq}}},
+         "target_alphas": {"*": 0.5, "rgb": 0.0, **{n: 1.0 for n in seq}}},
     ]
     if "canny_edge" in names and "tok_rgb" in names:
         cond = ["canny_edge"] + (["color_palette"] if "color_palette" in names else [])
