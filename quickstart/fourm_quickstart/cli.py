@@ -15,8 +15,13 @@ import click
 @click.option("--eval-crops", default=8, type=int, hidden=True, help="evaluation crops per held-out photo")
 @click.option("--steps", default=None, type=int, hidden=True,
               help="exact steps of every tokenizer and the 4M instead of the time-boxed counts (tests)")
+@click.option("--tokenizer-steps", default=None, type=int, hidden=True,
+              help="exact steps of every tokenizer (overrides --steps for them)")
+@click.option("--train-steps", default=None, type=int, hidden=True,
+              help="exact steps of the 4M (overrides --steps for it)")
 @click.option("--no-model-labelers", is_flag=True, help="skip model-based labelers even if their weights are cached")
-def quickstart_cmd(out, minutes, seed, samples, eval_crops, steps, no_model_labelers):
+def quickstart_cmd(out, minutes, seed, samples, eval_crops, steps, tokenizer_steps, train_steps,
+                   no_model_labelers):
     """Build a store from sample photos, label, train tokenizers and a small 4M, generate any-to-any.
 
     Runs offline on a CPU in about MINUTES minutes; writes OUT/*.png and OUT/summary.json.
@@ -31,7 +36,8 @@ def quickstart_cmd(out, minutes, seed, samples, eval_crops, steps, no_model_labe
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         cfg = QuickstartConfig(out=out, minutes=minutes, seed=seed, samples=samples, eval_crops=eval_crops,
-                               steps=steps, use_model_labelers=not no_model_labelers)
+                               steps=steps, tokenizer_steps=tokenizer_steps, train_steps=train_steps,
+                               use_model_labelers=not no_model_labelers)
         run_quickstart(cfg, echo=click.echo)
     except FourmError as exc:
         raise click.ClickException(str(exc)) from exc

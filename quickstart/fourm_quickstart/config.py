@@ -50,7 +50,17 @@ class QuickstartConfig:
     #: exact step count of every tokenizer and of the 4M instead of the time-boxed counts (tests: counts that
     #: do not depend on the machine's speed); at least the calibration steps (10)
     steps: int | None = None
+    #: exact step counts of the tokenizers / of the 4M alone (each overrides ``steps`` for its stage)
+    tokenizer_steps: int | None = None
+    train_steps: int | None = None
     use_model_labelers: bool = True
+    #: colours of the quickstart's palettes (the colour_palette labeler's ``k``): the few dominant colours of a
+    #: crop are what a small 4M can read off its pixels in minutes
+    palette_colors: int = 3
+    #: recolour every training crop by a random permutation of its RGB channels (the labels follow, being
+    #: computed after): a dozen photos then show many colour schemes, so that the 4M has to read colours off
+    #: the pixels rather than recognise which training photo a crop comes from
+    recolor: bool = True
 
     def __post_init__(self) -> None:
         if not self.minutes > 0:
@@ -59,5 +69,14 @@ class QuickstartConfig:
             raise QuickstartError(f"quickstart: samples must be >= 8, got {self.samples}")
         if self.eval_crops < 1 or self.show < 1:
             raise QuickstartError("quickstart: eval_crops and show must be >= 1")
-        if self.steps is not None and self.steps < 10:
-            raise QuickstartError(f"quickstart: --steps must be >= 10 (the calibration steps), got {self.steps}")
+        for what in ("steps", "tokenizer_steps", "train_steps"):
+            n = getattr(self, what)
+            if n is not None and n < 10:
+                raise QuickstartError(f"quickstart: --{what.replace('_', '-')} must be >= 10 (the calibration "
+                                      f"steps), got {n}")
+
+
+def labeler_kwargs(cfg: QuickstartConfig, names: list[str] | tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """The quickstart's labeler options (``fourm_core.data.label``'s ``labeler_kwargs``), for the training store
+    and the held-out ground truth alike."""
+    return {"color_palette": {"k": cfg.palette_colors}} if "color_palette" in names else {}

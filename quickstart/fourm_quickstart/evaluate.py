@@ -1,10 +1,8 @@
-"""Stage 5: any-to-any generation on the held-out crops, its quality against trivial baselines, the PNG grids.
+"""Stage 5: any-to-any generation on the held-out crops, each task's figures (:mod:`.scores`), the PNG grids.
 
-Two tasks through :class:`fourm_core.pipeline.AnyToAny`: rgb → canny_edge (+ color_palette, metadata when
-trained) and canny_edge (+ color_palette) → rgb. Quality figures: edge-token accuracy against predicting the
-most frequent training token; edge-pixel F1 (``fourm_canny_edge.metrics``) against marking every pixel an
-edge; palette distance (``fourm_color_palette.metrics``) against one fixed palette, the training medoid; how
-many palettes / metadata records parse; the mean absolute error of the generated rgb.
+Two calls of :class:`fourm_core.pipeline.AnyToAny`: rgb → canny_edge, color_palette, metadata (those trained)
+and canny_edge + color_palette → rgb. Every task is scored against the labelers' ground truth on the held-out
+crops, next to a trivial baseline and the tokenizer oracle (the truth through its tokenizer).
 """
 
 from __future__ import annotations
@@ -20,155 +18,151 @@ import numpy as np
 
 from fourm_registry import ModalitySet
 
-from .config import OPTIONAL, QuickstartConfig
-from .render import grey_images, render_columns, side_by_side
+from . import scores
+from .config import OPTIONAL, QuickstartConfig, labeler_kwargs
+from .render import Column, stack, task_grid
 
 EDGES = "canny_edge"
 #: modalities whose labelers give the ground truth of the rgb → X task
 SCORED = (EDGES, *OPTIONAL)
-#: training palettes the fixed-palette baseline is chosen from (an evenly spaced subset: the medoid is quadratic)
-MEDOID_CANDIDATES = 96
 #: side of one tile of the PNG grids, pixels
-TILE = 160
+TILE = 128
+#: rows and tile size of the overview picture
+OVERVIEW_ROWS, OVERVIEW_TILE = 3, 96
+#: MaskGIT steps of the image targets
+IMAGE_STEPS = 8
 
 
 def generate_and_evaluate(model_dir: str, data: dict[str, Any], url: str, names: Sequence[str], out: Path,
                           cfg: QuickstartConfig) -> dict[str, Any]:
-    """Run the any-to-any pipeline on the held-out crops, write the PNG grids, measure quality."""
+    """Run the any-to-any pipeline on the held-out crops, score every task, write one PNG grid per task."""
+    from fourm_core.data import Store
     from fourm_core.generation import TargetConfig
     from fourm_core.pipeline import AnyToAny
 
     pipe = AnyToAny.from_pretrained(model_dir, device="cpu")
+    mods = pipe.modalities
     rgb = data["eval_rgb"]
-    truth = _ground_truth(pipe.modalities, names, rgb)
-    results: dict[str, Any] = {"eval_crops": len(rgb), "held_out_photos": data["held_out_photos"], "pngs": []}
+    truth = _ground_truth(mods, names, rgb, cfg)
+    store = Store.open(url, "r")
+    train = range(store.num_samples)
     show = min(cfg.show, len(rgb))
+    tasks: dict[str, dict[str, Any]] = {}
+    panels: list[tuple[str, list[Column], str]] = []
+    pngs: list[str] = []
+    res: dict[str, Any] = {"eval_crops": len(rgb), "held_out_photos": data["held_out_photos"]}
 
-    # rgb → canny_edge (+ color_palette, metadata)
-    targets = [TargetConfig(modality=EDGES, steps=8, temperature=0.0)]
+    # rgb → canny_edge, color_palette, metadata (greedy: the model's best guess)
+    targets = [TargetConfig(modality=EDGES, steps=IMAGE_STEPS, temperature=0.0)]
     targets += [TargetConfig(modality=n, temperature=0.0) for n in OPTIONAL if n in names]
     t = time.perf_counter()
     pred = _generate(pipe, {"rgb": rgb}, targets, cfg.seed)
-    results["rgb_to_x_seconds"] = round(time.perf_counter() - t, 2)
-    results["edge_token_accuracy"] = _edge_token_accuracy(pipe, pred, truth, url)
-    if "color_palette" in pred.raw:
-        results["palette_distance"] = _palette_quality(pred.raw["color_palette"], truth["color_palette"], url,
-                                                       len(rgb))
-    if "metadata" in pred.raw:
-        ok = sum(isinstance(m, dict) and len(m) > 0 for m in pred.raw["metadata"])
-        results["metadata_parsed"] = f"{ok}/{len(rgb)}"
-    # edge pixels: how well the decoded prediction overlaps the labeled edges, vs an all-edges guess
-    results["edge_pixels"] = edge_overlap(pred.raw[EDGES], truth[EDGES])
-    results["pngs"].append(_draw_rgb_to_x(pipe, pred, truth, show, out))
+    res["rgb_to_x_seconds"] = round(time.perf_counter() - t, 2)
+    edge_oracle = _through_tokenizer(pipe, EDGES, truth[EDGES])
+    tasks["rgb -> canny_edge"] = scores.edge_task(pred.raw[EDGES], truth[EDGES], edge_oracle)
+    pngs.append(_draw("rgb -> canny_edge", "rgb_to_edges.png", tasks, out, [
+        Column("input: held-out photo", "rgb", rgb[:show]),
+        Column("4M prediction", EDGES, pred.raw[EDGES][:show]),
+        Column("truth (Canny edges)", EDGES, truth[EDGES][:show]),
+        Column("tokenizer oracle", EDGES, edge_oracle[:show])], mods, panels))
+    for name, task, fn, png in (("color_palette", "rgb -> color_palette", scores.palette_task, "rgb_to_palette.png"),
+                                ("metadata", "rgb -> metadata", scores.metadata_task, "rgb_to_metadata.png")):
+        if name not in pred.raw:
+            continue
+        oracle = _through_serializer(mods, name, truth[name])
+        tasks[task] = fn(pred.raw[name], truth[name], store.read_raw(name, train), oracle)
+        text = statistics_text if name == "metadata" else None
+        pngs.append(_draw(task, png, tasks, out, [
+            Column("input: held-out photo", "rgb", rgb[:show]),
+            Column("4M prediction", name, pred.raw[name][:show], text),
+            Column("truth (labeler)", name, truth[name][:show], text)], mods, panels))
 
     # canny_edge + color_palette → rgb
-    cond = {EDGES: truth[EDGES]}
-    if "color_palette" in truth and "color_palette" in names:
+    cond: dict[str, Any] = {EDGES: truth[EDGES]}
+    if "color_palette" in truth:
         cond["color_palette"] = truth["color_palette"]
     t = time.perf_counter()
-    pred2 = _generate(pipe, cond, [TargetConfig(modality="tok_rgb", steps=8, temperature=0.5)], cfg.seed)
-    results["x_to_rgb_seconds"] = round(time.perf_counter() - t, 2)
-    results["pngs"].append(_draw_x_to_rgb(pipe, pred2, rgb, show, out))
-    rgb_mae = float(np.mean([np.abs(p.astype(np.float32) - _resize(r, p.shape[:2]).astype(np.float32)).mean()
-                             for p, r in zip(pred2.raw["tok_rgb"], rgb)]))
-    results["edges_palette_to_rgb_mae"] = round(rgb_mae, 2)
-    return results
+    pred2 = _generate(pipe, cond, [TargetConfig(modality="tok_rgb", steps=IMAGE_STEPS, temperature=0.0)], cfg.seed)
+    res["x_to_rgb_seconds"] = round(time.perf_counter() - t, 2)
+    gen = [np.asarray(p) for p in pred2.raw["tok_rgb"]]
+    hw = gen[0].shape[:2]
+    recon = _through_tokenizer(pipe, "tok_rgb", rgb)
+    task = " + ".join(cond) + " -> rgb"
+    tasks[task] = scores.rgb_task(gen, rgb, scores.mean_image(store.read_raw("rgb", train), hw), recon)
+    pngs.append(_draw(task, "edges_palette_to_rgb.png", tasks, out, [
+        *(Column(f"input: {n}", n, v[:show]) for n, v in cond.items()),
+        Column("4M prediction", "tok_rgb", gen[:show]),
+        Column("truth (held-out photo)", "rgb", rgb[:show]),
+        Column("tokenizer oracle", "tok_rgb", recon[:show])], mods, panels))
+    res["tasks"] = tasks
+    res["all_beat_baseline"] = all(t["beats_baseline"] for t in tasks.values())
+    res["pngs"] = pngs
+    res["overview_png"] = _overview(panels, mods, out)
+    return res
 
 
-def _ground_truth(mods: ModalitySet, names: Sequence[str], rgb: list[np.ndarray]) -> dict[str, list[Any]]:
-    """The labelers' output on the held-out crops, for the scored modalities that were trained."""
+def _draw(task: str, file: str, tasks: dict[str, dict[str, Any]], out: Path, cols: list[Column],
+          mods: ModalitySet, panels: list[tuple[str, list[Column], str]]) -> str:
+    """Write one task's grid ``OUT/file``; remember its panel (title, columns, caption) in ``panels``."""
+    rec = tasks[task]
+    png = out / file
+    task_grid(task_title(task, rec), cols, mods, caption=f"Good result: {rec['good_result']}.", tile=TILE).save(png)
+    panels.append((task_title(task, rec), cols, f"Good result: {rec['good_result']}."))
+    return str(png)
+
+
+def _overview(panels: list[tuple[str, list[Column], str]], mods: ModalitySet, out: Path) -> str:
+    """``OUT/overview.png``: the first rows of every task grid, small, one under the other (a 256-colour PNG)."""
+    img = stack([task_grid(t, c, mods, caption=cap, tile=OVERVIEW_TILE, rows=OVERVIEW_ROWS) for t, c, cap in panels])
+    png = out / "overview.png"
+    img.quantize(256, dither=0).save(png, optimize=True)
+    return str(png)
+
+
+def statistics_text(raw: dict[str, Any]) -> str:
+    """Image statistics one per line, ``key value`` (3 significant digits), in the labeler's key order."""
+    return "\n".join(f"{k.replace('_', ' ')} {float(v):.3g}" for k, v in sorted(raw.items(), key=lambda kv: _key_rank(kv[0])))
+
+
+def _key_rank(key: str) -> int:
+    order = ("brightness", "contrast", "saturation", "colorfulness", "entropy", "sharpness", "edge_density")
+    return order.index(key) if key in order else len(order)
+
+
+def task_title(task: str, rec: dict[str, Any]) -> str:
+    """The one-line headline of a task: its metric, the model's, baseline's and oracle's figures."""
+    better = "higher" if rec["higher_is_better"] else "lower"
+    verdict = "beats" if rec["beats_baseline"] else "does NOT beat"
+    parsed = f", parsed {rec['parsed']}" if "parsed" in rec else ""
+    return (f"{task} on held-out photos: {rec['metric']} ({better} is better): 4M {rec['model']:.3g} vs baseline "
+            f"{rec['baseline']:.3g} ({rec['baseline_is']}), tokenizer oracle {rec['oracle']:.3g}; the 4M {verdict} "
+            f"the baseline{parsed}")
+
+
+def _ground_truth(mods: ModalitySet, names: Sequence[str], rgb: list[np.ndarray],
+                  cfg: QuickstartConfig) -> dict[str, list[Any]]:
+    """The labelers' output on the held-out crops (with the options the training store was labeled with), for
+    the scored modalities that were trained."""
     truth: dict[str, list[Any]] = {}
+    kwargs = labeler_kwargs(cfg, list(names))
     for n in names:
         spec = mods[n]
         if spec.labeler is not None and n in SCORED:
-            truth[n] = list(spec.labeler.build()({"rgb": rgb}))
+            truth[n] = list(spec.labeler.build(**kwargs.get(n, {}))({"rgb": rgb}))
     return truth
 
 
-def _edge_token_accuracy(pipe: Any, pred: Any, truth: dict[str, list[Any]], url: str) -> dict[str, Any]:
-    """Share of predicted edge tokens equal to the labeled edges' tokens, vs always predicting the most
-    frequent token of the training store."""
-    from fourm_core.data import Store
-
-    gt_tokens = pipe.encode_inputs({EDGES: truth[EDGES]})[0][EDGES]["tensor"]  # (B, 196)
-    pred_tokens = pred.tokens[EDGES].cpu()
-    train_tokens = Store.open(url, "r").read_tokens(EDGES, slice(None))
-    train_tokens = np.asarray(train_tokens).reshape(-1)
-    mode_token = int(np.bincount(train_tokens).argmax())
-    acc = float((pred_tokens == gt_tokens).float().mean())
-    base_acc = float((gt_tokens == mode_token).float().mean())
-    return {"model": round(acc, 4), "baseline_most_frequent_token": round(base_acc, 4),
-            "most_frequent_token": mode_token, "beats_baseline": acc > base_acc}
+def _through_tokenizer(pipe: Any, name: str, raws: list[Any]) -> list[np.ndarray]:
+    """``raws`` encoded by ``name``'s tokenizer and decoded again (the tokenizer oracle of an image target)."""
+    tokens = pipe.encode_inputs({name: raws})[0][name]["tensor"]
+    return [np.asarray(r) for r in pipe.codec(name).decode(tokens)]
 
 
-def _palette_quality(pred: list[Any], truth: list[Any], url: str, n: int) -> dict[str, Any]:
-    """Mean palette distance of the predicted palettes that parse, vs one fixed palette for every image (the
-    medoid of the training palettes: the best single guess)."""
-    from fourm_color_palette.metrics import medoid_palette, palette_distance
-
-    from fourm_core.data import Store
-
-    d_model = [palette_distance(p, g) for p, g in zip(pred, truth) if isinstance(p, dict) and "colors" in p]
-    store = Store.open(url, "r")
-    train_pal = store.read_raw("color_palette", range(store.num_samples))
-    medoid = medoid_palette(train_pal[:: max(1, len(train_pal) // MEDOID_CANDIDATES)])
-    d_base = [palette_distance(medoid, g) for g in truth]
-    return {"model": round(float(np.mean(d_model)), 2) if d_model else None,
-            "baseline_fixed_medoid_palette": round(float(np.mean(d_base)), 2),
-            "parsed": f"{len(d_model)}/{n}", "units": "RGB, symmetric mean nearest-colour distance"}
-
-
-def edge_overlap(pred: Sequence[Any], truth: Sequence[np.ndarray], tolerance: int = 2) -> dict[str, Any]:
-    """Mean edge-pixel F1 of the predicted edge maps that decoded (``fourm_canny_edge.metrics.edge_f1``:
-    matched within ``tolerance`` pixels, decoded edges being a few pixels wide) and of the trivial guess
-    "every pixel is an edge" (``all_edges_f1``)."""
-    from fourm_canny_edge.metrics import all_edges_f1, edge_f1
-
-    scored = [(p, t) for p, t in zip(pred, truth) if isinstance(p, np.ndarray)]
-    f1s = [edge_f1(p, t, tolerance) for p, t in scored]
-    base = [all_edges_f1(t) for _, t in scored]
-    return {"f1_model": round(float(np.mean(f1s)), 4) if f1s else None,
-            "f1_baseline_all_edges": round(float(np.mean(base)), 4) if base else None,
-            "tolerance_px": tolerance}
-
-
-def _draw_rgb_to_x(pipe: Any, pred: Any, truth: dict[str, list[Any]], show: int, out: Path) -> str:
-    """``OUT/rgb_to_edges_palette_metadata.png``: the predictions (edges as the decoder's edge strength) next
-    to the labelers' ground truth and the labeled edges through the edge tokenizer."""
-    sub = _subset(pred, show)
-    # draw the edge decoder's soft output (edge strength in [0, 1]): the thresholded map loses faint strokes
-    sub.raw[EDGES] = grey_images(_decoded_edge_strength(pipe, sub.tokens[EDGES].cpu()))
-    with _quiet("fourm_core.pipeline"):  # unparseable rows are drawn as their text on purpose
-        grid = pipe.render(sub, tile=TILE)
-    gt_cols = [(n, truth[n][:show]) for n in SCORED if n in truth]
-    # the labeled edges through the edge tokenizer: what a perfect 4M prediction would decode to
-    gt_tokens = pipe.encode_inputs({EDGES: truth[EDGES][:show]})[0][EDGES]["tensor"]
-    gt_cols.insert(1, (f"{EDGES} (tokenized)", grey_images(_decoded_edge_strength(pipe, gt_tokens))))
-    png = out / "rgb_to_edges_palette_metadata.png"
-    side_by_side([("held-out input -> 4M predictions (AnyToAny; edges: decoder's edge strength)", grid),
-                  ("labelers' ground truth", render_columns(gt_cols, pipe.modalities, tile=TILE))]).save(png)
-    return str(png)
-
-
-def _decoded_edge_strength(pipe: Any, tokens: Any) -> Any:
-    """Edge tokens → the edge tokenizer's decoded edge strength, ``(B, 1, H, W)`` in [0, 1]."""
-    from fourm_canny_edge.metrics import edge_strength
-
-    return edge_strength(pipe.codec(EDGES).tokenizer.decode(tokens).detach().float())
-
-
-def _draw_x_to_rgb(pipe: Any, pred: Any, rgb: list[np.ndarray], show: int, out: Path) -> str:
-    """``OUT/edges_palette_to_rgb.png``: the generated photos next to the real ones and their tok_rgb
-    reconstructions."""
-    from fourm_core.pipeline import render_grid
-
-    grid = pipe.render(_subset(pred, show), tile=TILE)
-    recon = pipe.codec("tok_rgb").decode(pipe.encode_inputs({"tok_rgb": rgb[:show]})[0]["tok_rgb"]["tensor"])
-    png = out / "edges_palette_to_rgb.png"
-    side_by_side([("held-out inputs -> 4M prediction (AnyToAny)", grid),
-                  ("real photo / its tok_rgb reconstruction", render_grid(
-                      [("rgb", rgb[:show]), ("tok_rgb", list(recon))], pipe.modalities, tile=TILE))]).save(png)
-    return str(png)
+def _through_serializer(mods: ModalitySet, name: str, raws: list[Any]) -> list[Any]:
+    """``raws`` written as the sequence's text and parsed back (the oracle of a sequence target: the text keeps
+    what its serializer keeps, e.g. binned statistics)."""
+    ser = mods[name].serializer.build()
+    return [ser.from_text(ser.to_text(r)) for r in raws]
 
 
 @contextmanager
@@ -184,20 +178,6 @@ def _quiet(logger: str) -> Iterator[None]:
 
 def _generate(pipe: Any, inputs: dict[str, Any], targets: list[Any], seed: int) -> Any:
     """``pipe(inputs, targets)``; a sequence a briefly trained model got wrong (it does not parse) becomes the
-    text ``"unparseable: ..."`` instead of failing the whole batch."""
+    text ``"unparseable: ..."`` instead of failing the whole batch (the scores count it as the baseline)."""
     with _quiet("fourm_core.pipeline"):
         return pipe(inputs, targets=targets, seed=seed, decode_errors="text")
-
-
-def _resize(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    from PIL import Image
-
-    return np.asarray(Image.fromarray(img).resize((hw[1], hw[0]), Image.BILINEAR))
-
-
-def _subset(out: Any, n: int) -> Any:
-    """The first ``n`` rows of an AnyToAnyOutput (for drawing)."""
-    from fourm_core.pipeline import AnyToAnyOutput
-
-    return AnyToAnyOutput({k: v[:n] for k, v in out.raw.items()}, {k: v[:n] for k, v in out.tokens.items()},
-                          {k: v[:n] for k, v in out.inputs.items()}, True)

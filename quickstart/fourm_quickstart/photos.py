@@ -97,3 +97,8 @@ def centre_and_random_crops(photo: np.ndarray, n: int, size: int, rng: np.random
     centre = photo[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
     first = [np.asarray(Image.fromarray(np.ascontiguousarray(centre)).resize((size, size), Image.BICUBIC))]
     return first + (random_crops(photo, n - 1, size, rng, scale=(0.3, 0.8)) if n > 1 else [])
+
+
+def permute_channels(crops: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+    """Each RGB crop with its channels in a random order (one of the 6 permutations, identity included)."""
+    return [np.ascontiguousarray(c[..., rng.permutation(3)]) for c in crops]

@@ -14,7 +14,7 @@ import numpy as np
 
 from fourm_registry import ModalitySet
 
-from .config import REQUIRED, QuickstartConfig, QuickstartError
+from .config import REQUIRED, QuickstartConfig, QuickstartError, labeler_kwargs
 from .plan import plan_labelers
 from .stages import Clock, build_data, train_fourm_timeboxed, train_tokenizers_timeboxed
 
@@ -55,8 +55,10 @@ def run_quickstart(cfg: QuickstartConfig, *, echo: Callable[[str], None] | None 
     summary["timings_s"] = {**clock.stages, "total": round(clock.elapsed(), 1)}
     summary["budget_s"] = clock.budget
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
-    say(f"done in {clock.elapsed():.0f} s: {', '.join(Path(p).name for p in summary['generation']['pngs'])} and "
-        f"summary.json in {out}")
+    beat = sum(t["beats_baseline"] for t in summary["tasks"].values())
+    say(f"done in {clock.elapsed():.0f} s: the 4M beats the trivial baseline in {beat} of {len(summary['tasks'])} "
+        f"tasks on held-out photos; {', '.join(Path(p).name for p in summary['generation']['pngs'])}, "
+        f"overview.png and summary.json in {out}")
     return summary
 
 
@@ -87,7 +89,7 @@ class _Run:
             runnable, skipped = plan_labelers(self.installed, use_models=self.cfg.use_model_labelers)
             for s in skipped:
                 self.say(f"      skip label {s['modality']} ({s['reason']}); to enable: {s['enable']}")
-            label(url, runnable)
+            label(url, runnable, labeler_kwargs=labeler_kwargs(self.cfg, runnable))
         self.summary["skipped"] += [{"stage": "label", **s} for s in skipped]
         self.summary["ran"].append({"stage": "label", "modalities": runnable})
         self.say(f"[2/5] label: {', '.join(runnable)} ({self.clock.stages['label']:.0f} s); skipped {len(skipped)} "
@@ -155,15 +157,22 @@ class _Run:
 
         with self.clock.stage("generate"):
             gen = generate_and_evaluate(model_dir, data, data["url"], names, self.out, self.cfg)
-        self.summary["generation"] = gen
-        self.summary["ran"] += [{"stage": "generate", "tasks": ["rgb -> canny_edge, color_palette, metadata",
-                                                                "canny_edge + color_palette -> rgb"]}]
-        ea, pal = gen["edge_token_accuracy"], gen.get("palette_distance")
-        self.say(f"[5/5] generate: edge-token accuracy {ea['model']:.3f} vs {ea['baseline_most_frequent_token']:.3f} "
-                 f"(most frequent token)"
-                 + (f"; palette distance {pal['model']} vs {pal['baseline_fixed_medoid_palette']} (fixed palette)"
-                    if pal is not None else "")
-                 + f" ({self.clock.stages['generate']:.0f} s)")
+        self.summary["generation"] = {k: v for k, v in gen.items() if k != "tasks"}
+        self.summary["tasks"] = gen["tasks"]
+        self.summary["all_tasks_beat_baseline"] = gen["all_beat_baseline"]
+        self.summary["ran"].append({"stage": "generate", "tasks": list(gen["tasks"])})
+        self.say(f"[5/5] generate on {gen['eval_crops']} held-out crops ({self.clock.stages['generate']:.0f} s):")
+        for task, rec in gen["tasks"].items():
+            self.say("      " + task_line(task, rec))
+
+
+def task_line(task: str, rec: dict[str, Any]) -> str:
+    """One task's figures on one line (the run's output)."""
+    mark = "beats" if rec["beats_baseline"] else "does NOT beat"
+    parsed = f", parsed {rec['parsed']}" if "parsed" in rec else ""
+    return (f"{task}: {rec['metric']} 4M {rec['model']:.3g}, baseline {rec['baseline']:.3g}, tokenizer oracle "
+            f"{rec['oracle']:.3g} ({'higher' if rec['higher_is_better'] else 'lower'} is better: {mark} the "
+            f"baseline{parsed})")
 
 
 def _fmt(fl: dict[str, Any]) -> str:

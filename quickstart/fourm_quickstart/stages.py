@@ -18,7 +18,7 @@ import numpy as np
 from fourm_registry import ModalitySet, ModalitySpec
 
 from .config import HELD_OUT, QuickstartConfig
-from .photos import centre_and_random_crops, load_photos, random_crops
+from .photos import centre_and_random_crops, load_photos, permute_channels, random_crops
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,8 @@ def build_data(cfg: QuickstartConfig, data_dir: Path, rng: np.random.Generator) 
 
     with progress_bar(cfg.samples, "crops", unit="crop") as bar:
         for name, n in zip(train_names, per):
-            for i, crop in enumerate(random_crops(photos[name], n, cfg.raw_size, rng)):
+            crops = random_crops(photos[name], n, cfg.raw_size, rng)
+            for i, crop in enumerate(permute_channels(crops, rng) if cfg.recolor else crops):
                 Image.fromarray(crop).save(folder / f"{name}_{i:03d}.png", compress_level=1)
                 bar.update(1)
     url = str(data_dir / "train.zarr")
@@ -104,8 +105,9 @@ def build_data(cfg: QuickstartConfig, data_dir: Path, rng: np.random.Generator) 
 # --------------------------------------------------------------------------------------------------
 # stage 3: tokenizers
 #: the demo's small tokenizer vocabularies (every other modality: :data:`SMALL_VOCAB_DEFAULT`): few codes fill
-#: up (and become predictable for the 4M) within the quickstart's steps
-SMALL_VOCAB = {"tok_rgb": 512, "canny_edge": 128}
+#: up within the quickstart's tokenizer steps, and a 4M trained for minutes can tell them apart (with 128 edge
+#: codes it spread its belief over many stroke codes and predicted the blank one everywhere)
+SMALL_VOCAB = {"tok_rgb": 128, "canny_edge": 32}
 SMALL_VOCAB_DEFAULT = 256
 #: share of the tokenizer budget per modality (others: 1.0). Thin edges are the hardest to tokenize: the edge
 #: tokenizer gets the largest share (tok_rgb only needs the patches' colours, learnt in a few dozen steps)
@@ -145,7 +147,8 @@ def train_tokenizers_timeboxed(names: Sequence[str], url: str, tok_dir: Path, se
                                 modalities=modalities)
         rate = float(first["final"].get("images_per_s", 0.0)) / base["batch_size"]  # steps / s
         left = budget - (time.perf_counter() - t0)
-        steps = cfg.steps if cfg.steps is not None else _steps_for(left * 0.95, rate, calib, cfg.min_tokenizer_steps)
+        fixed = cfg.tokenizer_steps if cfg.tokenizer_steps is not None else cfg.steps
+        steps = fixed if fixed is not None else _steps_for(left * 0.95, rate, calib, cfg.min_tokenizer_steps)
         summary = train_tokenizer(n, url, tok_dir,
                                   config=TokenizerTrainConfig(steps=steps, **{**base, "log_every": 10}),
                                   resume=True, modalities=modalities)
@@ -166,19 +169,24 @@ def train_tokenizers_timeboxed(names: Sequence[str], url: str, tok_dir: Path, se
 #: sequence's ``min_tokens`` = 1 applies (one visible sentinel, as the sampler conditions), tiny so that the
 #: Dirichlet share rarely gives it more
 _TINY_ALPHA = 1e-3
+#: encoder / decoder token budgets per sample: the input budget shows most of the photo's 196 patches, as the
+#: rgb → X evaluation shows all of them (an edge token is mostly read off its own patch)
+INPUT_TOKENS, TARGET_TOKENS = (128, 196), (64, 128)
+#: weights of the masking mixture's components (:func:`quickstart_masking`): the tasks the run evaluates
+MIXTURE_WEIGHTS = {"all2all": 0.1, "rgb2all": 0.6, "edges+palette2rgb": 0.3}
 
 
 def quickstart_masking(names: Sequence[str], sequences: Sequence[str], *, input_tokens: tuple[int, int],
                        target_tokens: tuple[int, int]) -> dict[str, Any]:
     """The quickstart's masking mixture (a :class:`fourm_core.masking.MaskingConfig` mapping).
 
-    * ``all2all`` (weight 0.2): every modality is input and target (alphas 0.5), as in the reference;
+    * ``all2all`` (weight 0.1): every modality is input and target (alphas 0.5), as in the reference;
     * ``rgb2all`` (weight 0.6): the photo's pixels are the input, every other modality a target, and each
       sequence is **entirely** masked: its encoder input is the single sentinel ``[S_1]`` and its target
       ``[S_1] tokens... [EOS] [S_2]``, exactly what the autoregressive sampler conditions on at inference
       (rgb → palette, metadata). Without such samples a small model only sees short spans of a sequence
       as targets and learns to close a span after 1–3 tokens;
-    * ``edges+palette2rgb`` (weight 0.2): ``canny_edge`` and ``color_palette`` (kept whole) are the
+    * ``edges+palette2rgb`` (weight 0.3): ``canny_edge`` and ``color_palette`` (kept whole) are the
       input, ``tok_rgb`` the target (the edges + palette → rgb demo).
 
     Every sequence gets ``min_tokens: 1``: the masker gives a sequence with a zero input budget no encoder
@@ -187,14 +195,15 @@ def quickstart_masking(names: Sequence[str], sequences: Sequence[str], *, input_
     """
     seq = [n for n in sequences if n in names]
     comps: list[dict[str, Any]] = [
-        {"name": "all2all", "weight": 0.2, "input_alphas": {"*": 0.5}, "target_alphas": {"*": 0.5}},
-        {"name": "rgb2all", "weight": 0.6,
+        {"name": "all2all", "weight": MIXTURE_WEIGHTS["all2all"], "input_alphas": {"*": 0.5},
+         "target_alphas": {"*": 0.5}},
+        {"name": "rgb2all", "weight": MIXTURE_WEIGHTS["rgb2all"],
          "input_alphas": {"*": 0.0, "rgb": 1.0, **{n: _TINY_ALPHA for n in seq}},
          "target_alphas": {"*": 0.5, "rgb": 0.0, **{n: 1.0 for n in seq}}},
     ]
     if "canny_edge" in names and "tok_rgb" in names:
         cond = ["canny_edge"] + (["color_palette"] if "color_palette" in names else [])
-        comps.append({"name": "edges+palette2rgb", "weight": 0.2,
+        comps.append({"name": "edges+palette2rgb", "weight": MIXTURE_WEIGHTS["edges+palette2rgb"],
                       "input_alphas": {"*": 0.0, **{n: 1.0 for n in cond}},
                       "target_alphas": {"*": 0.0, "tok_rgb": 1.0},
                       "keep": {n: "all" for n in cond if n in seq}})
@@ -212,7 +221,7 @@ def train_fourm_timeboxed(url: str, tok_dir: Path, run_dir: Path, names: Sequenc
     base = {
         "out_dir": str(run_dir), "datasets": [{"path": url}], "modalities": list(names), "tokenizers": str(tok_dir),
         "model": {"preset": "debug", **dict(cfg.model)}, "vocab_sizes": vocab,
-        "masking": quickstart_masking(names, sequences, input_tokens=(64, 128), target_tokens=(64, 128)),
+        "masking": quickstart_masking(names, sequences, input_tokens=INPUT_TOKENS, target_tokens=TARGET_TOKENS),
         "batch_size": cfg.batch_size, "optimizer": {"lr": 2e-3, "min_lr": 1e-4, "weight_decay": 0.05},
         "schedule": {"warmup_tokens": 20 * cfg.batch_size * tokens_per_step}, "clip_grad": 1.0,
         "log_every": 5, "seed": cfg.seed, "cpu": True, "mixed_precision": "no",
@@ -224,7 +233,8 @@ def train_fourm_timeboxed(url: str, tok_dir: Path, run_dir: Path, names: Sequenc
     first = train(TrainConfig.from_dict({**base, "max_steps": 10**6}), stop_after=calib)
     rate = float(first["steps_per_s"])
     left = seconds - (time.perf_counter() - t0)
-    steps = cfg.steps if cfg.steps is not None else _steps_for(left * 0.97, rate, calib, cfg.min_train_steps)
+    fixed = cfg.train_steps if cfg.train_steps is not None else cfg.steps
+    steps = fixed if fixed is not None else _steps_for(left * 0.97, rate, calib, cfg.min_train_steps)
     summary = train(TrainConfig.from_dict({**base, "max_steps": steps}), resume=True)
     records = _read_jsonl(run_dir / "metrics.jsonl")
     per_mod = {k.split("/", 1)[1]: _first_last(records, k) for k in sorted({k for r in records for k in r})

@@ -29,7 +29,8 @@ def test_register_commands_adds_quickstart_with_its_options():
     for opt in ("--out", "--minutes", "--seed", "--no-model-labelers"):
         assert opt in res.output
     params = {p.name for p in group.commands["quickstart"].params}
-    assert params == {"out", "minutes", "seed", "samples", "eval_crops", "steps", "no_model_labelers"}
+    assert params == {"out", "minutes", "seed", "samples", "eval_crops", "steps", "tokenizer_steps",
+                      "train_steps", "no_model_labelers"}
 
 
 def test_python_m_runs_the_same_command():
