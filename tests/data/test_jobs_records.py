@@ -21,7 +21,7 @@ def test_ingest_of_only_unreadable_files_names_the_count_and_first_error(tmp_pat
         ingest(src, str(tmp_path / "s.zarr"), samples_per_shard=PER_SHARD, raw_size=RAW_SIZE, registry=registry,
                progress=False)
     msg = str(err.value)
-    assert "none of the 2 image files" in msg and str(src) in msg
+    assert "none of the 2 images" in msg and str(src) in msg
     assert "first error:" in msg and "Error" in msg.split("first error:")[1]  # the decoder's exception type
 
 

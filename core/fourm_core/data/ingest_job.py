@@ -267,7 +267,7 @@ def _ingest_compact(writer: _Writer, source: Source, keys: list[str], preparer: 
         for sample, (img, raws, err) in results:
             bar.update(1)
             if img is None:
-                log.warning("ingest: skipping image of %s (%s)", sample.where, err)
+                log.warning("ingest: skipping %s (%s)", sample.where, err)
                 skipped.append((sample.key, err or "unreadable"))
                 continue
             buf.append(img)
