@@ -8,7 +8,7 @@ import click
 @click.command("quickstart")
 @click.option("--out", default="quickstart-out", show_default=True, type=click.Path(file_okay=False),
               help="directory for the store, tokenizers, model, PNG grids and summary.json")
-@click.option("--minutes", default=8.0, show_default=True, type=float,
+@click.option("--minutes", default=9.0, show_default=True, type=float,
               help="wall-time budget of the whole run (tokenizer and 4M training are time-boxed to fit)")
 @click.option("--seed", default=0, show_default=True, type=int, help="seed of crops, training and sampling")
 @click.option("--samples", default=384, type=int, hidden=True, help="training crops (tests use fewer)")
@@ -19,9 +19,13 @@ import click
               help="exact steps of every tokenizer (overrides --steps for them)")
 @click.option("--train-steps", default=None, type=int, hidden=True,
               help="exact steps of the 4M (overrides --steps for it)")
+@click.option("--rgb-targets", default="canny_edge,color_palette", hidden=True,
+              help="comma-separated modalities the 4M learns from rgb (canny_edge, color_palette, metadata)")
+@click.option("--show-all", is_flag=True, hidden=True,
+              help="show and count the rgb -> X tasks too (by default auxiliary: trained, scored, not shown)")
 @click.option("--no-model-labelers", is_flag=True, help="skip model-based labelers even if their weights are cached")
-def quickstart_cmd(out, minutes, seed, samples, eval_crops, steps, tokenizer_steps, train_steps,
-                   no_model_labelers):
+def quickstart_cmd(out, minutes, seed, samples, eval_crops, steps, tokenizer_steps, train_steps, rgb_targets,
+                   show_all, no_model_labelers):
     """Build a store from sample photos, label, train tokenizers and a small 4M, generate any-to-any.
 
     Runs offline on a CPU in about MINUTES minutes; writes OUT/*.png and OUT/summary.json.
@@ -37,7 +41,10 @@ def quickstart_cmd(out, minutes, seed, samples, eval_crops, steps, tokenizer_ste
     try:
         cfg = QuickstartConfig(out=out, minutes=minutes, seed=seed, samples=samples, eval_crops=eval_crops,
                                steps=steps, tokenizer_steps=tokenizer_steps, train_steps=train_steps,
-                               use_model_labelers=not no_model_labelers)
+                               use_model_labelers=not no_model_labelers,
+                               rgb_targets=tuple(n.strip() for n in rgb_targets.split(",") if n.strip()),
+                               left_out=tuple(n for n in ("metadata",) if n not in rgb_targets),
+                               **({"auxiliary": ()} if show_all else {}))
         run_quickstart(cfg, echo=click.echo)
     except FourmError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -19,7 +19,7 @@ import numpy as np
 from fourm_registry import ModalitySet
 
 from . import scores
-from .config import OPTIONAL, QuickstartConfig, labeler_kwargs
+from .config import AUXILIARY_REASONS, OPTIONAL, QuickstartConfig, labeler_kwargs
 from .render import Column, stack, task_grid
 
 EDGES = "canny_edge"
@@ -52,30 +52,16 @@ def generate_and_evaluate(model_dir: str, data: dict[str, Any], url: str, names:
     pngs: list[str] = []
     res: dict[str, Any] = {"eval_crops": len(rgb), "held_out_photos": data["held_out_photos"]}
 
-    # rgb → canny_edge, color_palette, metadata (greedy: the model's best guess)
-    targets = [TargetConfig(modality=EDGES, steps=IMAGE_STEPS, temperature=0.0)]
-    targets += [TargetConfig(modality=n, temperature=0.0) for n in OPTIONAL if n in names]
-    t = time.perf_counter()
-    pred = _generate(pipe, {"rgb": rgb}, targets, cfg.seed)
-    res["rgb_to_x_seconds"] = round(time.perf_counter() - t, 2)
-    edge_oracle = _through_tokenizer(pipe, EDGES, truth[EDGES])
-    tasks["rgb -> canny_edge"] = scores.edge_task(pred.raw[EDGES], truth[EDGES], edge_oracle)
-    pngs.append(_draw("rgb -> canny_edge", "rgb_to_edges.png", tasks, out, [
-        Column("input: held-out photo", "rgb", rgb[:show]),
-        Column("4M prediction", EDGES, pred.raw[EDGES][:show]),
-        Column("truth (Canny edges)", EDGES, truth[EDGES][:show]),
-        Column("tokenizer oracle", EDGES, edge_oracle[:show])], mods, panels))
-    for name, task, fn, png in (("color_palette", "rgb -> color_palette", scores.palette_task, "rgb_to_palette.png"),
-                                ("metadata", "rgb -> metadata", scores.metadata_task, "rgb_to_metadata.png")):
-        if name not in pred.raw:
-            continue
-        oracle = _through_serializer(mods, name, truth[name])
-        tasks[task] = fn(pred.raw[name], truth[name], store.read_raw(name, train), oracle)
-        text = statistics_text if name == "metadata" else None
-        pngs.append(_draw(task, png, tasks, out, [
-            Column("input: held-out photo", "rgb", rgb[:show]),
-            Column("4M prediction", name, pred.raw[name][:show], text),
-            Column("truth (labeler)", name, truth[name][:show], text)], mods, panels))
+    # rgb → the configured targets (canny_edge, color_palette, metadata; greedy: the model's best guess)
+    wanted = [n for n in (EDGES, *OPTIONAL) if n in names and n in cfg.rgb_targets]
+    if wanted:
+        targets = [TargetConfig(modality=n, temperature=0.0, **({"steps": IMAGE_STEPS} if n == EDGES else {}))
+                   for n in wanted]
+        t = time.perf_counter()
+        pred = _generate(pipe, {"rgb": rgb}, targets, cfg.seed)
+        res["rgb_to_x_seconds"] = round(time.perf_counter() - t, 2)
+        _rgb_to_x_tasks(pred, truth, rgb, show, store, train, mods, pipe, out, tasks, pngs, panels,
+                        hidden=set(cfg.auxiliary))
 
     # canny_edge + color_palette → rgb
     cond: dict[str, Any] = {EDGES: truth[EDGES]}
@@ -94,11 +80,42 @@ def generate_and_evaluate(model_dir: str, data: dict[str, Any], url: str, names:
         Column("4M prediction", "tok_rgb", gen[:show]),
         Column("truth (held-out photo)", "rgb", rgb[:show]),
         Column("tokenizer oracle", "tok_rgb", recon[:show])], mods, panels))
+    res["auxiliary"] = {t: {**tasks.pop(t), "reason": AUXILIARY_REASONS.get(t, "trained, not shown")}
+                        for t in list(tasks) if t in cfg.auxiliary}
     res["tasks"] = tasks
     res["all_beat_baseline"] = all(t["beats_baseline"] for t in tasks.values())
     res["pngs"] = pngs
     res["overview_png"] = _overview(panels, mods, out)
     return res
+
+
+
+def _rgb_to_x_tasks(pred: Any, truth: dict[str, list[Any]], rgb: list[np.ndarray], show: int, store: Any,
+                    train: range, mods: ModalitySet, pipe: Any, out: Path, tasks: dict[str, dict[str, Any]],
+                    pngs: list[str], panels: list[tuple[str, list[Column], str]], hidden: set[str]) -> None:
+    """Score the rgb → X tasks of one generation ``pred``; draw those not ``hidden``."""
+    if EDGES in pred.raw:
+        edge_oracle = _through_tokenizer(pipe, EDGES, truth[EDGES])
+        tasks["rgb -> canny_edge"] = scores.edge_task(pred.raw[EDGES], truth[EDGES], edge_oracle)
+        if "rgb -> canny_edge" not in hidden:
+            pngs.append(_draw("rgb -> canny_edge", "rgb_to_edges.png", tasks, out, [
+                Column("input: held-out photo", "rgb", rgb[:show]),
+                Column("4M prediction", EDGES, pred.raw[EDGES][:show]),
+                Column("truth (Canny edges)", EDGES, truth[EDGES][:show]),
+                Column("tokenizer oracle", EDGES, edge_oracle[:show])], mods, panels))
+    for name, task, fn, png in (("color_palette", "rgb -> color_palette", scores.palette_task, "rgb_to_palette.png"),
+                                ("metadata", "rgb -> metadata", scores.metadata_task, "rgb_to_metadata.png")):
+        if name not in pred.raw:
+            continue
+        oracle = _through_serializer(mods, name, truth[name])
+        tasks[task] = fn(pred.raw[name], truth[name], store.read_raw(name, train), oracle)
+        text = statistics_text if name == "metadata" else None
+        if task in hidden:
+            continue
+        pngs.append(_draw(task, png, tasks, out, [
+            Column("input: held-out photo", "rgb", rgb[:show]),
+            Column("4M prediction", name, pred.raw[name][:show], text),
+            Column("truth (labeler)", name, truth[name][:show], text)], mods, panels))
 
 
 def _draw(task: str, file: str, tasks: dict[str, dict[str, Any]], out: Path, cols: list[Column],

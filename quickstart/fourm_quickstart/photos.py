@@ -99,6 +99,24 @@ def centre_and_random_crops(photo: np.ndarray, n: int, size: int, rng: np.random
     return first + (random_crops(photo, n - 1, size, rng, scale=(0.3, 0.8)) if n > 1 else [])
 
 
-def permute_channels(crops: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
-    """Each RGB crop with its channels in a random order (one of the 6 permutations, identity included)."""
-    return [np.ascontiguousarray(c[..., rng.permutation(3)]) for c in crops]
+#: RGB → YIQ (NTSC): Y is the luma, (I, Q) the chroma plane that :func:`recolor` rotates and scales
+_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_YIQ_INV = np.linalg.inv(_YIQ)
+
+
+def recolor(crops: list[np.ndarray], rng: np.random.Generator, *, saturation: tuple[float, float] = (0.5, 1.6),
+            tint: float = 40.0) -> list[np.ndarray]:
+    """Each RGB crop in a random colour scheme: its channels permuted, its chroma rotated by a random hue angle
+    and scaled by a random saturation gain, plus a random tint (a constant chroma offset, which colours grey
+    photos too). The chroma operations keep the luma (up to clipping to 0..255); the permutation changes it a
+    little (its weights differ per channel). A dozen photos then show colours all over the gamut, so that a
+    model must read colours off the pixels rather than recognise which photo a crop comes from."""
+    out = []
+    for c in crops:
+        img = c[..., rng.permutation(3)].astype(np.float64)
+        yiq = img @ _YIQ.T
+        a, g = rng.uniform(0.0, 2 * np.pi), rng.uniform(*saturation)
+        rot = g * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+        yiq[..., 1:] = yiq[..., 1:] @ rot.T + rng.uniform(-tint, tint, size=2)
+        out.append(np.clip(np.rint(yiq @ _YIQ_INV.T), 0, 255).astype(np.uint8))
+    return out

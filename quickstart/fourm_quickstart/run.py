@@ -14,7 +14,7 @@ import numpy as np
 
 from fourm_registry import ModalitySet
 
-from .config import REQUIRED, QuickstartConfig, QuickstartError, labeler_kwargs
+from .config import LEFT_OUT_REASONS, REQUIRED, QuickstartConfig, QuickstartError, labeler_kwargs
 from .plan import plan_labelers
 from .stages import Clock, build_data, train_fourm_timeboxed, train_tokenizers_timeboxed
 
@@ -100,9 +100,14 @@ class _Run:
         """What the 4M learns: rgb (+ its tokens) and every labeled modality with a decoder, as ``(image-like
         modalities with a tokenizer, sequences)``; the others are recorded as skipped."""
         mods = self.installed
-        image_like = ["tok_rgb"] + [n for n in runnable if mods[n].kind in ("image", "vector") and mods[n].tokenizer]
-        sequences = [n for n in runnable if mods[n].kind == "sequence"]
-        for n in runnable:
+        left_out = [n for n in runnable if n in self.cfg.left_out]
+        for n in left_out:
+            self.summary["skipped"].append({"stage": "train", "modality": n, "reason": LEFT_OUT_REASONS.get(
+                n, "left out by the quickstart's configuration (left_out)")})
+        learnable = [n for n in runnable if n not in left_out]
+        image_like = ["tok_rgb"] + [n for n in learnable if mods[n].kind in ("image", "vector") and mods[n].tokenizer]
+        sequences = [n for n in learnable if mods[n].kind == "sequence"]
+        for n in learnable:
             if n not in image_like and n not in sequences:
                 self.summary["skipped"].append({"stage": "train", "modality": n,
                                                 "reason": f"kind {mods[n].kind} (labeled only)"})
@@ -159,11 +164,14 @@ class _Run:
             gen = generate_and_evaluate(model_dir, data, data["url"], names, self.out, self.cfg)
         self.summary["generation"] = {k: v for k, v in gen.items() if k != "tasks"}
         self.summary["tasks"] = gen["tasks"]
+        self.summary["auxiliary"] = gen["auxiliary"]
         self.summary["all_tasks_beat_baseline"] = gen["all_beat_baseline"]
         self.summary["ran"].append({"stage": "generate", "tasks": list(gen["tasks"])})
         self.say(f"[5/5] generate on {gen['eval_crops']} held-out crops ({self.clock.stages['generate']:.0f} s):")
         for task, rec in gen["tasks"].items():
             self.say("      " + task_line(task, rec))
+        for task, rec in gen["auxiliary"].items():
+            self.say(f"      auxiliary, not shown: {task_line(task, rec)}; {rec['reason']}")
 
 
 def task_line(task: str, rec: dict[str, Any]) -> str:

@@ -18,7 +18,7 @@ import numpy as np
 from fourm_registry import ModalitySet, ModalitySpec
 
 from .config import HELD_OUT, QuickstartConfig
-from .photos import centre_and_random_crops, load_photos, permute_channels, random_crops
+from .photos import centre_and_random_crops, load_photos, random_crops, recolor
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def build_data(cfg: QuickstartConfig, data_dir: Path, rng: np.random.Generator) 
     with progress_bar(cfg.samples, "crops", unit="crop") as bar:
         for name, n in zip(train_names, per):
             crops = random_crops(photos[name], n, cfg.raw_size, rng)
-            for i, crop in enumerate(permute_channels(crops, rng) if cfg.recolor else crops):
+            for i, crop in enumerate(recolor(crops, rng) if cfg.recolor else crops):
                 Image.fromarray(crop).save(folder / f"{name}_{i:03d}.png", compress_level=1)
                 bar.update(1)
     url = str(data_dir / "train.zarr")
@@ -173,40 +173,52 @@ _TINY_ALPHA = 1e-3
 #: rgb → X evaluation shows all of them (an edge token is mostly read off its own patch)
 INPUT_TOKENS, TARGET_TOKENS = (128, 196), (64, 128)
 #: weights of the masking mixture's components (:func:`quickstart_masking`): the tasks the run evaluates
-MIXTURE_WEIGHTS = {"all2all": 0.1, "rgb2all": 0.6, "edges+palette2rgb": 0.3}
+MIXTURE_WEIGHTS = {"all2all": 0.0, "rgb2all": 0.5, "edges+palette2rgb": 0.5}
 
 
 def quickstart_masking(names: Sequence[str], sequences: Sequence[str], *, input_tokens: tuple[int, int],
-                       target_tokens: tuple[int, int]) -> dict[str, Any]:
+                       target_tokens: tuple[int, int], rgb_targets: Sequence[str] | None = None) -> dict[str, Any]:
     """The quickstart's masking mixture (a :class:`fourm_core.masking.MaskingConfig` mapping).
 
-    * ``all2all`` (weight 0.1): every modality is input and target (alphas 0.5), as in the reference;
-    * ``rgb2all`` (weight 0.6): the photo's pixels are the input, every other modality a target, and each
-      sequence is **entirely** masked: its encoder input is the single sentinel ``[S_1]`` and its target
-      ``[S_1] tokens... [EOS] [S_2]``, exactly what the autoregressive sampler conditions on at inference
-      (rgb → palette, metadata). Without such samples a small model only sees short spans of a sequence
-      as targets and learns to close a span after 1–3 tokens;
-    * ``edges+palette2rgb`` (weight 0.3): ``canny_edge`` and ``color_palette`` (kept whole) are the
-      input, ``tok_rgb`` the target (the edges + palette → rgb demo).
+    * ``all2all`` (weight :data:`MIXTURE_WEIGHTS`, 0 by default: left out): every modality is input and
+      target (alphas 0.5), as in the reference;
+    * ``rgb2all`` (when something is predicted from rgb: ``rgb_targets``, every modality when None): the
+      photo's pixels are the input, the rgb targets the targets, and each target sequence is **entirely**
+      masked: its encoder input is the single sentinel ``[S_1]`` and its target ``[S_1] tokens... [EOS]
+      [S_2]``, exactly what the autoregressive sampler conditions on at inference (rgb → palette). Without
+      such samples a small model only sees short spans of a sequence as targets and learns to close a span
+      after 1–3 tokens;
+    * ``edges+palette2rgb``: ``canny_edge`` and ``color_palette`` (kept whole) are the input, ``tok_rgb``
+      the target (the edges + palette → rgb task).
 
-    Every sequence gets ``min_tokens: 1``: the masker gives a sequence with a zero input budget no encoder
-    token at all while the sampler always shows ``[S_1]`` (see ``tests/quickstart/test_masking_layout.py``);
-    with one token of input budget a fully masked sequence is laid out as the sampler expects.
+    Weights are normalised to sum to 1. Every sequence gets ``min_tokens: 1``: the masker gives a sequence
+    with a zero input budget no encoder token at all while the sampler always shows ``[S_1]`` (see
+    ``tests/quickstart/test_masking_layout.py``); with one token of input budget a fully masked sequence is
+    laid out as the sampler expects.
     """
     seq = [n for n in sequences if n in names]
-    comps: list[dict[str, Any]] = [
-        {"name": "all2all", "weight": MIXTURE_WEIGHTS["all2all"], "input_alphas": {"*": 0.5},
-         "target_alphas": {"*": 0.5}},
-        {"name": "rgb2all", "weight": MIXTURE_WEIGHTS["rgb2all"],
-         "input_alphas": {"*": 0.0, "rgb": 1.0, **{n: _TINY_ALPHA for n in seq}},
-         "target_alphas": {"*": 0.5, "rgb": 0.0, **{n: 1.0 for n in seq}}},
-    ]
+    image_targets = [n for n in names if n not in seq and n not in ("rgb", "tok_rgb")]
+    out_seq = list(seq)
+    if rgb_targets is not None:
+        image_targets = [n for n in image_targets if n in rgb_targets]
+        out_seq = [n for n in seq if n in rgb_targets]
+    comps: list[dict[str, Any]] = []
+    if MIXTURE_WEIGHTS["all2all"] > 0:
+        comps.append({"name": "all2all", "weight": MIXTURE_WEIGHTS["all2all"], "input_alphas": {"*": 0.5},
+                      "target_alphas": {"*": 0.5}})
+    if image_targets or out_seq:
+        comps.append({"name": "rgb2all", "weight": MIXTURE_WEIGHTS["rgb2all"],
+                      "input_alphas": {"*": 0.0, "rgb": 1.0, **{n: _TINY_ALPHA for n in out_seq}},
+                      "target_alphas": {"*": 0.0, **{n: 0.5 for n in image_targets}, **{n: 1.0 for n in out_seq}}})
     if "canny_edge" in names and "tok_rgb" in names:
         cond = ["canny_edge"] + (["color_palette"] if "color_palette" in names else [])
         comps.append({"name": "edges+palette2rgb", "weight": MIXTURE_WEIGHTS["edges+palette2rgb"],
                       "input_alphas": {"*": 0.0, **{n: 1.0 for n in cond}},
                       "target_alphas": {"*": 0.0, "tok_rgb": 1.0},
                       "keep": {n: "all" for n in cond if n in seq}})
+    total = sum(c["weight"] for c in comps)
+    for c in comps:
+        c["weight"] = round(c["weight"] / total, 6)
     return {"input_tokens": list(input_tokens), "target_tokens": list(target_tokens), "mixture": comps,
             "modalities": {n: {"min_tokens": 1} for n in seq}}
 
@@ -221,20 +233,32 @@ def train_fourm_timeboxed(url: str, tok_dir: Path, run_dir: Path, names: Sequenc
     base = {
         "out_dir": str(run_dir), "datasets": [{"path": url}], "modalities": list(names), "tokenizers": str(tok_dir),
         "model": {"preset": "debug", **dict(cfg.model)}, "vocab_sizes": vocab,
-        "masking": quickstart_masking(names, sequences, input_tokens=INPUT_TOKENS, target_tokens=TARGET_TOKENS),
+        "masking": quickstart_masking(names, sequences, input_tokens=INPUT_TOKENS, target_tokens=TARGET_TOKENS,
+                                      rgb_targets=cfg.rgb_targets),
         "batch_size": cfg.batch_size, "optimizer": {"lr": 2e-3, "min_lr": 1e-4, "weight_decay": 0.05},
         "schedule": {"warmup_tokens": 20 * cfg.batch_size * tokens_per_step}, "clip_grad": 1.0,
         "log_every": 5, "seed": cfg.seed, "cpu": True, "mixed_precision": "no",
+        # one loader process reads and crops the next batch while the step computes (a third of a step here)
+        "num_workers": 1,
     }
     if run_dir.exists():
         shutil.rmtree(run_dir)
     t0 = time.perf_counter()
     calib = 10
-    first = train(TrainConfig.from_dict({**base, "max_steps": 10**6}), stop_after=calib)
-    rate = float(first["steps_per_s"])
-    left = seconds - (time.perf_counter() - t0)
+    open_ended = TrainConfig.from_dict({**base, "max_steps": 10**6})
+    train(open_ended, stop_after=calib)
     fixed = cfg.train_steps if cfg.train_steps is not None else cfg.steps
-    steps = fixed if fixed is not None else _steps_for(left * 0.97, rate, calib, cfg.min_train_steps)
+    if fixed is not None:
+        steps = fixed
+    else:
+        # the first steps are slow (loader start, allocator warm-up): the speed is measured on a second chunk,
+        # and the time one call spends outside its steps (build, checkpoint) is kept for the last call
+        t1 = time.perf_counter()
+        second = train(open_ended, resume=True, stop_after=calib)
+        rate = float(second["steps_per_s"])
+        overhead = max(0.0, (time.perf_counter() - t1) - calib / max(rate, 1e-9))
+        left = seconds - (time.perf_counter() - t0) - overhead
+        steps = _steps_for(left * 0.97, rate, 2 * calib, cfg.min_train_steps)
     summary = train(TrainConfig.from_dict({**base, "max_steps": steps}), resume=True)
     records = _read_jsonl(run_dir / "metrics.jsonl")
     per_mod = {k.split("/", 1)[1]: _first_last(records, k) for k in sorted({k for r in records for k in r})

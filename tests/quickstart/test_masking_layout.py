@@ -104,7 +104,7 @@ def test_quickstart_masking_lays_out_fully_masked_sequences_as_the_sampler_reads
         else:
             # a target always comes with an encoder input (the sampler never predicts from an empty one)
             assert len(vis) > 0 or not _target(out, b), f"row {b}: {name} is a target with no encoder input"
-    # the rgb2all component (weight 0.6) makes the fully masked case frequent, mostly with the whole target
+    # the rgb2all component (weight 0.5) makes the fully masked case frequent, mostly with the whole target
     assert full / bsz > 0.3, full
     assert complete / full > 0.5, (complete, full)
 
@@ -130,10 +130,28 @@ def test_quickstart_masking_is_a_valid_config_for_any_modality_set(mods):
     from fourm_quickstart.stages import quickstart_masking
 
     d = quickstart_masking(("rgb", "tok_rgb", "canny_edge"), (), input_tokens=(32, 64), target_tokens=(32, 64))
-    assert [c["name"] for c in d["mixture"]] == ["all2all", "rgb2all", "edges+palette2rgb"]
+    assert [c["name"] for c in d["mixture"]] == ["rgb2all", "edges+palette2rgb"]
     assert d["modalities"] == {}
     Masker(get_modalities().subset(["rgb", "tok_rgb", "canny_edge"]), MaskingConfig.from_dict(d))
     d = quickstart_masking(NAMES, SEQ, input_tokens=(64, 128), target_tokens=(64, 128))
     assert d["modalities"] == {n: {"min_tokens": 1} for n in SEQ}
-    assert d["mixture"][2]["keep"] == {"color_palette": "all"}
+    assert d["mixture"][1]["keep"] == {"color_palette": "all"}
     np.testing.assert_allclose(sum(c["weight"] for c in d["mixture"]), 1.0)
+    # a sequence that is not an rgb target is only an input (of edges + palette -> rgb): rgb2all neither shows
+    # nor predicts it
+    d = quickstart_masking(NAMES, SEQ, input_tokens=(64, 128), target_tokens=(64, 128), rgb_targets=("canny_edge",))
+    rgb2all = d["mixture"][0]
+    assert rgb2all["name"] == "rgb2all" and rgb2all["target_alphas"]["canny_edge"] == 0.5
+    for n in SEQ:
+        assert rgb2all["target_alphas"].get(n, 0.0) == 0.0 and rgb2all["input_alphas"].get(n, 0.0) == 0.0
+    assert d["mixture"][1]["input_alphas"]["color_palette"] == 1.0
+    cfg = MaskingConfig.from_dict(d)
+    batch = _batch(mods, 64)
+    out = Masker(mods, cfg)(batch, generator=torch.Generator().manual_seed(2))
+    for b in range(64):
+        if _target(out["canny_edge"], b):  # an rgb2all row: no palette anywhere
+            assert not _visible(out["color_palette"], b) and not _target(out["color_palette"], b)
+    # nothing predicted from rgb (the quickstart's default): edges + palette -> rgb alone, weight 1
+    d = quickstart_masking(NAMES, SEQ, input_tokens=(64, 128), target_tokens=(64, 128), rgb_targets=())
+    assert [(c["name"], c["weight"]) for c in d["mixture"]] == [("edges+palette2rgb", 1.0)]
+    Masker(mods, MaskingConfig.from_dict(d))

@@ -30,7 +30,7 @@ def test_register_commands_adds_quickstart_with_its_options():
         assert opt in res.output
     params = {p.name for p in group.commands["quickstart"].params}
     assert params == {"out", "minutes", "seed", "samples", "eval_crops", "steps", "tokenizer_steps",
-                      "train_steps", "no_model_labelers"}
+                      "train_steps", "rgb_targets", "show_all", "no_model_labelers"}
 
 
 def test_python_m_runs_the_same_command():
