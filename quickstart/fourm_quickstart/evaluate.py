@@ -1,8 +1,9 @@
 """Stage 5: any-to-any generation on the held-out crops, each task's figures (:mod:`.scores`), the PNG grids.
 
-Two calls of :class:`fourm_core.pipeline.AnyToAny`: rgb → canny_edge, color_palette, metadata (those trained)
-and canny_edge + color_palette → rgb. Every task is scored against the labelers' ground truth on the held-out
-crops, next to a trivial baseline and the tokenizer oracle (the truth through its tokenizer).
+Two calls of :class:`fourm_core.pipeline.AnyToAny`: rgb → the ``rgb_targets`` (canny_edge, color_palette,
+metadata: those trained) and canny_edge + color_palette → rgb. Every task is scored against the labelers'
+ground truth on the held-out crops, next to a trivial baseline and the tokenizer oracle (the truth through its
+tokenizer); the ``auxiliary`` ones are scored but not drawn, and reported apart.
 """
 
 from __future__ import annotations
@@ -87,7 +88,6 @@ def generate_and_evaluate(model_dir: str, data: dict[str, Any], url: str, names:
     res["pngs"] = pngs
     res["overview_png"] = _overview(panels, mods, out)
     return res
-
 
 
 def _rgb_to_x_tasks(pred: Any, truth: dict[str, list[Any]], rgb: list[np.ndarray], show: int, store: Any,

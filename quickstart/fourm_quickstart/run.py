@@ -162,7 +162,7 @@ class _Run:
 
         with self.clock.stage("generate"):
             gen = generate_and_evaluate(model_dir, data, data["url"], names, self.out, self.cfg)
-        self.summary["generation"] = {k: v for k, v in gen.items() if k != "tasks"}
+        self.summary["generation"] = {k: v for k, v in gen.items() if k not in ("tasks", "auxiliary")}
         self.summary["tasks"] = gen["tasks"]
         self.summary["auxiliary"] = gen["auxiliary"]
         self.summary["all_tasks_beat_baseline"] = gen["all_beat_baseline"]
