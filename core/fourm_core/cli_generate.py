@@ -156,23 +156,23 @@ def _pipeline_warnings_muted() -> Iterator[None]:
 def _save_picture(spec: Any, stem: str, raw: Any, path: Path) -> None:
     """One PNG per output: the plugin's visualizer, or the output's text drawn on a tile when it cannot
     draw it (a sequence that did not parse, a failing visualizer); a warning says which and why."""
-    from .pipeline import _text_tile, _tile_of
+    from .pipeline import draw_raw, text_tile
 
     unparseable = isinstance(raw, str) and raw.startswith("unparseable:")
     img = None
     if unparseable:
         click.echo(f"warning: {stem!r}: the generated sequence could not be parsed ({raw[len('unparseable:'):].strip()});"
                    f" its text, token ids and a picture of the text are saved", err=True)
-        img = _text_tile(raw, 256)
+        img = text_tile(raw, 256)
     elif spec.visualizer is not None:
         try:
             img = spec.visualizer.load()(raw)
         except Exception as exc:  # noqa: BLE001 - the raw output is saved; say why the picture is its text
             click.echo(f"warning: visualizer of {stem!r} failed ({type(exc).__name__}: {exc}); its PNG shows the "
                        f"raw output as text", err=True)
-            img = _text_tile(str(raw), 256)
+            img = text_tile(str(raw), 256)
     if img is None:
-        img = _tile_of(spec, raw, 256)
+        img = draw_raw(spec, raw, 256)
     img.convert("RGB").save(path)
 
 

@@ -434,8 +434,9 @@ def _model_modalities(model: Any) -> ModalitySet:
     raise GenerationError(f"{type(model).__name__} does not expose its ModalitySet as `.modalities`")
 
 
-def _tile_of(spec: ModalitySpec | None, raw: Any, tile: int) -> Any:
-    """Draw one raw value: the plugin's visualizer, else an image array as is, else its text."""
+def draw_raw(spec: ModalitySpec | None, raw: Any, tile: int) -> Any:
+    """Draw one raw value, at most ``tile`` a side: the plugin's visualizer, else an image array as is, else its
+    text (a failing visualizer is logged and falls back)."""
     from PIL import Image
 
     img = None
@@ -458,13 +459,14 @@ def _tile_of(spec: ModalitySpec | None, raw: Any, tile: int) -> Any:
         except GenerationError:
             img = None
     if img is None:
-        img = _text_tile(str(raw if not isinstance(raw, np.ndarray) else f"array {raw.shape}"), tile)
+        img = text_tile(str(raw if not isinstance(raw, np.ndarray) else f"array {raw.shape}"), tile)
     img = img.convert("RGB")
     scale = tile / max(img.size)
     return img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BILINEAR)
 
 
-def _text_tile(text: str, tile: int) -> Any:
+def text_tile(text: str, tile: int) -> Any:
+    """``text`` wrapped onto a white ``tile`` × ``tile`` square."""
     import textwrap
 
     from PIL import Image, ImageDraw
@@ -490,6 +492,6 @@ def render_grid(columns: Sequence[tuple[str, list[Any]]], modalities: ModalitySe
         spec = modalities[name] if name in modalities else None
         draw.text((c * tile + 4, 2), name, fill="black")
         for r, raw in enumerate(values):
-            img = _tile_of(spec, raw, tile)
+            img = draw_raw(spec, raw, tile)
             grid.paste(img, (c * tile + (tile - img.width) // 2, header + r * tile + (tile - img.height) // 2))
     return grid

@@ -227,11 +227,11 @@ class DemoApp:
 def picture(spec: Any, raw: Any, tile: int) -> Any:
     """One RGB PIL image of a raw value, at most ``tile`` a side: the plugin's visualizer (the pipeline's
     fallbacks when it has none or it fails), or the text of a sequence that did not parse."""
-    from fourm_core.pipeline import _text_tile, _tile_of
+    from fourm_core.pipeline import draw_raw, text_tile
 
     if isinstance(raw, str) and raw.startswith(UNPARSEABLE):
-        return _text_tile(raw, tile)
-    return _tile_of(spec, raw, tile)
+        return text_tile(raw, tile)
+    return draw_raw(spec, raw, tile)
 
 
 def read_upload(data: bytes, filename: str, spec: Any, *, rgb: bool) -> Any:

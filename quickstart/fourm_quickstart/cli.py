@@ -43,7 +43,6 @@ def quickstart_cmd(out, minutes, seed, samples, eval_crops, steps, tokenizer_ste
         cfg = QuickstartConfig(out=out, minutes=minutes, seed=seed, samples=samples, eval_crops=eval_crops,
                                steps=steps, tokenizer_steps=tokenizer_steps, train_steps=train_steps,
                                use_model_labelers=not no_model_labelers, rgb_targets=targets,
-                               left_out=tuple(n for n in ("metadata",) if n not in targets),
                                **({"auxiliary": ()} if show_all else {}))
         run_quickstart(cfg, echo=click.echo)
     except FourmError as exc:

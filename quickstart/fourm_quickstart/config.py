@@ -15,7 +15,8 @@ OPTIONAL = ("color_palette", "metadata")
 HELD_OUT = ("coffee", "china", "grace_hopper")
 
 
-#: why the quickstart leaves a modality out of its 4M by default (``QuickstartConfig.left_out``)
+#: why the quickstart leaves a labeled modality out of its 4M (one no task uses: not an input of edges + palette
+#: → rgb, not among ``QuickstartConfig.rgb_targets``)
 LEFT_OUT_REASONS = {
     "metadata": "its seven statistics, 50 bins each, in a content-seeded key order, are not learnt in the budget: a "
                 "4M trained for minutes predicts one bin for every key, worse than the training medians",
@@ -81,10 +82,9 @@ class QuickstartConfig:
     #: gamut, so that the 4M has to read colours off the pixels (and the palette) rather than recognise which
     #: training photo a crop comes from
     recolor: bool = True
-    #: labeled modalities the 4M does not learn (see :data:`LEFT_OUT_REASONS`): they are labeled, recorded as
-    #: skipped in ``summary.json``, and neither trained nor scored
-    left_out: tuple[str, ...] = ("metadata",)
-    #: what the rgb → X tasks predict (any of canny_edge, color_palette, metadata)
+    #: what the rgb → X tasks predict (any of canny_edge, color_palette, metadata); a labeled modality neither
+    #: listed here nor an input of edges + palette → rgb is not learnt (recorded as skipped, with
+    #: :data:`LEFT_OUT_REASONS`)
     rgb_targets: tuple[str, ...] = ("canny_edge", "color_palette")
     #: tasks trained and scored but not shown (no grid; their figures go to ``summary.json["auxiliary"]``
     #: with the reason, :data:`AUXILIARY_REASONS`, and do not count towards ``all_tasks_beat_baseline``)

@@ -58,29 +58,19 @@ def _text_block(text: str, width: int, size: int, *, bold: bool = False, fill: A
 
 
 def cell(spec: Any, raw: Any, tile: int) -> Any:
-    """One raw value drawn by its modality's visualizer (its text when it has none or it fails: an
-    unparseable sequence), fitted into a ``tile`` × ``tile`` white square."""
+    """One raw value drawn by :func:`fourm_core.pipeline.draw_raw` (the modality's visualizer, else the image,
+    else its text; an unparseable sequence, a string, as red text), centred in a ``tile`` × ``tile`` white
+    square."""
     from PIL import Image
 
-    img = None
+    from fourm_core.pipeline import draw_raw
+
     if isinstance(raw, str):
         img = _text_block(raw, tile, TEXT_SIZE - 2, fill=(170, 0, 0))
-    elif spec is not None and spec.visualizer is not None:
-        try:
-            img = spec.visualizer.load()(raw)
-        except Exception:  # noqa: BLE001 - draw the value's text instead
-            img = None
-    if img is None:
-        import numpy as np
-
-        a = np.asarray(raw) if not isinstance(raw, (dict, list, str)) else None
-        if a is not None and a.dtype == np.uint8 and a.ndim == 3 and a.shape[2] in (1, 3):
-            img = Image.fromarray(a[..., 0] if a.shape[2] == 1 else a)
-        else:
-            img = _text_block(str(raw), tile, TEXT_SIZE - 2)
-    img = img.convert("RGB")
-    scale = tile / max(img.size)
-    img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BILINEAR)
+        scale = tile / max(img.size)
+        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BILINEAR)
+    else:
+        img = draw_raw(spec, raw, tile)
     out = Image.new("RGB", (tile, tile), (255, 255, 255))
     out.paste(img, ((tile - img.width) // 2, (tile - img.height) // 2))
     return out

@@ -100,10 +100,11 @@ class _Run:
         """What the 4M learns: rgb (+ its tokens) and every labeled modality with a decoder, as ``(image-like
         modalities with a tokenizer, sequences)``; the others are recorded as skipped."""
         mods = self.installed
-        left_out = [n for n in runnable if n in self.cfg.left_out]
+        used = {"canny_edge", "color_palette", *self.cfg.rgb_targets}  # the inputs of edges + palette → rgb
+        left_out = [n for n in runnable if n not in used]
         for n in left_out:
             self.summary["skipped"].append({"stage": "train", "modality": n, "reason": LEFT_OUT_REASONS.get(
-                n, "left out by the quickstart's configuration (left_out)")})
+                n, "no quickstart task uses it (the rgb -> X targets are canny_edge, color_palette, metadata)")})
         learnable = [n for n in runnable if n not in left_out]
         image_like = ["tok_rgb"] + [n for n in learnable if mods[n].kind in ("image", "vector") and mods[n].tokenizer]
         sequences = [n for n in learnable if mods[n].kind == "sequence"]

@@ -58,7 +58,7 @@ def test_page_and_info(demo_server):
 
 
 def test_a_photo_generates_the_pipelines_outputs(demo_server, demo_app, photo_png):
-    from fourm_core.pipeline import _tile_of
+    from fourm_core.pipeline import draw_raw
 
     request = {"image": "data:image/png;base64," + base64.b64encode(photo_png).decode(), "filename": "astronaut.png",
                "targets": ["depth", "caption", "color_palette"], "steps": 2, "temperature": 0.5, "seed": 3}
@@ -82,7 +82,7 @@ def test_a_photo_generates_the_pipelines_outputs(demo_server, demo_app, photo_pn
     assert depth["value"]["max"] == pytest.approx(float(out["depth"].max()))
     for item in res["outputs"]:
         spec = demo_app.pipe.modalities[item["name"]]
-        expected = np.asarray(_tile_of(spec, out[item["name"]], 256).convert("RGB"))
+        expected = np.asarray(draw_raw(spec, out[item["name"]], 256).convert("RGB"))
         assert np.array_equal(np.asarray(_png(item)), expected), item["name"]
     assert np.asarray(_png(depth)).std() > 0  # a drawing, not a blank tile
 

@@ -79,7 +79,7 @@ def draw_grid(result: Any, pipe: Any, store: Any, target: Any, in_keys: Mapping[
     prediction | truth (| oracle)."""
     from PIL import Image, ImageDraw
 
-    from ..pipeline import _tile_of
+    from ..pipeline import draw_raw
 
     ranks = result.ranks[target.name]
     scores = result.scores[target.name]
@@ -110,7 +110,7 @@ def draw_grid(result: Any, pipe: Any, store: Any, target: Any, in_keys: Mapping[
         if "oracle" in modes:
             tiles.append((target.spec, predicted("oracle")))
         for c, (spec, raw) in enumerate(tiles):
-            img = _tile_of(spec, raw, TILE)
+            img = draw_raw(spec, raw, TILE)
             grid.paste(img, (c * TILE + (TILE - img.width) // 2, y + _HEADER + (TILE - img.height) // 2))
     return grid
 
