@@ -77,6 +77,10 @@ class QuickstartConfig:
     #: colours of the quickstart's palettes (the colour_palette labeler's ``k``): the few dominant colours of a
     #: crop are what a small 4M can read off its pixels in minutes
     palette_colors: int = 3
+    #: channel levels of the quickstart's palettes (the colour_palette labeler's ``levels``; 256: exact): with 6
+    #: (0, 51, ..., 255) a palette channel is one of 6 tokens, which a 4M trained for minutes sees hundreds of
+    #: times each, instead of one of 256
+    palette_levels: int = 6
     #: recolour every training crop (``photos.recolor``: channels permuted, hue rotated, saturation scaled, a
     #: random tint; the labels follow, being computed after): a dozen photos then show colours all over the
     #: gamut, so that the 4M has to read colours off the pixels (and the palette) rather than recognise which
@@ -112,4 +116,5 @@ class QuickstartConfig:
 def labeler_kwargs(cfg: QuickstartConfig, names: list[str] | tuple[str, ...]) -> dict[str, dict[str, Any]]:
     """The quickstart's labeler options (``fourm_core.data.label``'s ``labeler_kwargs``), for the training store
     and the held-out ground truth alike."""
-    return {"color_palette": {"k": cfg.palette_colors}} if "color_palette" in names else {}
+    return ({"color_palette": {"k": cfg.palette_colors, "levels": cfg.palette_levels}} if "color_palette" in names
+            else {})

@@ -96,15 +96,24 @@ class PaletteLabeler:
 
     The image is first downsampled to ``work_size``² (area interpolation) for speed. When the image has
     fewer distinct colours than ``k``, the palette has as many colours as there are.
+
+    ``levels`` (2..256, default 256: exact): each channel of each colour is rounded to the nearest of
+    ``levels`` evenly spaced values from 0 to 255 (6 gives 0, 51, ..., 255: the 216 "web-safe" colours), so that
+    a model sees ``levels`` distinct channel tokens instead of 256; colours that become equal are merged (their
+    pixel shares added) and the order stays dominant first.
     """
 
     def __init__(self, weights: str | None = None, device: str = "cpu", batch_size: int = 64, *, k: int = 5,
-                 work_size: int = 64, attempts: int = 3, seed: int = 0):
+                 work_size: int = 64, attempts: int = 3, seed: int = 0, levels: int = 256):
         if weights is not None:
             raise ValueError(f"modality {MODALITY!r}: the k-means palette labeler takes no weights (got {weights!r})")
         if not 1 <= k <= MAX_COLORS:
             raise ValueError(f"modality {MODALITY!r}: k must be 1..{MAX_COLORS}, got {k}")
+        if isinstance(levels, bool) or not isinstance(levels, int) or not 2 <= levels <= 256:
+            raise ValueError(f"modality {MODALITY!r}: levels must be an integer 2..256 (256: exact channels), "
+                             f"got {levels!r}")
         self.k, self.work_size, self.attempts, self.seed = k, work_size, attempts, seed
+        self.levels = levels
         self.batch_size = batch_size
         self.device = device
 
@@ -130,10 +139,16 @@ class PaletteLabeler:
                                             cv2.KMEANS_PP_CENTERS)
             labels = labels.reshape(-1)
         counts = np.bincount(labels, minlength=k)
+        colors = np.clip(np.rint(centers), 0, 255).astype(int)
+        if self.levels < 256:
+            step = 255.0 / (self.levels - 1)
+            colors = np.rint(np.rint(colors / step) * step).astype(int)
+            merged, colors = np.unique(colors, axis=0, return_inverse=True)
+            counts = np.bincount(colors.reshape(-1), weights=counts, minlength=len(merged))
+            colors, k = merged, len(merged)
         order = np.lexsort((np.arange(k), -counts))  # most pixels first, ties by index
         order = order[counts[order] > 0]  # an empty cluster is no colour of the image
-        colors = np.clip(np.rint(centers[order]), 0, 255).astype(int)
-        return {"colors": [[int(v) for v in c] for c in colors]}
+        return {"colors": [[int(v) for v in c] for c in colors[order]]}
 
     def __call__(self, inputs: dict[str, list[Any]]) -> list[dict[str, list[list[int]]]]:
         return [self.palette(img) for img in inputs["rgb"]]

@@ -30,6 +30,28 @@ def test_two_colour_image_gives_both_colours():
     assert PaletteLabeler(k=7).palette(img)["colors"] == pal
 
 
+def test_levels_round_channels_and_merge_colours_that_meet():
+    img = np.zeros((64, 64, 3), np.uint8)
+    img[:, :20] = (200, 30, 10)   # -> (204, 51, 0) with 6 levels
+    img[:, 20:40] = (5, 90, 250)  # -> (0, 102, 255)
+    img[:, 40:] = (210, 40, 20)   # -> (204, 51, 0) too: merged with the first, 44 of 64 columns
+    exact = PaletteLabeler(k=3).palette(img)["colors"]
+    assert len(exact) == 3 and [5, 90, 250] in exact
+    assert PaletteLabeler(k=3, levels=6).palette(img)["colors"] == [[204, 51, 0], [0, 102, 255]]
+    # every channel of a photo's palette is one of the levels; 256 levels is the exact palette
+    photo = sample_photos(1)[0]
+    for levels in (2, 6, 17):
+        values = {v for c in PaletteLabeler(k=7, levels=levels).palette(photo)["colors"] for v in c}
+        assert values <= {round(i * 255 / (levels - 1)) for i in range(levels)}, levels
+    assert PaletteLabeler(k=7, levels=256).palette(photo) == PaletteLabeler(k=7).palette(photo)
+
+
+@pytest.mark.parametrize("levels", [1, 257, 6.0, True])
+def test_bad_levels_are_refused_with_the_modality(levels):
+    with pytest.raises(ValueError, match="color_palette.*levels must be an integer 2..256"):
+        PaletteLabeler(levels=levels)
+
+
 def test_kmeans_is_deterministic_and_covers_the_photo():
     photo = sample_photos(1)[0]
     a = PaletteLabeler(k=7).palette(photo)
