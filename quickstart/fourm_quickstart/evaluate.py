@@ -153,7 +153,7 @@ def task_title(task: str, rec: dict[str, Any]) -> str:
     parsed = f", parsed {rec['parsed']}" if "parsed" in rec else ""
     return (f"{task} on held-out photos: {rec['metric']} ({better} is better): 4M {rec['model']:.3g} vs baseline "
             f"{rec['baseline']:.3g} ({rec['baseline_is']}), tokenizer oracle {rec['oracle']:.3g}; the 4M {verdict} "
-            f"the baseline{parsed}")
+            f"the baseline{parsed}{scores.constant_note(rec)}")
 
 
 def _ground_truth(mods: ModalitySet, names: Sequence[str], rgb: list[np.ndarray],

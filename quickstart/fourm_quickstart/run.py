@@ -16,6 +16,7 @@ from fourm_registry import ModalitySet
 
 from .config import LEFT_OUT_REASONS, REQUIRED, QuickstartConfig, QuickstartError, labeler_kwargs
 from .plan import plan_labelers
+from .scores import constant_note
 from .stages import Clock, build_data, train_fourm_timeboxed, train_tokenizers_timeboxed
 
 log = logging.getLogger(__name__)
@@ -181,7 +182,7 @@ def task_line(task: str, rec: dict[str, Any]) -> str:
     parsed = f", parsed {rec['parsed']}" if "parsed" in rec else ""
     return (f"{task}: {rec['metric']} 4M {rec['model']:.3g}, baseline {rec['baseline']:.3g}, tokenizer oracle "
             f"{rec['oracle']:.3g} ({'higher' if rec['higher_is_better'] else 'lower'} is better: {mark} the "
-            f"baseline{parsed})")
+            f"baseline{parsed}{constant_note(rec)})")
 
 
 def _fmt(fl: dict[str, Any]) -> str:

@@ -6,6 +6,14 @@ oracle's, all with the same metric (numpy only; the inputs are the modalities' r
 * **oracle**: the ground truth passed through the modality's tokenizer (encode, decode): what a perfect 4M
   prediction would score, the ceiling the tokenizer sets.
 
+* **own constant**: the model's own predictions collapsed to one guess for every crop (their mean image, their
+  medoid palette, their majority edge map, their median statistics). A model that writes about the same
+  output whatever the input can beat the baseline by luck, when its constant happens to suit the held-out
+  photos better than the training average does (a run painted one brown for every crop and "beat" the mean
+  image on coffee and a palace); it cannot beat its own constant. So a task beats its baseline only when the
+  model beats both: ``input_dependent`` records the second condition (with a single crop it cannot be told
+  and is left out).
+
 Each task's record (:func:`task_record`) holds ``model``, ``baseline``, ``oracle`` (means over the crops), the
 metric's name and direction, and ``beats_baseline``. A sequence that did not parse (the text of an
 ``"unparseable: ..."`` row) is scored as the baseline's guess, so that it can never help the model; the record
@@ -25,16 +33,35 @@ EDGE_TOLERANCE = 2
 
 def task_record(metric: str, *, higher_is_better: bool, model: Sequence[float], baseline: Sequence[float],
                 oracle: Sequence[float], baseline_name: str, good: str, parsed: str | None = None,
-                **extra: Any) -> dict[str, Any]:
-    """One task's figures: means over the crops of per-crop scores (the model's, the baseline's, the oracle's)
-    and whether the model beats the baseline (strictly, in the metric's direction)."""
+                own_constant: Sequence[float] | None = None, **extra: Any) -> dict[str, Any]:
+    """One task's figures: means over the crops of per-crop scores (the model's, the baseline's, the oracle's,
+    the model's own constant's) and whether the model beats the baseline (strictly, in the metric's
+    direction) and, with two crops or more, its own constant too (``input_dependent``)."""
     m, b, o = (round(float(np.mean(v)), 4) for v in (model, baseline, oracle))
+
+    def better(x: float, y: float) -> bool:
+        return bool(x > y if higher_is_better else x < y)
+
     rec: dict[str, Any] = {"metric": metric, "higher_is_better": higher_is_better, "model": m, "baseline": b,
                            "oracle": o, "baseline_is": baseline_name, "good_result": good,
-                           "beats_baseline": bool(m > b if higher_is_better else m < b), "crops": len(model)}
+                           "beats_baseline": better(m, b), "crops": len(model)}
+    if own_constant is not None and len(model) > 1:
+        c = round(float(np.mean(own_constant)), 4)
+        rec["own_constant"] = c
+        rec["input_dependent"] = better(m, c)
+        rec["beats_baseline"] = rec["beats_baseline"] and rec["input_dependent"]
     if parsed is not None:
         rec["parsed"] = parsed
     return {**rec, **extra}
+
+
+def constant_note(rec: dict[str, Any]) -> str:
+    """``""``, or the clause saying that the model's predictions hardly depend on the input (it does not beat
+    its own constant guess, :func:`task_record`), for the run's output and the grids' titles."""
+    if rec.get("input_dependent", True):
+        return ""
+    return (f"; its predictions hardly depend on the input: one guess for every crop, their average, scores "
+            f"{rec['own_constant']:.3g}")
 
 
 def parsed_or(pred: Sequence[Any], fallback: Any, ok: Any) -> tuple[list[Any], str]:
@@ -53,8 +80,10 @@ def edge_task(pred: Sequence[np.ndarray], truth: Sequence[np.ndarray], oracle: S
     f1 = [edge_f1(p, t, tolerance) for p, t in zip(pred, truth)]
     every = [edge_f1(np.full_like(t, 255), t, tolerance) for t in truth]
     base = every if np.mean(every) > 0.0 else [0.0] * len(truth)
+    majority = np.where(np.mean([np.asarray(p) > 0 for p in pred], axis=0) >= 0.5, 255, 0).astype(np.uint8)
     return task_record(f"edge-pixel F1 ({tolerance} px tolerance)", higher_is_better=True, model=f1, baseline=base,
                        oracle=[edge_f1(o, t, tolerance) for o, t in zip(oracle, truth)],
+                       own_constant=[edge_f1(majority, t, tolerance) for t in truth],
                        baseline_name="every pixel an edge (scored by the same F1)",
                        good="the predicted strokes lie on the photo's outlines and textures (F1 near the oracle's)")
 
@@ -73,9 +102,11 @@ def palette_task(pred: Sequence[Any], truth: Sequence[Any], train: Sequence[Any]
 
     medoid = medoid_palette(list(train[:: max(1, len(train) // candidates)]))
     scored, parsed = parsed_or(pred, medoid, is_palette)
+    own = medoid_palette(scored)
     return task_record("palette distance (RGB, mean nearest-colour)", higher_is_better=False,
                        model=[palette_distance(p, t) for p, t in zip(scored, truth)],
                        baseline=[palette_distance(medoid, t) for t in truth],
+                       own_constant=[palette_distance(own, t) for t in truth],
                        oracle=[palette_distance(o, t) for o, t in zip(oracle, truth)], parsed=parsed,
                        baseline_name="the training palettes' medoid, the same for every crop",
                        good="the swatches show the crop's dominant colours, in about the truth's shades",
@@ -99,9 +130,11 @@ def metadata_task(pred: Sequence[Any], truth: Sequence[dict[str, float]], train:
         return float(np.mean([abs(float(p.get(k, median[k])) - float(t[k])) / spread[k] for k in keys]))
 
     covered = [sum(k in p for k in keys) / len(keys) for p in scored]
+    own = {k: float(np.median([float(p.get(k, median[k])) for p in scored])) for k in keys}
     return task_record("statistics' mean absolute error (in training standard deviations)", higher_is_better=False,
                        model=[err(p, t) for p, t in zip(scored, truth)],
                        baseline=[err(median, t) for t in truth],
+                       own_constant=[err(own, t) for t in truth],
                        oracle=[err(o, t) for o, t in zip(oracle, truth)], parsed=parsed,
                        baseline_name="each statistic's training median, the same for every crop",
                        good="brightness, contrast, saturation... close to the truth's (error well under the "
@@ -134,9 +167,11 @@ def rgb_task(pred: Sequence[np.ndarray], truth: Sequence[np.ndarray], fixed: np.
              oracle: Sequence[np.ndarray]) -> dict[str, Any]:
     """Mean absolute error of the generated photo (RGB 0..255, the truth resized to the prediction's size).
     Baseline: one fixed image for every crop, the mean of the training crops."""
+    own = mean_image(pred, np.asarray(pred[0]).shape[:2])
     return task_record("mean absolute error (RGB 0..255)", higher_is_better=False,
                        model=[_mae(p, t) for p, t in zip(pred, truth)],
                        baseline=[_mae(fixed, t) for t in truth],
+                       own_constant=[_mae(own, t) for t in truth],
                        oracle=[_mae(o, t) for o, t in zip(oracle, truth)],
                        baseline_name="the mean of the training crops, the same for every crop",
                        good="the photo's layout and colours: regions where the truth has them (a blurry, "

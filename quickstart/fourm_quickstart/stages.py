@@ -61,6 +61,19 @@ def _steps_for(seconds: float, rate: float, done: int, minimum: int) -> int:
     return max(minimum, done + int(max(0.0, seconds) * rate))
 
 
+def rate_and_overhead(short: tuple[int, float], long: tuple[int, float], fallback: float) -> tuple[float, float]:
+    """Steps per second and the seconds one trainer call spends outside its steps (building, the loader's first
+    batch, the checkpoint), from two calls of ``(steps, wall seconds)`` with different step counts: the
+    difference of their times is ``Δsteps / rate``, free of the per-call cost. A measurement that does not
+    resolve (the longer call no slower, from noise) falls back to ``fallback`` steps/s for the whole call."""
+    (n1, w1), (n2, w2) = short, long
+    if n2 > n1 and w2 > w1:
+        rate = (n2 - n1) / (w2 - w1)
+        return rate, max(0.0, w1 - n1 / rate)
+    rate = max(fallback, 1e-9)
+    return rate, max(0.0, w2 - n2 / rate)
+
+
 # --------------------------------------------------------------------------------------------------
 # stage 1: data
 def build_data(cfg: QuickstartConfig, data_dir: Path, rng: np.random.Generator) -> dict[str, Any]:
@@ -251,14 +264,18 @@ def train_fourm_timeboxed(url: str, tok_dir: Path, run_dir: Path, names: Sequenc
     if fixed is not None:
         steps = fixed
     else:
-        # the first steps are slow (loader start, allocator warm-up): the speed is measured on a second chunk,
-        # and the time one call spends outside its steps (build, checkpoint) is kept for the last call
-        t1 = time.perf_counter()
-        second = train(open_ended, resume=True, stop_after=calib)
-        rate = float(second["steps_per_s"])
-        overhead = max(0.0, (time.perf_counter() - t1) - calib / max(rate, 1e-9))
+        # the first steps are slow (allocator warm-up); each later call also pays a fixed cost outside its steps
+        # (building, the loader worker's first batch, the checkpoint: 3-5 s here, a third of a 10-step chunk).
+        # Two more calls of 10 and 20 steps measure both: the difference of their times is the step rate alone
+        # (a rate taken from one short call included that cost and left up to a quarter of the budget unused)
+        walls = []
+        for n in (calib, 2 * calib):
+            t1 = time.perf_counter()
+            chunk = train(open_ended, resume=True, stop_after=n)
+            walls.append((n, time.perf_counter() - t1))
+        rate, overhead = rate_and_overhead(walls[0], walls[1], float(chunk["steps_per_s"]))
         left = seconds - (time.perf_counter() - t0) - overhead
-        steps = _steps_for(left * 0.97, rate, 2 * calib, cfg.min_train_steps)
+        steps = _steps_for(left * 0.97, rate, 4 * calib, cfg.min_train_steps)
     summary = train(TrainConfig.from_dict({**base, "max_steps": steps}), resume=True)
     records = _read_jsonl(run_dir / "metrics.jsonl")
     per_mod = {k.split("/", 1)[1]: _first_last(records, k) for k in sorted({k for r in records for k in r})

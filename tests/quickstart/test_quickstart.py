@@ -95,7 +95,9 @@ def _check_summary(out: Path, summary: dict, budget_s: float) -> None:
         assert {"metric", "higher_is_better", "model", "baseline", "oracle", "beats_baseline"} <= set(t), name
         assert all(np.isfinite(t[k]) for k in ("model", "baseline", "oracle")), (name, t)
         better = t["model"] > t["baseline"] if t["higher_is_better"] else t["model"] < t["baseline"]
-        assert t["beats_baseline"] is bool(better), (name, t)
+        # and better than the model's own predictions collapsed to one guess for every crop
+        own = t["model"] > t["own_constant"] if t["higher_is_better"] else t["model"] < t["own_constant"]
+        assert t["input_dependent"] is bool(own) and t["beats_baseline"] is bool(better and own), (name, t)
     for name in ("rgb -> color_palette", "rgb -> metadata"):  # sequences: how many parsed, "n/m"
         if name in everything:
             n, m = (int(x) for x in everything[name]["parsed"].split("/"))

@@ -92,3 +92,40 @@ def test_task_grid_has_title_headers_rows_and_caption():
     # title band and caption drawn (dark text pixels at the top and the bottom)
     assert (a[:12].min(-1) < 100).any() and (a[-12:].min(-1) < 120).any()
     assert img.height > 2 * 64 + 40
+
+
+def test_a_constant_prediction_never_beats_the_baseline_even_when_it_scores_better():
+    """One output for every crop is no learning, even when that output suits the held-out crops better than
+    the training mean (the run that painted one brown for every crop): the model must beat its own constant."""
+    rng = np.random.default_rng(0)
+    truth = [np.clip(rng.normal(150, 30, (8, 8, 3)), 0, 255).astype(np.uint8) for _ in range(4)]
+    grey = np.full((8, 8, 3), 60, np.uint8)  # the training mean, far from these crops
+    brown = np.full((8, 8, 3), 150, np.uint8)
+    lucky = scores.rgb_task([brown] * 4, truth, grey, truth)
+    assert lucky["model"] < lucky["baseline"]  # it scores better than the baseline...
+    assert lucky["own_constant"] == lucky["model"] and lucky["input_dependent"] is False
+    assert not lucky["beats_baseline"]  # ...but does not beat it
+    # a prediction that follows the input beats both
+    near = [np.clip(t.astype(int) + 5, 0, 255).astype(np.uint8) for t in truth]
+    good = scores.rgb_task(near, truth, grey, truth)
+    assert good["input_dependent"] and good["beats_baseline"] and good["model"] < good["own_constant"]
+    # the same rule for palettes, edges and statistics
+    pal = [{"colors": [[200, 10, 10]]}, {"colors": [[10, 200, 10]]}, {"colors": [[10, 10, 200]]}]
+    same = scores.palette_task([pal[0]] * 3, pal, [{"colors": [[0, 0, 0]]}], pal)
+    assert same["model"] < same["baseline"] and not same["input_dependent"] and not same["beats_baseline"]
+    assert scores.palette_task(pal, pal, [{"colors": [[0, 0, 0]]}], pal)["beats_baseline"]
+    edges = [_edges([4]), _edges([12]), _edges([20])]
+    one = scores.edge_task([_edges([4])] * 3, edges, edges, tolerance=1)
+    assert not one["input_dependent"] and not one["beats_baseline"]
+    assert scores.edge_task(edges, edges, edges, tolerance=1)["input_dependent"]
+    train = [{"brightness": b} for b in (0.0, 100.0, 200.0)]
+    stats = [{"brightness": 20.0}, {"brightness": 180.0}]
+    flat = scores.metadata_task([{"brightness": 100.0}] * 2, stats, train, stats)
+    assert flat["own_constant"] == flat["model"] and not flat["beats_baseline"]
+    assert scores.metadata_task(stats, stats, train, stats)["beats_baseline"]
+
+
+def test_one_crop_cannot_tell_a_constant_and_is_judged_by_the_baseline_alone():
+    truth = [np.full((4, 4, 3), 100, np.uint8)]
+    rec = scores.rgb_task(truth, truth, np.zeros((4, 4, 3), np.uint8), truth)
+    assert "input_dependent" not in rec and "own_constant" not in rec and rec["beats_baseline"]
