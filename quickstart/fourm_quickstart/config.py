@@ -11,6 +11,8 @@ from fourm_registry import FourmError
 REQUIRED = ("rgb", "tok_rgb", "canny_edge")
 #: weight-free sequence modalities used when installed
 OPTIONAL = ("color_palette", "metadata")
+#: what the rgb → X tasks can predict (``QuickstartConfig.rgb_targets``), each scored by :mod:`.scores`
+RGB_TARGETS = ("canny_edge", *OPTIONAL)
 #: photos whose crops are only used for evaluation (never trained on)
 HELD_OUT = ("coffee", "china", "grace_hopper")
 
@@ -103,11 +105,10 @@ class QuickstartConfig:
             raise QuickstartError(f"quickstart: samples must be >= 8, got {self.samples}")
         if self.eval_crops < 1 or self.show < 1:
             raise QuickstartError("quickstart: eval_crops and show must be >= 1")
-        known = ("canny_edge", "color_palette", "metadata")
-        bad = [n for n in self.rgb_targets if n not in known]
+        bad = [n for n in self.rgb_targets if n not in RGB_TARGETS]
         if bad:
             raise QuickstartError(f"quickstart: --rgb-targets {', '.join(bad)}: the rgb -> X tasks are "
-                                  f"{', '.join(known)}")
+                                  f"{', '.join(RGB_TARGETS)}")
         for what in ("steps", "tokenizer_steps", "train_steps"):
             n = getattr(self, what)
             if n is not None and n < 10:

@@ -20,12 +20,12 @@ import numpy as np
 from fourm_registry import ModalitySet
 
 from . import scores
-from .config import AUXILIARY_REASONS, OPTIONAL, QuickstartConfig, labeler_kwargs
+from .config import AUXILIARY_REASONS, RGB_TARGETS, QuickstartConfig, labeler_kwargs
 from .render import Column, stack, task_grid
 
 EDGES = "canny_edge"
 #: modalities whose labelers give the ground truth of the rgb → X task
-SCORED = (EDGES, *OPTIONAL)
+SCORED = RGB_TARGETS
 #: side of one tile of the PNG grids, pixels
 TILE = 128
 #: rows and tile size of the overview picture
@@ -54,7 +54,7 @@ def generate_and_evaluate(model_dir: str, data: dict[str, Any], url: str, names:
     res: dict[str, Any] = {"eval_crops": len(rgb), "held_out_photos": data["held_out_photos"]}
 
     # rgb → the configured targets (canny_edge, color_palette, metadata; greedy: the model's best guess)
-    wanted = [n for n in (EDGES, *OPTIONAL) if n in names and n in cfg.rgb_targets]
+    wanted = [n for n in SCORED if n in names and n in cfg.rgb_targets]
     if wanted:
         targets = [TargetConfig(modality=n, temperature=0.0, **({"steps": IMAGE_STEPS} if n == EDGES else {}))
                    for n in wanted]
@@ -149,11 +149,9 @@ def _key_rank(key: str) -> int:
 def task_title(task: str, rec: dict[str, Any]) -> str:
     """The one-line headline of a task: its metric, the model's, baseline's and oracle's figures."""
     better = "higher" if rec["higher_is_better"] else "lower"
-    verdict = "beats" if rec["beats_baseline"] else "does NOT beat"
-    parsed = f", parsed {rec['parsed']}" if "parsed" in rec else ""
     return (f"{task} on held-out photos: {rec['metric']} ({better} is better): 4M {rec['model']:.3g} vs baseline "
-            f"{rec['baseline']:.3g} ({rec['baseline_is']}), tokenizer oracle {rec['oracle']:.3g}; the 4M {verdict} "
-            f"the baseline{parsed}{scores.constant_note(rec)}")
+            f"{rec['baseline']:.3g} ({rec['baseline_is']}), tokenizer oracle {rec['oracle']:.3g}; the 4M "
+            f"{scores.verdict(rec)}")
 
 
 def _ground_truth(mods: ModalitySet, names: Sequence[str], rgb: list[np.ndarray],

@@ -16,7 +16,7 @@ from fourm_registry import ModalitySet
 
 from .config import LEFT_OUT_REASONS, REQUIRED, QuickstartConfig, QuickstartError, labeler_kwargs
 from .plan import plan_labelers
-from .scores import constant_note
+from .scores import verdict
 from .stages import Clock, build_data, train_fourm_timeboxed, train_tokenizers_timeboxed
 
 log = logging.getLogger(__name__)
@@ -178,11 +178,8 @@ class _Run:
 
 def task_line(task: str, rec: dict[str, Any]) -> str:
     """One task's figures on one line (the run's output)."""
-    mark = "beats" if rec["beats_baseline"] else "does NOT beat"
-    parsed = f", parsed {rec['parsed']}" if "parsed" in rec else ""
     return (f"{task}: {rec['metric']} 4M {rec['model']:.3g}, baseline {rec['baseline']:.3g}, tokenizer oracle "
-            f"{rec['oracle']:.3g} ({'higher' if rec['higher_is_better'] else 'lower'} is better: {mark} the "
-            f"baseline{parsed}{constant_note(rec)})")
+            f"{rec['oracle']:.3g} ({'higher' if rec['higher_is_better'] else 'lower'} is better: {verdict(rec)})")
 
 
 def _fmt(fl: dict[str, Any]) -> str:

@@ -55,13 +55,17 @@ def task_record(metric: str, *, higher_is_better: bool, model: Sequence[float], 
     return {**rec, **extra}
 
 
-def constant_note(rec: dict[str, Any]) -> str:
-    """``""``, or the clause saying that the model's predictions hardly depend on the input (it does not beat
-    its own constant guess, :func:`task_record`), for the run's output and the grids' titles."""
-    if rec.get("input_dependent", True):
-        return ""
-    return (f"; its predictions hardly depend on the input: one guess for every crop, their average, scores "
-            f"{rec['own_constant']:.3g}")
+def verdict(rec: dict[str, Any]) -> str:
+    """"beats the baseline" or "does NOT beat the baseline", how many sequences parsed, and when the model's
+    predictions hardly depend on the input (it does not beat its own constant guess, :func:`task_record`):
+    the clause the run's output and the grids' titles end with."""
+    text = f"{'beats' if rec['beats_baseline'] else 'does NOT beat'} the baseline"
+    if "parsed" in rec:
+        text += f", parsed {rec['parsed']}"
+    if not rec.get("input_dependent", True):
+        text += (f"; its predictions hardly depend on the input: one guess for every crop, their average, scores "
+                 f"{rec['own_constant']:.3g}")
+    return text
 
 
 def parsed_or(pred: Sequence[Any], fallback: Any, ok: Any) -> tuple[list[Any], str]:
